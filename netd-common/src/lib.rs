@@ -1,0 +1,44 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
+//! The ABI between netd's eBPF programs and its userspace.
+//!
+//! Every type here is a map key or value, or a code stored in one, and is read
+//! by both sides (and by `bpftool map dump`). The rules that keep it an ABI:
+//!
+//! - `#[repr(C)]`, no implicit padding: holes are explicit `_pad` fields, and
+//!   `bytemuck::Pod` (derived under the `user` feature) refuses to compile a
+//!   type with padding;
+//! - a compile-time size assertion per type, so a layout change is a
+//!   deliberate edit of this file;
+//! - no Rust enums, `bool` or `Option` in keys or values: codes are plain
+//!   integers with `TryFrom` conversions for userspace;
+//! - addresses and ports are in network byte order where their names end in
+//!   `_be`, and in host byte order everywhere else.
+#![no_std]
+
+/// Declares an ABI type: `#[repr(C)]`, `Copy`, `Pod` for userspace, and a
+/// compile-time check of its size.
+macro_rules! abi_type {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident { $($body:tt)* }
+        size = $size:expr;
+    ) => {
+        $(#[$meta])*
+        #[repr(C)]
+        #[derive(Clone, Copy, Default)]
+        #[cfg_attr(
+            feature = "user",
+            derive(Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)
+        )]
+        pub struct $name { $($body)* }
+
+        const _: () = assert!(core::mem::size_of::<$name>() == $size);
+
+        // SAFETY: `repr(C)`, only integer fields and no padding (checked by
+        // the `bytemuck::Pod` derive above).
+        #[cfg(feature = "user")]
+        unsafe impl aya::Pod for $name {}
+    };
+}
+
+pub mod stats;

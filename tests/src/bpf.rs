@@ -1,0 +1,138 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
+//! netd's eBPF programs on crafted packets, through `BPF_PROG_TEST_RUN`.
+//!
+//! [`Bpf::load`] loads the object embedded in the `netd` binary with private,
+//! unpinned maps, so each test starts from empty maps and sees only its own
+//! side effects.
+
+use std::time::Duration;
+
+use aya::{
+    Ebpf, EbpfLoader, Pod,
+    maps::{MapData, PerCpuArray},
+    programs::{Program, SchedClassifier, TestRun as _, TestRunOptions, Xdp},
+};
+
+/// Room for the program to grow the packet (encapsulation, adjust_head).
+const HEADROOM: usize = 256;
+
+/// What a program did with one packet.
+#[derive(Debug)]
+pub struct Run {
+    /// The program's return value (TC_ACT_* or XDP_*), as the program
+    /// returned it.
+    pub verdict: i32,
+    /// The packet as the program left it.
+    pub data: Vec<u8>,
+    /// Average time per run, as the kernel measured it.
+    pub duration: Duration,
+}
+
+pub struct Bpf {
+    ebpf: Ebpf,
+}
+
+impl Bpf {
+    /// Loads netd's eBPF object with fresh maps. Programs are loaded into
+    /// the kernel on first use.
+    pub fn load() -> Self {
+        let ebpf = EbpfLoader::new()
+            .load(netd::ebpf::object())
+            .unwrap_or_else(|e| panic!("loading netd's eBPF object: {e:?}"));
+        Self { ebpf }
+    }
+
+    fn program(&mut self, name: &str) -> &mut Program {
+        self.ebpf
+            .program_mut(name)
+            .unwrap_or_else(|| panic!("no program {name} in netd's object"))
+    }
+
+    /// The TC program `name`, loaded.
+    pub fn tc(&mut self, name: &str) -> &mut SchedClassifier {
+        let prog: &mut SchedClassifier = self
+            .program(name)
+            .try_into()
+            .unwrap_or_else(|e| panic!("{name} is not a TC program: {e}"));
+        if prog.fd().is_err() {
+            prog.load()
+                .unwrap_or_else(|e| panic!("loading {name}: {e:?}"));
+        }
+        prog
+    }
+
+    /// The XDP program `name`, loaded.
+    pub fn xdp(&mut self, name: &str) -> &mut Xdp {
+        let prog: &mut Xdp = self
+            .program(name)
+            .try_into()
+            .unwrap_or_else(|e| panic!("{name} is not an XDP program: {e}"));
+        if prog.fd().is_err() {
+            prog.load()
+                .unwrap_or_else(|e| panic!("loading {name}: {e:?}"));
+        }
+        prog
+    }
+
+    /// Runs TC program `name` once on `frame`.
+    pub fn run_tc(&mut self, name: &str, frame: &[u8]) -> Run {
+        let prog = self.tc(name);
+        run(|opts| prog.test_run(opts), frame, 1)
+    }
+
+    /// Runs XDP program `name` once on `frame`.
+    pub fn run_xdp(&mut self, name: &str, frame: &[u8]) -> Run {
+        let prog = self.xdp(name);
+        run(|opts| prog.test_run(opts), frame, 1)
+    }
+
+    /// Runs TC program `name` `repeat` times on `frame` (for timing).
+    pub fn time_tc(&mut self, name: &str, frame: &[u8], repeat: u32) -> Run {
+        let prog = self.tc(name);
+        run(|opts| prog.test_run(opts), frame, repeat)
+    }
+
+    /// The map `name`, for reading and seeding.
+    pub fn map_mut(&mut self, name: &str) -> &mut aya::maps::Map {
+        self.ebpf
+            .map_mut(name)
+            .unwrap_or_else(|| panic!("no map {name} in netd's object"))
+    }
+
+    /// The sum over CPUs of entry `index` of the per-CPU array `name`,
+    /// folded with `merge`.
+    pub fn per_cpu_sum<V: Pod + Default>(
+        &mut self,
+        name: &str,
+        index: u32,
+        merge: impl Fn(V, V) -> V,
+    ) -> V {
+        let map: PerCpuArray<&mut MapData, V> = PerCpuArray::try_from(self.map_mut(name))
+            .unwrap_or_else(|e| panic!("{name} is not a per-CPU array: {e}"));
+        let values = map
+            .get(&index, 0)
+            .unwrap_or_else(|e| panic!("reading {name}[{index}]: {e}"));
+        values.iter().copied().fold(V::default(), merge)
+    }
+}
+
+fn run(
+    test_run: impl FnOnce(
+        TestRunOptions<'_>,
+    ) -> Result<aya::programs::TestRunResult, aya::programs::ProgramError>,
+    frame: &[u8],
+    repeat: u32,
+) -> Run {
+    let mut out = vec![0u8; frame.len() + HEADROOM];
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(frame);
+    opts.data_out = Some(&mut out);
+    opts.repeat = repeat;
+    let result = test_run(opts).unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN: {e:?}"));
+    out.truncate(result.data_size_out as usize);
+    Run {
+        verdict: result.return_value as i32,
+        data: out,
+        duration: result.duration,
+    }
+}

@@ -1,0 +1,78 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
+//! The observe programs attached to a veth in a test namespace, counting
+//! real traffic sent from another namespace.
+
+use std::time::Duration;
+
+use netd::datapath::observe::{Hook, Observer};
+use netd_tests::{
+    netns::{Netns, veth},
+    require_root,
+};
+
+/// Two namespaces joined by a veth: `client` 10.77.0.1 <-> `server`
+/// 10.77.0.2, with a UDP sink and a TCP listener on the server side.
+struct Pair {
+    client: Netns,
+    server: Netns,
+}
+
+fn pair() -> Pair {
+    let client = Netns::new("cli");
+    let server = Netns::new("srv");
+    veth(&client, "eth0", &server, "eth0");
+    client.ip("addr add 10.77.0.1/24 dev eth0");
+    server.ip("addr add 10.77.0.2/24 dev eth0");
+    Pair { client, server }
+}
+
+/// Sends 5 pings, 3 UDP datagrams and one TCP connection to the server.
+fn send_traffic(pair: &Pair) {
+    pair.client.sh("ping -c 5 -i 0.05 -W 1 10.77.0.2");
+    pair.client.sh(
+        "python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); [s.sendto(b\"x\", (\"10.77.0.2\", 9)) for _ in range(3)]'",
+    );
+    // A refused connection still sends a SYN the hook must count.
+    let _ = pair.client.try_sh("curl -s -m 2 http://10.77.0.2:81/");
+}
+
+fn observe(hook: Hook) {
+    let pair = pair();
+    let mut observer = {
+        let _in_server = pair.server.enter();
+        Observer::attach("eth0", hook).expect("attach observe program")
+    };
+    send_traffic(&pair);
+    std::thread::sleep(Duration::from_millis(100));
+    let stats = observer.read().expect("read counters");
+    assert!(stats.ipv4_icmp >= 5, "5 echo requests: {stats:?}");
+    assert!(stats.ipv4_udp >= 3, "3 datagrams: {stats:?}");
+    assert!(stats.ipv4_tcp >= 1, "a SYN: {stats:?}");
+    assert!(stats.arp >= 1, "ARP resolution of the server: {stats:?}");
+    assert!(stats.bytes >= 5 * 98, "bytes counted: {stats:?}");
+
+    // Detaching stops the counting.
+    drop(observer);
+    let again = {
+        let _in_server = pair.server.enter();
+        Observer::attach("eth0", hook).expect("re-attach")
+    };
+    let mut again = again;
+    assert_eq!(
+        again.read().expect("read").packets(),
+        0,
+        "fresh maps per load"
+    );
+}
+
+#[test]
+fn tc_observe_counts_real_traffic() {
+    require_root!();
+    observe(Hook::TcIngress);
+}
+
+#[test]
+fn xdp_observe_counts_real_traffic() {
+    require_root!();
+    observe(Hook::Xdp);
+}

@@ -1,0 +1,201 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
+//! `cargo xtask demo`: netd's main job, end to end, entirely inside network
+//! namespaces this command creates and removes.
+//!
+//! Topology: `out` (an outside client, 10.250.0.2) <-veth-> `host`
+//! (10.250.0.1, forwarding) <-veth-> `ctr` (a container, 172.30.0.2, with a
+//! real HTTP server). Nothing is attached to, or changed on, the machine's
+//! own interfaces, routes or firewall.
+
+use std::{
+    fs,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    thread,
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{
+    cmd::{self, cargo, is_root, workspace_root},
+    setup,
+};
+
+#[derive(clap::Args)]
+pub struct Options {
+    /// Do not install missing prerequisites first.
+    #[arg(long)]
+    no_setup: bool,
+}
+
+/// The namespaces, processes and files of one demo run; all removed on drop.
+struct Demo {
+    prefix: String,
+    namespaces: Vec<String>,
+    children: Vec<Child>,
+    dir: PathBuf,
+}
+
+impl Demo {
+    fn new() -> anyhow::Result<Self> {
+        let prefix = format!("netd-demo-{}", std::process::id());
+        let dir = std::env::temp_dir().join(&prefix);
+        fs::create_dir_all(&dir)?;
+        Ok(Self {
+            prefix,
+            namespaces: Vec::new(),
+            children: Vec::new(),
+            dir,
+        })
+    }
+
+    fn ns(&self, role: &str) -> String {
+        format!("{}-{role}", self.prefix)
+    }
+
+    fn add_ns(&mut self, role: &str) -> anyhow::Result<String> {
+        let name = self.ns(role);
+        cmd::run(Command::new("ip").args(["netns", "add", &name]))?;
+        self.namespaces.push(name.clone());
+        self.ip(role, "link set lo up")?;
+        Ok(name)
+    }
+
+    /// `ip -n NS ...` for the namespace of `role`.
+    fn ip(&self, role: &str, args: &str) -> anyhow::Result<()> {
+        cmd::run(
+            Command::new("ip")
+                .args(["-n", &self.ns(role)])
+                .args(args.split_whitespace()),
+        )
+    }
+
+    /// A command run inside the namespace of `role` (nsenter keeps bpffs
+    /// visible, unlike `ip netns exec`).
+    fn in_ns(&self, role: &str, program: &str) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", self.ns(role)))
+            .arg("--")
+            .arg(program);
+        cmd
+    }
+
+    fn spawn(&mut self, mut cmd: Command) -> anyhow::Result<()> {
+        let child = cmd
+            .stdin(Stdio::null())
+            .spawn()
+            .context("starting a demo process")?;
+        self.children.push(child);
+        Ok(())
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for ns in self.namespaces.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+        eprintln!("demo: removed namespaces {}", self.namespaces.join(", "));
+    }
+}
+
+fn step(text: &str) {
+    println!("\n==> {text}");
+}
+
+pub fn run(options: &Options) -> anyhow::Result<()> {
+    if !is_root() {
+        bail!("the demo creates network namespaces and loads eBPF programs: run it as root");
+    }
+    if !options.no_setup {
+        setup::run()?;
+    }
+    step("building netd");
+    cmd::run(cargo().args(["build", "--package", "netd"]))?;
+    let netd = workspace_root().join("target/debug/netd");
+
+    let mut demo = Demo::new()?;
+    step("creating namespaces: out (client) <-> host <-> ctr (container)");
+    demo.add_ns("out")?;
+    let host = demo.add_ns("host")?;
+    let ctr = demo.add_ns("ctr")?;
+    demo.ip(
+        "out",
+        &format!("link add eth0 type veth peer name up0 netns {host}"),
+    )?;
+    demo.ip(
+        "host",
+        &format!("link add veth0 type veth peer name eth0 netns {ctr}"),
+    )?;
+    for (role, link, addr) in [
+        ("out", "eth0", "10.250.0.2/24"),
+        ("host", "up0", "10.250.0.1/24"),
+        ("host", "veth0", "172.30.0.1/24"),
+        ("ctr", "eth0", "172.30.0.2/24"),
+    ] {
+        demo.ip(role, &format!("addr add {addr} dev {link}"))?;
+        demo.ip(role, &format!("link set {link} up"))?;
+    }
+    demo.ip("out", "route add 172.30.0.0/24 via 10.250.0.1")?;
+    demo.ip("ctr", "route add default via 172.30.0.1")?;
+    cmd::run(
+        demo.in_ns("host", "sysctl")
+            .args(["-qw", "net.ipv4.ip_forward=1"]),
+    )?;
+
+    step("starting an HTTP server in the container (python3 -m http.server 80)");
+    let site = demo.dir.join("site");
+    fs::create_dir_all(&site)?;
+    fs::write(
+        site.join("index.html"),
+        "Hello from the container, via netd\n",
+    )?;
+    let mut server = demo.in_ns("ctr", "python3");
+    server
+        .args([
+            "-m",
+            "http.server",
+            "80",
+            "--bind",
+            "172.30.0.2",
+            "--directory",
+        ])
+        .arg(&site)
+        .stderr(Stdio::null())
+        .stdout(Stdio::null());
+    demo.spawn(server)?;
+    thread::sleep(Duration::from_millis(700));
+
+    step("netd observe up0: netd's TC program counts the host's uplink traffic for 3 s");
+    let mut observe = demo.in_ns("host", netd.to_str().unwrap_or("netd"));
+    observe.args(["observe", "up0", "--seconds", "3"]);
+    let observer = observe.stdout(Stdio::piped()).spawn()?;
+    thread::sleep(Duration::from_millis(500));
+
+    step("the outside client fetches the page: curl http://172.30.0.2/ from out");
+    let page = demo
+        .in_ns("out", "curl")
+        .args(["-sS", "-m", "5", "http://172.30.0.2/"])
+        .output()?;
+    if !page.status.success() {
+        bail!("curl failed: {}", String::from_utf8_lossy(&page.stderr));
+    }
+    print!("{}", String::from_utf8_lossy(&page.stdout));
+
+    let counted = observer.wait_with_output()?;
+    step("what netd counted on the uplink");
+    print!("{}", String::from_utf8_lossy(&counted.stdout));
+    if !counted.status.success() {
+        bail!("netd observe failed");
+    }
+    println!(
+        "\nThe NAT datapath (netd agent, netd publish 8080:80) builds on this; see README.md."
+    );
+    Ok(())
+}

@@ -1,0 +1,52 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
+//! Developer tasks that cargo cannot do alone: installing the eBPF
+//! toolchain, the privileged test suite, the demo.
+//!
+//! Every task that needs a tool installs it first (see `setup`), so each
+//! command works on a fresh machine.
+
+mod cmd;
+mod demo;
+mod leftovers;
+mod setup;
+mod test;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "netd developer tasks", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing netd needs (Debian packages,
+    /// bpf-linker for LLVM 22, rust-src for nightly); skips what is present.
+    Setup,
+    /// Run every check: fmt, clippy (userspace and eBPF), unit tests, the
+    /// privileged BPF and namespace tests, and the leftover check.
+    Test(test::Options),
+    /// Show netd's main job end to end, inside network namespaces it creates
+    /// and removes.
+    Demo(demo::Options),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Setup => setup::run(),
+        Task::Test(options) => test::run(&options),
+        Task::Demo(options) => demo::run(&options),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

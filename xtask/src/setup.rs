@@ -1,0 +1,131 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
+//! Installs what building and testing netd needs, and nothing that is there
+//! already: a second run prints only "present" lines.
+//!
+//! The toolchain facts behind the versions: bpf-linker loads libLLVM at run
+//! time and its LLVM major must be at least the nightly rustc's (22 here);
+//! Debian bookworm ships llvm-22-dev through bookworm-security.
+
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+
+use crate::cmd::{self, is_root, output};
+
+/// Debian packages: the LLVM that bpf-linker links against, and the tools the
+/// tests and the demo drive.
+const DEBIAN_PACKAGES: &[(&str, &str)] = &[
+    ("llvm-22-dev", "bpf-linker links against LLVM 22"),
+    ("libpolly-22-dev", "LLVM 22's link line names Polly"),
+    ("bpftool", "tests read pinned maps with bpftool"),
+    ("iproute2", "namespaces, veths and routes in tests"),
+    ("curl", "HTTP client in tests and the demo"),
+    ("iputils-ping", "ICMP in tests"),
+    ("python3", "HTTP and UDP servers in tests and the demo"),
+    ("nftables", "tests check netd adds no nftables rule"),
+    ("iptables", "tests check netd adds no iptables rule"),
+];
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
+const NIGHTLY: &str = "nightly";
+
+pub fn run() -> anyhow::Result<()> {
+    debian_packages()?;
+    nightly_rust_src()?;
+    bpf_linker()?;
+    Ok(())
+}
+
+fn present(what: &str) {
+    eprintln!("setup: {what}: present");
+}
+
+fn installing(what: &str, why: &str) {
+    eprintln!("setup: {what}: missing ({why}), installing");
+}
+
+fn package_installed(name: &str) -> bool {
+    output(Command::new("dpkg-query").args(["-W", "-f=${Status}", name]))
+        .is_some_and(|status| status.trim_end().ends_with(" installed"))
+}
+
+fn debian_packages() -> anyhow::Result<()> {
+    let mut missing = Vec::new();
+    for (name, why) in DEBIAN_PACKAGES {
+        if package_installed(name) {
+            present(name);
+        } else {
+            installing(name, why);
+            missing.push(*name);
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "setup: Debian packages {} are missing and installing them needs root: run as root or `apt-get install {}`",
+            missing.join(", "),
+            missing.join(" ")
+        );
+    }
+    // Package lists on a fresh machine can predate llvm-22 (it reached
+    // bookworm through bookworm-security): refresh them first.
+    cmd::run(Command::new("apt-get").args(["update", "-q"]))?;
+    cmd::run(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing),
+    )
+    .context("installing Debian packages")
+}
+
+fn nightly_rust_src() -> anyhow::Result<()> {
+    let Some(installed) = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        NIGHTLY,
+    ])) else {
+        bail!(
+            "setup: the {NIGHTLY} Rust toolchain is missing: netd's eBPF programs need it (`rustup toolchain install {NIGHTLY}`; this project is tested with nightly 1.97 2026-05-19, LLVM 22)"
+        );
+    };
+    if installed.lines().any(|line| line.starts_with("rust-src")) {
+        present("rust-src for nightly");
+        return Ok(());
+    }
+    installing(
+        "rust-src for nightly",
+        "-Z build-std=core for the BPF target",
+    );
+    cmd::run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", NIGHTLY]))
+}
+
+fn bpf_linker() -> anyhow::Result<()> {
+    let version = output(Command::new("bpf-linker").arg("--version"));
+    if version
+        .as_deref()
+        .is_some_and(|v| v.contains(BPF_LINKER_VERSION))
+    {
+        present(&format!("bpf-linker {BPF_LINKER_VERSION}"));
+        return Ok(());
+    }
+    installing(
+        &format!("bpf-linker {BPF_LINKER_VERSION}"),
+        "links the eBPF object (built against LLVM 22, about 1.5 minutes)",
+    );
+    // The LLVM 22 tools must come first on PATH only while building it, so
+    // its build script finds llvm-config-22.
+    let path = format!("{LLVM_BIN}:{}", std::env::var("PATH").unwrap_or_default());
+    cmd::run(
+        Command::new("cargo")
+            .env("PATH", path)
+            .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
+            .args(["--no-default-features", "--features", "llvm-22"]),
+    )
+    .context("installing bpf-linker")
+}

@@ -1,0 +1,137 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
+//! `cargo xtask test`: every quality gate, in the order a failure is
+//! cheapest to find.
+
+use std::{fs, process::Command};
+
+use anyhow::bail;
+
+use crate::{
+    cmd::{self, cargo, is_root, output, workspace_root},
+    leftovers::{self, Snapshot},
+    setup,
+};
+
+#[derive(clap::Args)]
+pub struct Options {
+    /// Do not install missing prerequisites first.
+    #[arg(long)]
+    no_setup: bool,
+    /// Skip fmt and clippy (quicker iterations on tests).
+    #[arg(long)]
+    no_lint: bool,
+    /// Run only tests whose names match these filters (passed to the runner).
+    filters: Vec<String>,
+}
+
+/// Runs cargo from the nightly toolchain (rustfmt options and the BPF
+/// target need it).
+fn nightly_cargo() -> Command {
+    let mut cmd = Command::new("rustup");
+    cmd.args(["run", "nightly", "cargo"])
+        .current_dir(workspace_root());
+    cmd
+}
+
+pub fn run(options: &Options) -> anyhow::Result<()> {
+    if !options.no_setup {
+        setup::run()?;
+    }
+    if !options.no_lint {
+        lint()?;
+    }
+
+    cmd::run(cargo().args([
+        "build",
+        "--workspace",
+        "--exclude",
+        "netd-ebpf",
+        "--all-targets",
+    ]))?;
+
+    let ledger = workspace_root().join("target/netd-test-ledger");
+    let _ = fs::remove_dir_all(&ledger);
+    fs::create_dir_all(&ledger)?;
+    let before = Snapshot::take();
+
+    let privileged = is_root();
+    if !privileged {
+        eprintln!(
+            "\n*** NOT ROOT: the privileged tests (BPF loading, namespaces) will say \"test skipped, requires root\" and pass without running. Run as root to run them. ***\n"
+        );
+    }
+    let nextest = output(cargo().args(["nextest", "--version"])).is_some();
+    let mut tests = cargo();
+    if nextest {
+        // One process per test: a test that enters a namespace cannot leak
+        // it into another test.
+        tests.args([
+            "nextest",
+            "run",
+            "--workspace",
+            "--exclude",
+            "netd-ebpf",
+            "--no-fail-fast",
+        ]);
+    } else {
+        tests.args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "netd-ebpf",
+            "--no-fail-fast",
+            "--",
+        ]);
+    }
+    tests
+        .args(&options.filters)
+        .env("NETD_TEST_LEDGER", &ledger);
+    let result = cmd::run(&mut tests);
+    if nextest && options.filters.is_empty() {
+        // nextest does not run doc tests.
+        cmd::run(cargo().args(["test", "--workspace", "--exclude", "netd-ebpf", "--doc"]))?;
+    }
+
+    let after = Snapshot::take();
+    let mut left = before.new_in(&after);
+    left.extend(leftovers::live_processes(&ledger));
+    if !left.is_empty() {
+        eprintln!("leftover check: the test run left these behind:");
+        for item in &left {
+            eprintln!("  {item}");
+        }
+        bail!("leftover check failed: {} item(s) left behind", left.len());
+    }
+    eprintln!("leftover check: nothing left behind");
+    result?;
+    if !privileged {
+        eprintln!("*** privileged tests were SKIPPED (not root) ***");
+    }
+    Ok(())
+}
+
+fn lint() -> anyhow::Result<()> {
+    cmd::run(nightly_cargo().args(["fmt", "--all", "--check"]))?;
+    cmd::run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "netd-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    cmd::run(nightly_cargo().args([
+        "clippy",
+        "--package",
+        "netd-ebpf",
+        "--target",
+        "bpfel-unknown-none",
+        "-Z",
+        "build-std=core",
+        "--",
+        "-D",
+        "warnings",
+    ]))
+}
