@@ -18,3 +18,19 @@ pub enum DatapathError {
     #[error("the eBPF object has no map {0} (netd built from mismatched sources?)")]
     MissingMap(&'static str),
 }
+
+/// An error and its causes in one line ("create veth vethab: File exists"),
+/// skipping causes whose text the line already holds.
+pub fn one_line(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
+    }
+    line
+}

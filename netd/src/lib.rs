@@ -3,8 +3,16 @@
 //! library; tests use the library directly (the embedded eBPF object, the
 //! datapath loader).
 
+pub mod agent;
+pub mod api;
 pub mod cli;
+pub mod client;
 pub mod datapath;
 pub mod ebpf;
 pub mod error;
+pub mod failpoint;
 pub mod logging;
+pub mod mac;
+pub mod netlink;
+pub mod netns;
+pub mod paths;

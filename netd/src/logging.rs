@@ -2,6 +2,8 @@
 //! Logging: `tracing` with `RUST_LOG` filters; the `log` records aya and
 //! aya-log emit reach the same output through tracing-log.
 
+use std::io::IsTerminal as _;
+
 use tracing_subscriber::EnvFilter;
 
 /// Logs to stderr at `info` unless `RUST_LOG` says otherwise.
@@ -11,5 +13,6 @@ pub fn init() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }

@@ -12,6 +12,7 @@
 //! Tests that need root start with [`require_root!`]; without root they say
 //! "test skipped, requires root" and return.
 
+pub mod agent;
 pub mod bpf;
 pub mod netns;
 pub mod pktgen;

@@ -220,6 +220,30 @@ impl Process {
         }
     }
 
+    /// Takes charge of an already spawned child (recorded in the ledger).
+    pub fn adopt(child: Child, what: &str) -> Self {
+        record_in_ledger(child.id(), what);
+        Self {
+            child,
+            what: what.to_owned(),
+        }
+    }
+
+    /// The captured stdout and stderr of an exited process spawned with
+    /// piped output.
+    pub fn take_output(&mut self) -> (String, String) {
+        use std::io::Read as _;
+        let mut stdout = String::new();
+        let mut stderr = String::new();
+        if let Some(mut out) = self.child.stdout.take() {
+            let _ = out.read_to_string(&mut stdout);
+        }
+        if let Some(mut err) = self.child.stderr.take() {
+            let _ = err.read_to_string(&mut stderr);
+        }
+        (stdout, stderr)
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

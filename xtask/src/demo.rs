@@ -121,7 +121,9 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let netd = workspace_root().join("target/debug/netd");
 
     let mut demo = Demo::new()?;
-    step("creating namespaces: out (client) <-> host <-> ctr (container)");
+    step(
+        "creating namespaces: out (an outside client) <-> host (runs netd agent) ; ctr (a container)",
+    );
     demo.add_ns("out")?;
     let host = demo.add_ns("host")?;
     let ctr = demo.add_ns("ctr")?;
@@ -129,25 +131,49 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         "out",
         &format!("link add eth0 type veth peer name up0 netns {host}"),
     )?;
-    demo.ip(
-        "host",
-        &format!("link add veth0 type veth peer name eth0 netns {ctr}"),
-    )?;
     for (role, link, addr) in [
         ("out", "eth0", "10.250.0.2/24"),
         ("host", "up0", "10.250.0.1/24"),
-        ("host", "veth0", "172.30.0.1/24"),
-        ("ctr", "eth0", "172.30.0.2/24"),
     ] {
         demo.ip(role, &format!("addr add {addr} dev {link}"))?;
         demo.ip(role, &format!("link set {link} up"))?;
     }
-    demo.ip("out", "route add 172.30.0.0/24 via 10.250.0.1")?;
-    demo.ip("ctr", "route add default via 172.30.0.1")?;
-    cmd::run(
-        demo.in_ns("host", "sysctl")
-            .args(["-qw", "net.ipv4.ip_forward=1"]),
-    )?;
+    demo.ip("host", "route add default via 10.250.0.2")?;
+    demo.ip("out", "route add 172.30.0.0/16 via 10.250.0.1")?;
+
+    step("netd agent in the host namespace (bridge netd0, subnet 172.30.0.0/16)");
+    let dir = demo.dir.clone();
+    let netd_env = |cmd: &mut Command| {
+        cmd.env("NETD_SOCKET", dir.join("netd.sock"))
+            .env("NETD_STATE_DIR", dir.join("state"))
+            .env("NETD_BPFFS", dir.join("bpffs"));
+    };
+    let mut agent = demo.in_ns("host", netd.to_str().unwrap_or("netd"));
+    agent.args(["agent", "--subnet", "172.30.0.0/16", "--uplink", "up0"]);
+    netd_env(&mut agent);
+    demo.spawn(agent)?;
+    let netd_cli = |args: &[&str]| -> anyhow::Result<String> {
+        let mut cmd = Command::new(&netd);
+        cmd.args(args);
+        netd_env(&mut cmd);
+        let out = cmd.output()?;
+        if !out.status.success() {
+            bail!("netd {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    for _ in 0..100 {
+        if netd_cli(&["status"]).is_ok() {
+            break;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    print!("{}", netd_cli(&["status"])?);
+
+    step(&format!(
+        "netd attach {ctr}: a veth, an address and a route for the container"
+    ));
+    print!("{}", netd_cli(&["attach", &ctr, "--name", "web"])?);
 
     step("starting an HTTP server in the container (python3 -m http.server 80)");
     let site = demo.dir.join("site");
@@ -158,27 +184,17 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     )?;
     let mut server = demo.in_ns("ctr", "python3");
     server
-        .args([
-            "-m",
-            "http.server",
-            "80",
-            "--bind",
-            "172.30.0.2",
-            "--directory",
-        ])
+        .args(["-m", "http.server", "80", "--directory"])
         .arg(&site)
         .stderr(Stdio::null())
         .stdout(Stdio::null());
     demo.spawn(server)?;
     thread::sleep(Duration::from_millis(700));
 
-    step("netd observe up0: netd's TC program counts the host's uplink traffic for 3 s");
-    let mut observe = demo.in_ns("host", netd.to_str().unwrap_or("netd"));
-    observe.args(["observe", "up0", "--seconds", "3"]);
-    let observer = observe.stdout(Stdio::piped()).spawn()?;
-    thread::sleep(Duration::from_millis(500));
+    step("netd ps");
+    print!("{}", netd_cli(&["ps"])?);
 
-    step("the outside client fetches the page: curl http://172.30.0.2/ from out");
+    step("the outside client fetches the page, routed through the host: curl http://172.30.0.2/");
     let page = demo
         .in_ns("out", "curl")
         .args(["-sS", "-m", "5", "http://172.30.0.2/"])
@@ -188,14 +204,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     }
     print!("{}", String::from_utf8_lossy(&page.stdout));
 
-    let counted = observer.wait_with_output()?;
-    step("what netd counted on the uplink");
-    print!("{}", String::from_utf8_lossy(&counted.stdout));
-    if !counted.status.success() {
-        bail!("netd observe failed");
-    }
-    println!(
-        "\nThe NAT datapath (netd agent, netd publish 8080:80) builds on this; see README.md."
-    );
+    step("netd down: removes the veth, the bridge and the state");
+    print!("{}", netd_cli(&["down"])?);
     Ok(())
 }

@@ -116,7 +116,7 @@ fn bpf_linker() -> anyhow::Result<()> {
     }
     installing(
         &format!("bpf-linker {BPF_LINKER_VERSION}"),
-        "links the eBPF object (built against LLVM 22, about 1.5 minutes)",
+        "links the eBPF object; built against LLVM 22, about 1.5 minutes",
     );
     // The LLVM 22 tools must come first on PATH only while building it, so
     // its build script finds llvm-config-22.

@@ -1,38 +1,127 @@
 // SPDX-License-Identifier: MIT OR GPL-2.0-only
-//! The command line: one module per command; doc comments are the help.
+//! The command line: one module per command; the doc comments are the help.
+//!
+//! Exit codes: 0 success, 1 the operation failed, 2 bad usage, 3 the agent
+//! could not be reached.
 
+mod agent;
+mod attach;
+mod detach;
+mod down;
+mod network;
 mod observe;
+mod output;
+mod ps;
+mod status;
 
-use std::process::ExitCode;
+use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 
+use crate::{
+    client::{Client, ClientError},
+    paths,
+};
+
 /// netd: an eBPF datapath for containers (bridge, published ports,
 /// masquerade) with no iptables rule and no proxy process.
+///
+/// Start the agent (`netd agent`), then attach network namespaces to its
+/// bridge (`netd attach NETNS`). Every other command talks to the agent over
+/// its socket.
 #[derive(Parser)]
-#[command(name = "netd", version, about, long_about = None)]
+#[command(name = "netd", version, about, long_about, max_term_width = 100)]
 pub struct Cli {
+    /// The agent's API socket.
+    #[arg(long, global = true, env = "NETD_SOCKET", default_value = paths::SOCKET)]
+    socket: PathBuf,
+    /// Print results (and errors) as JSON.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    Agent(agent::Agent),
+    Attach(attach::Attach),
+    Detach(detach::Detach),
+    Ps(ps::Ps),
+    Network(network::Network),
+    Status(status::Status),
+    Down(down::Down),
     Observe(observe::Observe),
 }
+
+/// What every command gets: how to reach the agent and how to print.
+pub struct Context {
+    pub client: Client,
+    pub json: bool,
+}
+
+const EXIT_FAILED: u8 = 1;
+const EXIT_UNREACHABLE: u8 = 3;
 
 impl Cli {
     pub fn execute(self) -> ExitCode {
         crate::logging::init();
-        let result = match self.command {
-            Command::Observe(cmd) => cmd.execute(),
+        let ctx = Context {
+            client: Client::new(&self.socket),
+            json: self.json,
         };
+        let runtime = match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(err) => {
+                eprintln!("netd: starting the async runtime: {err}");
+                return ExitCode::from(EXIT_FAILED);
+            }
+        };
+        let result = runtime.block_on(async {
+            match self.command {
+                Command::Agent(cmd) => cmd.execute().await,
+                Command::Attach(cmd) => cmd.execute(&ctx).await,
+                Command::Detach(cmd) => cmd.execute(&ctx).await,
+                Command::Ps(cmd) => cmd.execute(&ctx).await,
+                Command::Network(cmd) => cmd.execute(&ctx).await,
+                Command::Status(cmd) => cmd.execute(&ctx).await,
+                Command::Down(cmd) => cmd.execute(&ctx).await,
+                Command::Observe(cmd) => cmd.execute(),
+            }
+        });
         match result {
             Ok(()) => ExitCode::SUCCESS,
-            Err(err) => {
-                eprintln!("netd: {err:#}");
-                ExitCode::FAILURE
-            }
+            Err(err) => report(&err, ctx.json),
         }
+    }
+}
+
+/// Prints `err` as one line (or JSON) and picks the exit code.
+fn report(err: &anyhow::Error, json: bool) -> ExitCode {
+    let client = err.downcast_ref::<ClientError>();
+    let kind = match (
+        client,
+        err.downcast_ref::<crate::agent::error::AgentError>(),
+    ) {
+        (Some(client), _) => client.kind().to_owned(),
+        (None, Some(agent)) => agent.kind().as_str().to_owned(),
+        (None, None) => "error".to_owned(),
+    };
+    let message = format!("{err:#}");
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "error": { "message": message, "kind": kind } })
+        );
+    } else {
+        eprintln!("netd: {message}");
+    }
+    match client {
+        Some(ClientError::Unreachable { .. }) => ExitCode::from(EXIT_UNREACHABLE),
+        _ => ExitCode::from(EXIT_FAILED),
     }
 }

@@ -1,0 +1,258 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
+//! `netd agent`'s flags and how they become the network's settings.
+//!
+//! Saved state wins over defaults: a restarted agent keeps its network. A
+//! flag given explicitly that contradicts the saved network is refused
+//! rather than silently ignored or applied half-way.
+
+use std::{net::Ipv4Addr, path::PathBuf};
+
+use ipnet::Ipv4Net;
+
+use super::{error::AgentError, ipam, state::NetworkState};
+use crate::{netlink::Netlink, paths};
+
+/// Flags of `netd agent`; each has an environment fallback.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Flags {
+    /// The bridge containers attach to [default: netd0]
+    #[arg(long, env = "NETD_BRIDGE")]
+    pub bridge: Option<String>,
+    /// The network's IPv4 subnet [default: the first of Docker's default
+    /// pools (172.17-31.0.0/16, then 192.168.0.0/16 in /20s) that overlaps no
+    /// route or address here]
+    #[arg(long, env = "NETD_SUBNET")]
+    pub subnet: Option<Ipv4Net>,
+    /// The gateway address, assigned to the bridge [default: the subnet's
+    /// first host address]
+    #[arg(long, env = "NETD_GATEWAY")]
+    pub gateway: Option<Ipv4Addr>,
+    /// MTU of the bridge and the containers' interfaces [default: the
+    /// uplink's MTU, else 1500]
+    #[arg(long, env = "NETD_MTU")]
+    pub mtu: Option<u32>,
+    /// Interface(s) towards the outside world, where published ports are
+    /// served; repeat or comma-separate [default: the interface of the
+    /// default route]
+    #[arg(long, env = "NETD_UPLINK", value_delimiter = ',')]
+    pub uplink: Vec<String>,
+    /// Where state is kept.
+    #[arg(long, env = "NETD_STATE_DIR", default_value = paths::STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// netd's directory on a bpffs, for pinned maps and programs.
+    #[arg(long, env = "NETD_BPFFS", default_value = paths::BPFFS_DIR)]
+    pub bpffs: PathBuf,
+    /// The API socket.
+    #[arg(long, env = "NETD_SOCKET", default_value = paths::SOCKET)]
+    pub socket: PathBuf,
+}
+
+/// What the agent runs with, once flags, saved state and the namespace
+/// have been reconciled.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub network: NetworkState,
+    pub uplinks: Vec<String>,
+    pub state_dir: PathBuf,
+    pub bpffs: PathBuf,
+    pub socket: PathBuf,
+}
+
+pub const DEFAULT_BRIDGE: &str = "netd0";
+const DEFAULT_MTU: u32 = 1500;
+const NETWORK_NAME: &str = "netd";
+
+/// Checks an interface name the kernel would accept (IFNAMSIZ - 1 bytes, no
+/// '/', ':' or whitespace, not "." or "..").
+pub fn check_ifname(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("it is empty");
+    }
+    if name.len() > 15 {
+        return Err("Linux interface names are at most 15 bytes");
+    }
+    if name == "." || name == ".." {
+        return Err("\".\" and \"..\" are not interface names");
+    }
+    if name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace())
+    {
+        return Err("it contains '/', ':' or whitespace");
+    }
+    Ok(())
+}
+
+fn check_mtu(mtu: u32) -> Result<u32, AgentError> {
+    if (68..=65535).contains(&mtu) {
+        Ok(mtu)
+    } else {
+        Err(AgentError::Mtu(mtu))
+    }
+}
+
+fn mismatch<T: PartialEq + ToString>(
+    flag: &'static str,
+    given: Option<T>,
+    saved: &T,
+    state_path: &std::path::Path,
+) -> Result<(), AgentError> {
+    match given {
+        Some(given) if given != *saved => Err(AgentError::ConfigMismatch {
+            flag,
+            given: given.to_string(),
+            saved: saved.to_string(),
+            path: state_path.to_owned(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+impl Config {
+    /// Reconciles `flags` with the saved network (if any) and this
+    /// namespace. Changes nothing.
+    pub async fn resolve(
+        flags: &Flags,
+        saved: Option<&NetworkState>,
+        state_path: &std::path::Path,
+        nl: &Netlink,
+    ) -> Result<Self, AgentError> {
+        if let Some(bridge) = &flags.bridge {
+            check_ifname(bridge).map_err(|why| AgentError::BridgeName {
+                name: bridge.clone(),
+                why,
+            })?;
+        }
+        if let Some(mtu) = flags.mtu {
+            check_mtu(mtu)?;
+        }
+        let links = nl.links().await?;
+        let uplinks = if flags.uplink.is_empty() {
+            default_uplink(nl, &links).await?.into_iter().collect()
+        } else {
+            for uplink in &flags.uplink {
+                if !links.iter().any(|l| &l.name == uplink) {
+                    return Err(AgentError::UnknownUplink(uplink.clone()));
+                }
+            }
+            flags.uplink.clone()
+        };
+
+        let network = match saved {
+            Some(saved) => {
+                mismatch("bridge", flags.bridge.clone(), &saved.bridge, state_path)?;
+                mismatch("subnet", flags.subnet, &saved.subnet, state_path)?;
+                mismatch("gateway", flags.gateway, &saved.gateway, state_path)?;
+                mismatch("mtu", flags.mtu, &saved.mtu, state_path)?;
+                saved.clone()
+            }
+            None => {
+                let bridge = flags
+                    .bridge
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_BRIDGE.to_owned());
+                let bridge_index = links.iter().find(|l| l.name == bridge).map(|l| l.index);
+                let in_use = networks_in_use(nl, bridge_index).await?;
+                let subnet = match flags.subnet {
+                    Some(subnet) => {
+                        let subnet = subnet.trunc();
+                        if let Some(existing) =
+                            in_use.iter().find(|net| ipam::overlaps(&subnet, net))
+                        {
+                            return Err(AgentError::SubnetOverlap {
+                                subnet,
+                                existing: *existing,
+                            });
+                        }
+                        subnet
+                    }
+                    None => ipam::pick_subnet(&in_use).ok_or(AgentError::NoFreeSubnet)?,
+                };
+                let gateway = match flags.gateway {
+                    Some(gateway) => gateway,
+                    None => subnet
+                        .hosts()
+                        .next()
+                        .ok_or(AgentError::GatewayOutsideSubnet {
+                            gateway: subnet.network(),
+                            subnet,
+                        })?,
+                };
+                if !subnet.contains(&gateway)
+                    || gateway == subnet.network()
+                    || gateway == subnet.broadcast()
+                {
+                    return Err(AgentError::GatewayOutsideSubnet { gateway, subnet });
+                }
+                let uplink_mtu = uplinks
+                    .first()
+                    .and_then(|name| links.iter().find(|l| &l.name == name))
+                    .map(|l| l.mtu);
+                let mtu = check_mtu(flags.mtu.or(uplink_mtu).unwrap_or(DEFAULT_MTU))?;
+                NetworkState {
+                    id: super::random_hex(32),
+                    name: NETWORK_NAME.to_owned(),
+                    created: humantime::format_rfc3339_nanos(std::time::SystemTime::now())
+                        .to_string(),
+                    bridge,
+                    subnet,
+                    gateway,
+                    mtu,
+                }
+            }
+        };
+        if let Some(link) = links.iter().find(|l| l.name == network.bridge)
+            && link.kind.as_deref() != Some("bridge")
+        {
+            return Err(AgentError::NotABridge {
+                name: network.bridge.clone(),
+                kind: link.kind.clone().unwrap_or_else(|| "physical".to_owned()),
+            });
+        }
+        Ok(Self {
+            network,
+            uplinks,
+            state_dir: flags.state_dir.clone(),
+            bpffs: flags.bpffs.clone(),
+            socket: flags.socket.clone(),
+        })
+    }
+}
+
+/// The interface of the IPv4 default route, if there is one.
+async fn default_uplink(
+    nl: &Netlink,
+    links: &[crate::netlink::Link],
+) -> Result<Option<String>, AgentError> {
+    let routes = nl.routes().await?;
+    Ok(routes
+        .iter()
+        .find(|r| r.destination.prefix_len() == 0)
+        .and_then(|r| r.oif)
+        .and_then(|oif| links.iter().find(|l| l.index == oif))
+        .map(|l| l.name.clone()))
+}
+
+/// Networks already used here: routes (but the default route, and routes
+/// through our own bridge, which we are adopting) and addresses' subnets.
+async fn networks_in_use(
+    nl: &Netlink,
+    bridge_index: Option<u32>,
+) -> Result<Vec<Ipv4Net>, AgentError> {
+    let mut in_use = Vec::new();
+    for route in nl.routes().await? {
+        if route.destination.prefix_len() > 0 && (route.oif.is_none() || route.oif != bridge_index)
+        {
+            in_use.push(route.destination);
+        }
+    }
+    for address in nl.addresses().await? {
+        if Some(address.index) != bridge_index
+            && !address.ip.is_loopback()
+            && let Ok(net) = Ipv4Net::new(address.ip, address.prefix_len)
+        {
+            in_use.push(net.trunc());
+        }
+    }
+    Ok(in_use)
+}

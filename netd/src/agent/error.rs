@@ -1,0 +1,172 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
+//! What can go wrong in an agent operation, each with a specific message and
+//! a stable class the API reports.
+
+use std::{io, net::Ipv4Addr, path::PathBuf};
+
+use ipnet::Ipv4Net;
+use thiserror::Error;
+
+use crate::{
+    agent::state::StateError,
+    mac::MacError,
+    netlink::{ConnectError, NetlinkError},
+    netns::NetnsError,
+};
+
+/// The Linux bridge's port limit: port numbers are 10 bits and 0 is
+/// reserved (BR_MAX_PORTS in net/bridge/br_private.h).
+pub const BRIDGE_MAX_PORTS: usize = 1023;
+
+#[derive(Debug, Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error("invalid IP address {0:?}")]
+    IpSyntax(String),
+    #[error("{ip} is outside the network's subnet {subnet}")]
+    IpOutsideSubnet { ip: Ipv4Addr, subnet: Ipv4Net },
+    #[error("{ip} is the network's gateway address")]
+    IpIsGateway { ip: Ipv4Addr },
+    #[error("{ip} is the {which} address of the subnet {subnet}")]
+    IpReserved {
+        ip: Ipv4Addr,
+        which: &'static str,
+        subnet: Ipv4Net,
+    },
+    #[error("{ip} is already assigned to endpoint {name}")]
+    IpTaken { ip: Ipv4Addr, name: String },
+    #[error("the subnet {subnet} is full: no free address left")]
+    SubnetFull { subnet: Ipv4Net },
+    #[error(transparent)]
+    Mac(#[from] MacError),
+    #[error("invalid interface name {name:?}: {why}")]
+    Ifname { name: String, why: &'static str },
+    #[error("invalid endpoint name {name:?}: {why}")]
+    Name { name: String, why: &'static str },
+    #[error("the name {name} is already used by endpoint {id}")]
+    NameTaken { name: String, id: String },
+    #[error("namespace {netns} is already attached as endpoint {name} ({ip})")]
+    AlreadyAttached {
+        netns: String,
+        name: String,
+        ip: Ipv4Addr,
+    },
+    #[error("no endpoint named {0}")]
+    UnknownEndpoint(String),
+    #[error("bridge {bridge} is full: Linux allows at most {BRIDGE_MAX_PORTS} ports on a bridge")]
+    BridgeFull { bridge: String },
+    #[error("{path} exists inside the namespace already: interface {ifname} is taken")]
+    IfnameTaken { path: PathBuf, ifname: String },
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("invalid bridge name {name:?}: {why}")]
+    BridgeName { name: String, why: &'static str },
+    #[error("{name} exists and is not a bridge (it is a {kind} link)")]
+    NotABridge { name: String, kind: String },
+    #[error("subnet {subnet} overlaps {existing}, already in use in this namespace")]
+    SubnetOverlap { subnet: Ipv4Net, existing: Ipv4Net },
+    #[error(
+        "no free subnet: every Docker default pool (172.17-31.0.0/16, 192.168.0.0/16 in /20s) overlaps a route or address; pass --subnet"
+    )]
+    NoFreeSubnet,
+    #[error("gateway {gateway} is not a host address of the subnet {subnet}")]
+    GatewayOutsideSubnet { gateway: Ipv4Addr, subnet: Ipv4Net },
+    #[error("invalid MTU {0}: it must be between 68 and 65535")]
+    Mtu(u32),
+    #[error("uplink {0} does not exist in this namespace")]
+    UnknownUplink(String),
+    #[error(
+        "--{flag} {given} differs from the saved network's {saved} in {path}; run `netd down` to start over with new settings"
+    )]
+    ConfigMismatch {
+        flag: &'static str,
+        given: String,
+        saved: String,
+        path: PathBuf,
+    },
+    #[error("another netd agent is serving {0}")]
+    SocketInUse(PathBuf),
+    #[error("another netd agent holds {0}")]
+    Locked(PathBuf),
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The stable class of an error, as the API reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    InvalidArgument,
+    NotFound,
+    Conflict,
+    Exhausted,
+    Internal,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidArgument => "invalid_argument",
+            Self::NotFound => "not_found",
+            Self::Conflict => "conflict",
+            Self::Exhausted => "exhausted",
+            Self::Internal => "internal",
+        }
+    }
+
+    pub fn http_status(self) -> u16 {
+        match self {
+            Self::InvalidArgument => 400,
+            Self::NotFound => 404,
+            Self::Conflict | Self::Exhausted => 409,
+            Self::Internal => 500,
+        }
+    }
+}
+
+impl AgentError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Netns(NetnsError::NotFound { .. }) | Self::UnknownEndpoint(_) => {
+                ErrorKind::NotFound
+            }
+            Self::Netns(NetnsError::NotNetns { .. })
+            | Self::IpSyntax(_)
+            | Self::IpOutsideSubnet { .. }
+            | Self::IpIsGateway { .. }
+            | Self::IpReserved { .. }
+            | Self::Mac(_)
+            | Self::Ifname { .. }
+            | Self::Name { .. }
+            | Self::BridgeName { .. }
+            | Self::GatewayOutsideSubnet { .. }
+            | Self::Mtu(_)
+            | Self::UnknownUplink(_)
+            | Self::ConfigMismatch { .. } => ErrorKind::InvalidArgument,
+            Self::IpTaken { .. }
+            | Self::NameTaken { .. }
+            | Self::AlreadyAttached { .. }
+            | Self::IfnameTaken { .. }
+            | Self::NotABridge { .. }
+            | Self::SubnetOverlap { .. }
+            | Self::SocketInUse(_)
+            | Self::Locked(_) => ErrorKind::Conflict,
+            Self::SubnetFull { .. } | Self::BridgeFull { .. } | Self::NoFreeSubnet => {
+                ErrorKind::Exhausted
+            }
+            Self::Netns(_)
+            | Self::Netlink(_)
+            | Self::Connect(_)
+            | Self::State(_)
+            | Self::Io { .. } => ErrorKind::Internal,
+        }
+    }
+}

@@ -1,0 +1,153 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
+//! IPv4 address management for the network: Docker's default pools, the
+//! lowest free address, and the checks on a requested one.
+
+use std::{collections::BTreeMap, net::Ipv4Addr};
+
+use ipnet::Ipv4Net;
+
+use super::error::AgentError;
+
+/// Docker's default local pools, in its order: 172.17.0.0/16 to
+/// 172.31.0.0/16, then 192.168.0.0/16 cut into /20s.
+pub fn default_pools() -> impl Iterator<Item = Ipv4Net> {
+    let large =
+        (17..=31).map(|b| Ipv4Net::new(Ipv4Addr::new(172, b, 0, 0), 16).expect("/16 is valid"));
+    let small = (0..16)
+        .map(|i| Ipv4Net::new(Ipv4Addr::new(192, 168, i * 16, 0), 20).expect("/20 is valid"));
+    large.chain(small)
+}
+
+/// The first default pool that overlaps none of `in_use` (the namespace's
+/// routes and addresses).
+pub fn pick_subnet(in_use: &[Ipv4Net]) -> Option<Ipv4Net> {
+    default_pools().find(|pool| !in_use.iter().any(|net| overlaps(pool, net)))
+}
+
+/// Whether two networks share an address.
+pub fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// Checks that `ip` can be given to an endpoint: inside the subnet, not its
+/// network or broadcast address, not the gateway, not taken. `taken` maps
+/// assigned addresses to their endpoint's name.
+pub fn check_requested(
+    ip: Ipv4Addr,
+    subnet: Ipv4Net,
+    gateway: Ipv4Addr,
+    taken: &BTreeMap<Ipv4Addr, String>,
+) -> Result<(), AgentError> {
+    if !subnet.contains(&ip) {
+        return Err(AgentError::IpOutsideSubnet { ip, subnet });
+    }
+    if ip == subnet.network() && subnet.prefix_len() < 31 {
+        return Err(AgentError::IpReserved {
+            ip,
+            which: "network",
+            subnet,
+        });
+    }
+    if ip == subnet.broadcast() && subnet.prefix_len() < 31 {
+        return Err(AgentError::IpReserved {
+            ip,
+            which: "broadcast",
+            subnet,
+        });
+    }
+    if ip == gateway {
+        return Err(AgentError::IpIsGateway { ip });
+    }
+    if let Some(name) = taken.get(&ip) {
+        return Err(AgentError::IpTaken {
+            ip,
+            name: name.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// The lowest address of `subnet` that [`check_requested`] accepts.
+pub fn next_free(
+    subnet: Ipv4Net,
+    gateway: Ipv4Addr,
+    taken: &BTreeMap<Ipv4Addr, String>,
+) -> Result<Ipv4Addr, AgentError> {
+    subnet
+        .hosts()
+        .find(|ip| *ip != gateway && !taken.contains_key(ip))
+        .ok_or(AgentError::SubnetFull { subnet })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> Ipv4Net {
+        s.parse().expect("net")
+    }
+
+    #[test]
+    fn picks_first_docker_pool_free_of_routes() {
+        assert_eq!(pick_subnet(&[]), Some(net("172.17.0.0/16")));
+        assert_eq!(
+            pick_subnet(&[net("172.17.0.0/16"), net("172.18.5.0/24")]),
+            Some(net("172.19.0.0/16"))
+        );
+        // A default route overlaps everything: it is not a reason to skip.
+        // (Callers leave 0.0.0.0/0 out; see Agent::routes_in_use.)
+        let all_172: Vec<_> = (17..=31).map(|b| net(&format!("172.{b}.0.0/16"))).collect();
+        let mut in_use = all_172;
+        in_use.push(net("192.168.0.0/24"));
+        assert_eq!(pick_subnet(&in_use), Some(net("192.168.16.0/20")));
+    }
+
+    #[test]
+    fn requested_addresses_are_checked() {
+        let subnet = net("172.17.0.0/16");
+        let gw = Ipv4Addr::new(172, 17, 0, 1);
+        let taken = BTreeMap::from([(Ipv4Addr::new(172, 17, 0, 2), "web".to_owned())]);
+        let check = |ip| check_requested(ip, subnet, gw, &taken);
+        assert!(check(Ipv4Addr::new(172, 17, 0, 3)).is_ok());
+        assert!(matches!(
+            check(Ipv4Addr::new(10, 0, 0, 1)),
+            Err(AgentError::IpOutsideSubnet { .. })
+        ));
+        assert!(matches!(check(gw), Err(AgentError::IpIsGateway { .. })));
+        assert!(matches!(
+            check(Ipv4Addr::new(172, 17, 0, 0)),
+            Err(AgentError::IpReserved {
+                which: "network",
+                ..
+            })
+        ));
+        assert!(matches!(
+            check(Ipv4Addr::new(172, 17, 255, 255)),
+            Err(AgentError::IpReserved {
+                which: "broadcast",
+                ..
+            })
+        ));
+        assert!(matches!(
+            check(Ipv4Addr::new(172, 17, 0, 2)),
+            Err(AgentError::IpTaken { .. })
+        ));
+    }
+
+    #[test]
+    fn allocates_lowest_free_and_reports_full() {
+        let subnet = net("10.9.0.0/29");
+        let gw = Ipv4Addr::new(10, 9, 0, 1);
+        let mut taken = BTreeMap::new();
+        let mut got = Vec::new();
+        while let Ok(ip) = next_free(subnet, gw, &taken) {
+            taken.insert(ip, String::new());
+            got.push(ip.octets()[3]);
+        }
+        assert_eq!(got, vec![2, 3, 4, 5, 6]);
+        assert!(matches!(
+            next_free(subnet, gw, &taken),
+            Err(AgentError::SubnetFull { .. })
+        ));
+    }
+}

@@ -1,0 +1,659 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
+//! `netd agent`: owns the network's state and the kernel objects it makes,
+//! and serves the API. One operation at a time: the server holds the agent
+//! behind a mutex for the whole of each request, so concurrent clients see
+//! the effects of each other's requests in some order, never interleaved.
+
+pub mod config;
+pub mod error;
+pub mod ipam;
+mod server;
+pub mod state;
+
+use std::{
+    collections::BTreeMap,
+    fs::{self, File},
+    io::Read as _,
+    net::Ipv4Addr,
+    path::Path,
+};
+
+use nix::fcntl::{Flock, FlockArg};
+use tracing::{info, warn};
+
+use self::{
+    config::{Config, Flags, check_ifname},
+    error::{AgentError, BRIDGE_MAX_PORTS},
+    state::{EndpointState, NetworkState, Phase, STATE_VERSION, State, StateStore},
+};
+use crate::{
+    api::{self, AttachRequest, DownReport},
+    failpoint,
+    mac::MacAddr,
+    netlink::Netlink,
+    netns::{self, Netns},
+};
+
+/// `len` random bytes as lowercase hex.
+pub fn random_hex(len: usize) -> String {
+    let mut bytes = vec![0u8; len];
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .expect("reading /dev/urandom");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string()
+}
+
+/// Starts the agent with `flags` and serves until SIGTERM or SIGINT (or a
+/// `down` request).
+pub async fn run(flags: Flags) -> anyhow::Result<()> {
+    let agent = Agent::start(&flags).await?;
+    server::serve(agent).await
+}
+
+pub struct Agent {
+    config: Config,
+    store: StateStore,
+    state: State,
+    nl: Netlink,
+    bridge_index: u32,
+    /// Held for the agent's life: one agent per state directory.
+    _lock: Flock<File>,
+}
+
+impl Agent {
+    /// Reconciles flags, saved state and the namespace; creates or adopts
+    /// the bridge; finishes what a killed agent left half-done.
+    pub async fn start(flags: &Flags) -> Result<Self, AgentError> {
+        let store = StateStore::new(&flags.state_dir);
+        fs::create_dir_all(store.dir()).map_err(|source| AgentError::Io {
+            what: format!("creating the state directory {}", store.dir().display()),
+            source,
+        })?;
+        let lock = lock_state_dir(store.dir())?;
+        let saved = store.load()?;
+        let nl = Netlink::connect()?;
+        let config = Config::resolve(
+            flags,
+            saved.as_ref().map(|s| &s.network),
+            &store.path(),
+            &nl,
+        )
+        .await?;
+        let state = saved.unwrap_or_else(|| State {
+            version: STATE_VERSION,
+            network: config.network.clone(),
+            endpoints: BTreeMap::new(),
+        });
+        let bridge_index = ensure_bridge(&nl, &state.network).await?;
+        enable_forwarding()?;
+        if config.uplinks.is_empty() {
+            warn!("no uplink: no default route here and no --uplink given");
+        } else {
+            info!(uplinks = ?config.uplinks, "uplinks");
+        }
+        let mut agent = Self {
+            config,
+            store,
+            state,
+            nl,
+            bridge_index,
+            _lock: lock,
+        };
+        agent.store.save(&agent.state)?;
+        agent.recover().await?;
+        Ok(agent)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Finishes operations a killed agent left half-done, and adopts or
+    /// releases the rest: an attach caught in `creating` is rolled back, a
+    /// detach caught in `removing` is completed, and a `ready` endpoint whose
+    /// veth is gone (its namespace was deleted) is released.
+    async fn recover(&mut self) -> Result<(), AgentError> {
+        let endpoints: Vec<EndpointState> = self.state.endpoints.values().cloned().collect();
+        for ep in endpoints {
+            let link = self.nl.link(&ep.host_ifname).await?;
+            match (ep.phase, link) {
+                (Phase::Creating, link) => {
+                    if let Some(link) = link {
+                        self.nl.del_link(link.index, &ep.host_ifname).await?;
+                    }
+                    info!(endpoint = %ep.name, "rolled back an attach the previous agent did not finish");
+                    self.forget(&ep.id)?;
+                }
+                (Phase::Removing, link) => {
+                    if let Some(link) = link {
+                        self.nl.del_link(link.index, &ep.host_ifname).await?;
+                    }
+                    info!(endpoint = %ep.name, "completed a detach the previous agent did not finish");
+                    self.forget(&ep.id)?;
+                }
+                (Phase::Ready, None) => {
+                    warn!(endpoint = %ep.name, ip = %ep.ip, veth = %ep.host_ifname,
+                        "veth gone (namespace deleted?): releasing the endpoint");
+                    self.forget(&ep.id)?;
+                }
+                (Phase::Ready, Some(link)) => {
+                    if link.controller != Some(self.bridge_index) {
+                        self.nl
+                            .set_controller(link.index, self.bridge_index, &ep.host_ifname)
+                            .await?;
+                    }
+                    if !link.up {
+                        self.nl.set_up(link.index, &ep.host_ifname).await?;
+                    }
+                    info!(endpoint = %ep.name, ip = %ep.ip, veth = %ep.host_ifname, "adopted endpoint");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn forget(&mut self, id: &str) -> Result<(), AgentError> {
+        self.state.endpoints.remove(id);
+        self.store.save(&self.state)?;
+        Ok(())
+    }
+
+    fn view(&self, ep: &EndpointState) -> api::Endpoint {
+        api::Endpoint {
+            id: ep.id.clone(),
+            name: ep.name.clone(),
+            netns: ep.netns.display().to_string(),
+            ifname: ep.ifname.clone(),
+            host_ifname: ep.host_ifname.clone(),
+            ip: ep.ip,
+            prefix_len: self.state.network.subnet.prefix_len(),
+            gateway: self.state.network.gateway,
+            mac: ep.mac,
+            created: ep.created.clone(),
+        }
+    }
+
+    pub fn endpoints(&self) -> Vec<api::Endpoint> {
+        let mut list: Vec<_> = self
+            .state
+            .endpoints
+            .values()
+            .map(|ep| self.view(ep))
+            .collect();
+        list.sort_by(|a, b| a.created.cmp(&b.created).then(a.name.cmp(&b.name)));
+        list
+    }
+
+    pub fn status(&self) -> api::Status {
+        let net = &self.state.network;
+        api::Status {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            pid: std::process::id(),
+            network: net.name.clone(),
+            bridge: net.bridge.clone(),
+            subnet: net.subnet,
+            gateway: net.gateway,
+            mtu: net.mtu,
+            uplinks: self.config.uplinks.clone(),
+            endpoints: self.state.endpoints.len(),
+            state_dir: self.config.state_dir.display().to_string(),
+            bpffs: self.config.bpffs.display().to_string(),
+        }
+    }
+
+    pub fn inspect(&self) -> Vec<api::NetworkInspect> {
+        let net = &self.state.network;
+        let containers = self
+            .state
+            .endpoints
+            .values()
+            .map(|ep| {
+                (
+                    ep.id.clone(),
+                    api::ContainerInspect {
+                        name: ep.name.clone(),
+                        endpoint_id: ep.id.clone(),
+                        mac_address: ep.mac,
+                        ipv4_address: format!("{}/{}", ep.ip, net.subnet.prefix_len()),
+                        ipv6_address: String::new(),
+                    },
+                )
+            })
+            .collect();
+        let options = BTreeMap::from([
+            (
+                "com.docker.network.bridge.name".to_owned(),
+                net.bridge.clone(),
+            ),
+            (
+                "com.docker.network.driver.mtu".to_owned(),
+                net.mtu.to_string(),
+            ),
+        ]);
+        vec![api::NetworkInspect {
+            name: net.name.clone(),
+            id: net.id.clone(),
+            created: net.created.clone(),
+            scope: "local".to_owned(),
+            driver: "netd".to_owned(),
+            enable_ipv6: false,
+            ipam: api::Ipam {
+                driver: "default".to_owned(),
+                options: BTreeMap::new(),
+                config: vec![api::IpamConfig {
+                    subnet: net.subnet,
+                    gateway: net.gateway,
+                }],
+            },
+            internal: false,
+            attachable: true,
+            ingress: false,
+            containers,
+            options,
+            labels: BTreeMap::new(),
+        }]
+    }
+
+    /// Addresses in use, by endpoint name.
+    fn taken(&self) -> BTreeMap<Ipv4Addr, String> {
+        self.state
+            .endpoints
+            .values()
+            .map(|ep| (ep.ip, ep.name.clone()))
+            .collect()
+    }
+
+    /// Attaches the namespace `req.netns`: validates everything first, then
+    /// records the endpoint, then creates it; on failure, removes what was
+    /// created and the record.
+    pub async fn attach(&mut self, req: AttachRequest) -> Result<api::Endpoint, AgentError> {
+        let ifname = req.ifname.clone().unwrap_or_else(|| "eth0".to_owned());
+        check_ifname(&ifname).map_err(|why| AgentError::Ifname {
+            name: ifname.clone(),
+            why,
+        })?;
+        let requested_ip = req
+            .ip
+            .as_deref()
+            .map(|ip| {
+                ip.parse::<Ipv4Addr>()
+                    .map_err(|_| AgentError::IpSyntax(ip.to_owned()))
+            })
+            .transpose()?;
+        let requested_mac = req.mac.as_deref().map(str::parse::<MacAddr>).transpose()?;
+        if let Some(name) = &req.name {
+            check_name(name)?;
+        }
+        let ns = Netns::open(&req.netns)?;
+        self.release_stale().await?;
+        if let Some(existing) = self
+            .state
+            .endpoints
+            .values()
+            .find(|ep| ep.netns_ident == ns.ident())
+        {
+            return Err(AgentError::AlreadyAttached {
+                netns: req.netns.clone(),
+                name: existing.name.clone(),
+                ip: existing.ip,
+            });
+        }
+        let net = self.state.network.clone();
+        let taken = self.taken();
+        let ip = match requested_ip {
+            Some(ip) => {
+                ipam::check_requested(ip, net.subnet, net.gateway, &taken)?;
+                ip
+            }
+            None => ipam::next_free(net.subnet, net.gateway, &taken)?,
+        };
+        let id = random_hex(32);
+        let name = match &req.name {
+            Some(name) => name.clone(),
+            None => default_name(&req.netns, &id),
+        };
+        if let Some(holder) = self.state.endpoints.values().find(|ep| ep.name == name) {
+            return Err(AgentError::NameTaken {
+                name,
+                id: holder.id.clone(),
+            });
+        }
+        let ports = self
+            .nl
+            .links()
+            .await?
+            .iter()
+            .filter(|l| l.controller == Some(self.bridge_index))
+            .count();
+        if ports >= BRIDGE_MAX_PORTS {
+            return Err(AgentError::BridgeFull { bridge: net.bridge });
+        }
+
+        let endpoint = EndpointState {
+            host_ifname: format!("veth{}", &id[..11]),
+            id: id.clone(),
+            name,
+            netns: ns.path().to_owned(),
+            netns_ident: ns.ident(),
+            ifname,
+            ip,
+            mac: requested_mac.unwrap_or_else(|| MacAddr::from_ipv4(ip)),
+            created: now_rfc3339(),
+            phase: Phase::Creating,
+        };
+        self.state.endpoints.insert(id.clone(), endpoint.clone());
+        self.store.save(&self.state)?;
+        failpoint::hit("attach:recorded");
+
+        if let Err(err) = self.plumb(&endpoint, &ns).await {
+            // Deleting the host end deletes its peer in the namespace too.
+            if let Ok(Some(link)) = self.nl.link(&endpoint.host_ifname).await
+                && let Err(cleanup) = self.nl.del_link(link.index, &endpoint.host_ifname).await
+            {
+                warn!(error = %cleanup, "rolling back a failed attach");
+            }
+            self.forget(&id)?;
+            return Err(err);
+        }
+        let ready = self.state.endpoints.get_mut(&id).expect("recorded above");
+        ready.phase = Phase::Ready;
+        let ready = ready.clone();
+        self.store.save(&self.state)?;
+        info!(endpoint = %ready.name, netns = %ready.netns.display(), ip = %ready.ip, veth = %ready.host_ifname, "attached");
+        Ok(self.view(&ready))
+    }
+
+    /// Creates the endpoint's veth, joins it to the bridge and configures
+    /// the namespace side: address, MTU, `lo` and the interface up, default
+    /// route via the gateway.
+    async fn plumb(&self, ep: &EndpointState, ns: &Netns) -> Result<(), AgentError> {
+        let net = &self.state.network;
+        if let Err(err) = self
+            .nl
+            .create_veth(&ep.host_ifname, &ep.ifname, ns, ep.mac, net.mtu)
+            .await
+        {
+            if err.errno() == Some(libc::EEXIST) {
+                return Err(AgentError::IfnameTaken {
+                    path: ep.netns.clone(),
+                    ifname: ep.ifname.clone(),
+                });
+            }
+            return Err(err.into());
+        }
+        let host = self
+            .nl
+            .link(&ep.host_ifname)
+            .await?
+            .ok_or_else(|| AgentError::Io {
+                what: format!("veth {} vanished right after its creation", ep.host_ifname),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            })?;
+        if let Err(err) = self
+            .nl
+            .set_controller(host.index, self.bridge_index, &ep.host_ifname)
+            .await
+        {
+            // The kernel says EXFULL when the bridge has no port number left.
+            if err.errno() == Some(libc::EXFULL) {
+                return Err(AgentError::BridgeFull {
+                    bridge: net.bridge.clone(),
+                });
+            }
+            return Err(err.into());
+        }
+        self.nl.set_up(host.index, &ep.host_ifname).await?;
+        failpoint::hit("attach:veth-created");
+
+        let inside = Netlink::connect_in(ns)?;
+        let lo = inside.link("lo").await?;
+        if let Some(lo) = lo {
+            inside.set_up(lo.index, "lo").await?;
+        }
+        let eth = inside
+            .link(&ep.ifname)
+            .await?
+            .ok_or_else(|| AgentError::Io {
+                what: format!("{} did not appear in {}", ep.ifname, ep.netns.display()),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            })?;
+        inside
+            .add_address(eth.index, ep.ip, net.subnet.prefix_len(), &ep.ifname)
+            .await?;
+        inside.set_up(eth.index, &ep.ifname).await?;
+        inside.add_default_route(net.gateway).await?;
+        Ok(())
+    }
+
+    /// Releases endpoints whose veth is gone (their namespace was deleted):
+    /// their addresses and names are free again.
+    async fn release_stale(&mut self) -> Result<(), AgentError> {
+        let links = self.nl.links().await?;
+        let stale: Vec<EndpointState> = self
+            .state
+            .endpoints
+            .values()
+            .filter(|ep| {
+                ep.phase == Phase::Ready && !links.iter().any(|l| l.name == ep.host_ifname)
+            })
+            .cloned()
+            .collect();
+        for ep in stale {
+            warn!(endpoint = %ep.name, ip = %ep.ip, "veth gone (namespace deleted?): releasing the endpoint");
+            self.forget(&ep.id)?;
+        }
+        Ok(())
+    }
+
+    /// Removes one endpoint: recorded as `removing` first, so a crash in
+    /// between is finished on restart.
+    async fn remove(&mut self, id: &str) -> Result<api::Endpoint, AgentError> {
+        let ep = self.state.endpoints.get_mut(id).expect("caller found it");
+        ep.phase = Phase::Removing;
+        let ep = ep.clone();
+        self.store.save(&self.state)?;
+        failpoint::hit("detach:recorded");
+        if let Some(link) = self.nl.link(&ep.host_ifname).await? {
+            self.nl.del_link(link.index, &ep.host_ifname).await?;
+        }
+        let view = self.view(&ep);
+        self.forget(id)?;
+        info!(endpoint = %ep.name, ip = %ep.ip, "detached");
+        Ok(view)
+    }
+
+    /// Detaches whatever is attached for namespace `given`. Succeeds with
+    /// nothing detached when nothing is: runtimes call this after deleting
+    /// the namespace, and may call it twice.
+    pub async fn detach_netns(&mut self, given: &str) -> Result<Vec<api::Endpoint>, AgentError> {
+        let path = netns::resolve(given);
+        let ident = Netns::open(given).ok().map(|ns| ns.ident());
+        let ids: Vec<String> = self
+            .state
+            .endpoints
+            .values()
+            .filter(|ep| ep.netns == path || Some(ep.netns_ident) == ident)
+            .map(|ep| ep.id.clone())
+            .collect();
+        let mut detached = Vec::new();
+        for id in ids {
+            detached.push(self.remove(&id).await?);
+        }
+        Ok(detached)
+    }
+
+    /// Detaches the endpoint named (or with the ID) `name`.
+    pub async fn detach_name(&mut self, name: &str) -> Result<api::Endpoint, AgentError> {
+        let id = self
+            .state
+            .endpoints
+            .values()
+            .find(|ep| ep.name == name || ep.id == name)
+            .map(|ep| ep.id.clone())
+            .ok_or_else(|| AgentError::UnknownEndpoint(name.to_owned()))?;
+        self.remove(&id).await
+    }
+
+    /// Removes everything this agent created: see [`down`].
+    pub async fn down(&mut self) -> DownReport {
+        let report = down(&self.nl, Some(&self.state), &self.store, &self.config.bpffs).await;
+        self.state.endpoints.clear();
+        report
+    }
+}
+
+/// Default endpoint name: the namespace's name for `ip netns` namespaces
+/// (given by name or by their /run/netns path), else `endpoint-<short id>`.
+fn default_name(given: &str, id: &str) -> String {
+    let path = netns::resolve(given);
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) if dir == Path::new(crate::paths::NETNS_DIR) => {
+            name.to_string_lossy().into_owned()
+        }
+        _ => format!("endpoint-{}", &id[..12]),
+    }
+}
+
+fn check_name(name: &str) -> Result<(), AgentError> {
+    let why = if name.is_empty() {
+        Some("it is empty")
+    } else if name.len() > 64 {
+        Some("at most 64 bytes")
+    } else if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        Some("use letters, digits, '-', '_' and '.'")
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(AgentError::Name {
+            name: name.to_owned(),
+            why,
+        }),
+        None => Ok(()),
+    }
+}
+
+fn lock_state_dir(dir: &Path) -> Result<Flock<File>, AgentError> {
+    let path = dir.join(crate::paths::LOCK_FILE);
+    let file = File::create(&path).map_err(|source| AgentError::Io {
+        what: format!("creating {}", path.display()),
+        source,
+    })?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|_| AgentError::Locked(path))
+}
+
+/// Creates the bridge, or adopts an existing one; sets its MTU, gateway
+/// address and state. Returns its index.
+async fn ensure_bridge(nl: &Netlink, net: &NetworkState) -> Result<u32, AgentError> {
+    let bridge = match nl.link(&net.bridge).await? {
+        Some(link) => {
+            // Config::resolve refused a non-bridge of this name already.
+            info!(bridge = %net.bridge, "adopted bridge");
+            if link.mtu != net.mtu {
+                nl.set_mtu(link.index, net.mtu, &net.bridge).await?;
+            }
+            link
+        }
+        None => {
+            nl.create_bridge(&net.bridge, net.mtu).await?;
+            info!(bridge = %net.bridge, subnet = %net.subnet, gateway = %net.gateway, mtu = net.mtu, "created bridge");
+            nl.link(&net.bridge).await?.ok_or_else(|| AgentError::Io {
+                what: format!("bridge {} vanished right after its creation", net.bridge),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            })?
+        }
+    };
+    nl.add_address(
+        bridge.index,
+        net.gateway,
+        net.subnet.prefix_len(),
+        &net.bridge,
+    )
+    .await?;
+    nl.set_up(bridge.index, &net.bridge).await?;
+    Ok(bridge.index)
+}
+
+/// IPv4 forwarding in the agent's namespace: containers' traffic is routed
+/// through it.
+fn enable_forwarding() -> Result<(), AgentError> {
+    const PATH: &str = "/proc/sys/net/ipv4/ip_forward";
+    let current = fs::read_to_string(PATH).unwrap_or_default();
+    if current.trim() != "1" {
+        fs::write(PATH, "1").map_err(|source| AgentError::Io {
+            what: format!("enabling IPv4 forwarding ({PATH})"),
+            source,
+        })?;
+        info!("enabled IPv4 forwarding in this namespace");
+    }
+    Ok(())
+}
+
+/// Removes everything netd created in this namespace, as recorded in
+/// `state` (or found by the bridge name when there is no state): the
+/// endpoints' veths, the bridge, the pins under `bpffs`, and the state
+/// itself. Idempotent; every failure is reported, none stops the rest.
+pub async fn down(
+    nl: &Netlink,
+    state: Option<&State>,
+    store: &StateStore,
+    bpffs: &Path,
+) -> DownReport {
+    let mut report = DownReport::default();
+    let bridge = state.map_or(config::DEFAULT_BRIDGE, |s| s.network.bridge.as_str());
+    if let Some(state) = state {
+        for ep in state.endpoints.values() {
+            match nl.link(&ep.host_ifname).await {
+                Ok(Some(link)) => match nl.del_link(link.index, &ep.host_ifname).await {
+                    Ok(()) => report.removed.push(format!(
+                        "veth {} (endpoint {}, {})",
+                        ep.host_ifname, ep.name, ep.ip
+                    )),
+                    Err(err) => report.errors.push(err.to_string()),
+                },
+                Ok(None) => {}
+                Err(err) => report.errors.push(err.to_string()),
+            }
+        }
+    }
+    match nl.link(bridge).await {
+        Ok(Some(link)) if link.kind.as_deref() == Some("bridge") => {
+            match nl.del_link(link.index, bridge).await {
+                Ok(()) => report.removed.push(format!("bridge {bridge}")),
+                Err(err) => report.errors.push(err.to_string()),
+            }
+        }
+        Ok(_) => {}
+        Err(err) => report.errors.push(err.to_string()),
+    }
+    match fs::remove_dir_all(bpffs) {
+        Ok(()) => report
+            .removed
+            .push(format!("pins under {}", bpffs.display())),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => report
+            .errors
+            .push(format!("removing pins under {}: {err}", bpffs.display())),
+    }
+    match store.remove() {
+        Ok(true) => report
+            .removed
+            .push(format!("state {}", store.path().display())),
+        Ok(false) => {}
+        Err(err) => report
+            .errors
+            .push(format!("removing {}: {err}", store.path().display())),
+    }
+    // The lock and the directory go too when nothing else is in it; a
+    // running agent keeps its lock (an open file) until it exits.
+    let _ = fs::remove_file(store.dir().join(crate::paths::LOCK_FILE));
+    let _ = fs::remove_dir(store.dir());
+    report
+}

@@ -1,0 +1,220 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
+//! The agent's API over its Unix socket: HTTP/1.1 and JSON, like Docker's
+//! Engine API (`curl --unix-socket /run/netd/netd.sock http://netd/v1/status`).
+//! Errors are JSON too: `{"message": ..., "kind": ...}` with a 4xx/5xx status.
+
+use std::{fs, os::unix::fs::PermissionsExt as _, path::Path, sync::Arc};
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{FromRequest, Path as UrlPath, Request, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{delete, get, post},
+};
+use serde::de::DeserializeOwned;
+use tokio::{
+    net::{UnixListener, UnixStream},
+    signal::unix::{SignalKind, signal},
+    sync::{Mutex, Notify},
+};
+use tracing::info;
+
+use super::{
+    Agent,
+    error::{AgentError, ErrorKind},
+};
+use crate::api::{AttachRequest, DetachRequest, DetachResponse, ErrorBody};
+
+/// Request bodies above this are refused (413).
+const MAX_BODY: usize = 1 << 20;
+
+#[derive(Clone)]
+struct Shared {
+    agent: Arc<Mutex<Agent>>,
+    /// Notified when a `down` request has removed everything.
+    stop: Arc<Notify>,
+}
+
+/// An error answer.
+struct ApiError {
+    status: StatusCode,
+    body: ErrorBody,
+}
+
+impl ApiError {
+    fn new(kind: ErrorKind, message: String) -> Self {
+        Self {
+            status: StatusCode::from_u16(kind.http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            body: ErrorBody {
+                message,
+                kind: kind.as_str().to_owned(),
+            },
+        }
+    }
+}
+
+impl From<AgentError> for ApiError {
+    fn from(err: AgentError) -> Self {
+        Self::new(err.kind(), crate::error::one_line(&err))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+/// A JSON body whose every rejection (too large, cut off, malformed, wrong
+/// fields) is a JSON error answer naming the problem.
+struct Body<T>(T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            let status = rejection.status();
+            let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                format!("request body larger than {MAX_BODY} bytes")
+            } else {
+                format!("reading the request body: {}", rejection.body_text())
+            };
+            ApiError {
+                status,
+                body: ErrorBody {
+                    message,
+                    kind: ErrorKind::InvalidArgument.as_str().to_owned(),
+                },
+            }
+        })?;
+        serde_json::from_slice(&bytes).map(Body).map_err(|err| {
+            ApiError::new(
+                ErrorKind::InvalidArgument,
+                format!("invalid request body: {err}"),
+            )
+        })
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+async fn status(State(s): State<Shared>) -> Json<crate::api::Status> {
+    Json(s.agent.lock().await.status())
+}
+
+async fn network(State(s): State<Shared>) -> Json<Vec<crate::api::NetworkInspect>> {
+    Json(s.agent.lock().await.inspect())
+}
+
+async fn list_endpoints(State(s): State<Shared>) -> Json<Vec<crate::api::Endpoint>> {
+    Json(s.agent.lock().await.endpoints())
+}
+
+async fn attach(
+    State(s): State<Shared>,
+    Body(req): Body<AttachRequest>,
+) -> ApiResult<(StatusCode, Json<crate::api::Endpoint>)> {
+    let endpoint = s.agent.lock().await.attach(req).await?;
+    Ok((StatusCode::CREATED, Json(endpoint)))
+}
+
+async fn detach(
+    State(s): State<Shared>,
+    Body(req): Body<DetachRequest>,
+) -> ApiResult<Json<DetachResponse>> {
+    let detached = s.agent.lock().await.detach_netns(&req.netns).await?;
+    Ok(Json(DetachResponse { detached }))
+}
+
+async fn delete_endpoint(
+    State(s): State<Shared>,
+    UrlPath(name): UrlPath<String>,
+) -> ApiResult<Json<crate::api::Endpoint>> {
+    Ok(Json(s.agent.lock().await.detach_name(&name).await?))
+}
+
+async fn down(State(s): State<Shared>) -> Json<crate::api::DownReport> {
+    let report = s.agent.lock().await.down().await;
+    s.stop.notify_one();
+    Json(report)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        ErrorKind::NotFound,
+        "no such API path (see the README's API section)".to_owned(),
+    )
+}
+
+fn router(shared: Shared) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/network", get(network))
+        .route("/v1/endpoints", get(list_endpoints).post(attach))
+        .route("/v1/endpoints/{name}", delete(delete_endpoint))
+        .route("/v1/detach", post(detach))
+        .route("/v1/down", post(down))
+        .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(shared)
+}
+
+/// Binds the API socket (mode 0600: the API is root's). A stale socket file
+/// is replaced; a live one means another agent, and is an error.
+async fn bind(path: &Path) -> Result<UnixListener, AgentError> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(|source| AgentError::Io {
+            what: format!("creating {}", dir.display()),
+            source,
+        })?;
+    }
+    if path.exists() {
+        if UnixStream::connect(path).await.is_ok() {
+            return Err(AgentError::SocketInUse(path.to_owned()));
+        }
+        let _ = fs::remove_file(path);
+    }
+    let listener = UnixListener::bind(path).map_err(|source| AgentError::Io {
+        what: format!("binding {}", path.display()),
+        source,
+    })?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(|source| {
+        AgentError::Io {
+            what: format!("setting the mode of {}", path.display()),
+            source,
+        }
+    })?;
+    Ok(listener)
+}
+
+/// Serves the API until SIGTERM, SIGINT or a `down` request. Networking is
+/// left in place on a signal: a restarted agent adopts it.
+pub async fn serve(agent: Agent) -> anyhow::Result<()> {
+    let socket = agent.config().socket.clone();
+    let listener = bind(&socket).await?;
+    let shared = Shared {
+        agent: Arc::new(Mutex::new(agent)),
+        stop: Arc::new(Notify::new()),
+    };
+    let stop = shared.stop.clone();
+    info!(socket = %socket.display(), "serving the API");
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM: stopping; networking stays in place"),
+            _ = int.recv() => info!("SIGINT: stopping; networking stays in place"),
+            () = stop.notified() => info!("down: everything removed; stopping"),
+        }
+    };
+    let served = axum::serve(listener, router(shared))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    let _ = fs::remove_file(&socket);
+    served?;
+    Ok(())
+}

@@ -1,0 +1,57 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
+use clap::Args;
+
+use super::{Context, output};
+use crate::api::{AttachRequest, Endpoint};
+
+/// Attach a network namespace to netd's bridge: a veth pair, an address, a
+/// MAC, the MTU and a default route via the gateway.
+///
+/// NETNS is a name under /run/netns or a path to a namespace file
+/// (/proc/PID/ns/net or a bind mount).
+///
+/// Example: `netd attach web --ip 172.17.0.10`
+#[derive(Args)]
+pub struct Attach {
+    /// The network namespace (name or path).
+    netns: String,
+    /// The address to assign [default: the lowest free one].
+    #[arg(long)]
+    ip: Option<String>,
+    /// The MAC address [default: 02:42 followed by the IP's bytes, as Docker].
+    #[arg(long)]
+    mac: Option<String>,
+    /// The interface's name inside the namespace.
+    #[arg(long, default_value = "eth0")]
+    ifname: String,
+    /// The endpoint's name [default: the namespace's name].
+    #[arg(long)]
+    name: Option<String>,
+}
+
+impl Attach {
+    pub async fn execute(self, ctx: &Context) -> anyhow::Result<()> {
+        let request = AttachRequest {
+            netns: self.netns,
+            ip: self.ip,
+            mac: self.mac,
+            ifname: Some(self.ifname),
+            name: self.name,
+        };
+        let endpoint: Endpoint = ctx.client.post("/v1/endpoints", &request).await?;
+        if ctx.json {
+            return output::json(&endpoint);
+        }
+        print_endpoint(&endpoint);
+        Ok(())
+    }
+}
+
+pub fn print_endpoint(ep: &Endpoint) {
+    println!("name:      {}", ep.name);
+    println!("endpoint:  {}", ep.id);
+    println!("netns:     {}", ep.netns);
+    println!("interface: {} (host side {})", ep.ifname, ep.host_ifname);
+    println!("ip:        {}/{} via {}", ep.ip, ep.prefix_len, ep.gateway);
+    println!("mac:       {}", ep.mac);
+}

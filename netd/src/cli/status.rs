@@ -1,0 +1,35 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
+use clap::Args;
+
+use super::{Context, output};
+
+/// Show the agent's state: network, uplinks, endpoints, paths.
+///
+/// Example: `netd status`
+#[derive(Args)]
+pub struct Status {}
+
+impl Status {
+    pub async fn execute(self, ctx: &Context) -> anyhow::Result<()> {
+        let status: crate::api::Status = ctx.client.get("/v1/status").await?;
+        if ctx.json {
+            return output::json(&status);
+        }
+        println!("agent:     netd {} (pid {})", status.version, status.pid);
+        println!("network:   {} on bridge {}", status.network, status.bridge);
+        println!(
+            "subnet:    {} (gateway {}, MTU {})",
+            status.subnet, status.gateway, status.mtu
+        );
+        let uplinks = if status.uplinks.is_empty() {
+            "none".to_owned()
+        } else {
+            status.uplinks.join(", ")
+        };
+        println!("uplinks:   {uplinks}");
+        println!("endpoints: {}", status.endpoints);
+        println!("state:     {}", status.state_dir);
+        println!("bpffs:     {}", status.bpffs);
+        Ok(())
+    }
+}

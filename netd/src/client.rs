@@ -1,0 +1,145 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
+//! The CLI's side of the API: one HTTP/1.1 request per call over the
+//! agent's Unix socket.
+
+use std::{io, path::PathBuf};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::{Method, Request, StatusCode, header};
+use hyper_util::rt::TokioIo;
+use serde::{Serialize, de::DeserializeOwned};
+use thiserror::Error;
+use tokio::net::UnixStream;
+
+use crate::api::ErrorBody;
+
+#[derive(Debug, Error)]
+pub enum ClientError {
+    #[error(
+        "cannot reach the netd agent at {socket} ({cause}): is it running? Start it with `netd agent`"
+    )]
+    Unreachable { socket: PathBuf, cause: io::Error },
+    /// The agent answered with an error.
+    #[error("{message}")]
+    Api {
+        status: u16,
+        kind: String,
+        message: String,
+    },
+    #[error("talking to the netd agent at {socket}: {detail}")]
+    Protocol { socket: PathBuf, detail: String },
+}
+
+impl ClientError {
+    /// The machine-readable class of the error, for `--json` output.
+    pub fn kind(&self) -> &str {
+        match self {
+            Self::Unreachable { .. } => "unreachable",
+            Self::Api { kind, .. } => kind,
+            Self::Protocol { .. } => "protocol",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Client {
+    socket: PathBuf,
+}
+
+impl Client {
+    pub fn new(socket: impl Into<PathBuf>) -> Self {
+        Self {
+            socket: socket.into(),
+        }
+    }
+
+    fn protocol(&self, detail: impl ToString) -> ClientError {
+        ClientError::Protocol {
+            socket: self.socket.clone(),
+            detail: detail.to_string(),
+        }
+    }
+
+    /// Sends one request and decodes the answer as `R`.
+    pub async fn call<R: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<R, ClientError> {
+        let stream =
+            UnixStream::connect(&self.socket)
+                .await
+                .map_err(|cause| ClientError::Unreachable {
+                    socket: self.socket.clone(),
+                    cause,
+                })?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| self.protocol(e))?;
+        tokio::spawn(connection);
+        let payload = match body {
+            Some(body) => serde_json::to_vec(body).map_err(|e| self.protocol(e))?,
+            None => Vec::new(),
+        };
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, "netd")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(payload)))
+            .map_err(|e| self.protocol(e))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| self.protocol(e))?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| self.protocol(e))?
+            .to_bytes();
+        if status.is_success() {
+            return serde_json::from_slice(&bytes)
+                .map_err(|e| self.protocol(format!("unexpected answer: {e}")));
+        }
+        match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(err) => Err(ClientError::Api {
+                status: status.as_u16(),
+                kind: err.kind,
+                message: err.message,
+            }),
+            Err(_) => Err(ClientError::Api {
+                status: status.as_u16(),
+                kind: if status == StatusCode::NOT_FOUND {
+                    "not_found"
+                } else {
+                    "internal"
+                }
+                .to_owned(),
+                message: format!(
+                    "the agent answered {status}: {}",
+                    String::from_utf8_lossy(&bytes)
+                ),
+            }),
+        }
+    }
+
+    pub async fn get<R: DeserializeOwned>(&self, path: &str) -> Result<R, ClientError> {
+        self.call(Method::GET, path, None::<&()>).await
+    }
+
+    pub async fn post<R: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<R, ClientError> {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn delete<R: DeserializeOwned>(&self, path: &str) -> Result<R, ClientError> {
+        self.call(Method::DELETE, path, None::<&()>).await
+    }
+}

@@ -1,0 +1,390 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
+//! rtnetlink behind typed calls. Every request says what it was doing
+//! ("create veth vethab12"), so a failure reads as one clear line.
+//!
+//! A [`Netlink`] talks to the namespace its socket was opened in:
+//! [`Netlink::connect`] for the agent's own, [`Netlink::connect_in`] for a
+//! container's (the socket is created on a thread inside that namespace and
+//! stays bound to it).
+
+use std::{io, net::Ipv4Addr};
+
+use futures::TryStreamExt as _;
+use ipnet::Ipv4Net;
+use netlink_packet_route::{
+    AddressFamily,
+    address::AddressAttribute,
+    link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
+    route::{RouteAddress, RouteAttribute, RouteMessage},
+};
+use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder};
+use thiserror::Error;
+
+use crate::{
+    mac::MacAddr,
+    netns::{Netns, NetnsError},
+};
+
+/// A netlink request failed.
+#[derive(Debug, Error)]
+#[error("{op}: {}", describe(source))]
+pub struct NetlinkError {
+    pub op: String,
+    #[source]
+    pub source: rtnetlink::Error,
+}
+
+fn describe(err: &rtnetlink::Error) -> String {
+    match err {
+        rtnetlink::Error::NetlinkError(msg) if msg.raw_code() != 0 => {
+            io::Error::from_raw_os_error(-msg.raw_code()).to_string()
+        }
+        other => other.to_string(),
+    }
+}
+
+impl NetlinkError {
+    /// The errno the kernel answered with, if it answered with one.
+    pub fn errno(&self) -> Option<i32> {
+        match &self.source {
+            rtnetlink::Error::NetlinkError(msg) if msg.raw_code() != 0 => Some(-msg.raw_code()),
+            _ => None,
+        }
+    }
+}
+
+/// Opening a netlink socket failed.
+#[derive(Debug, Error)]
+pub enum ConnectError {
+    #[error("opening a netlink socket")]
+    Socket(#[source] io::Error),
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+}
+
+/// What netd needs to know about a link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    /// "bridge", "veth", ...; `None` for physical devices.
+    pub kind: Option<String>,
+    pub mtu: u32,
+    pub mac: Option<MacAddr>,
+    pub up: bool,
+    /// The bridge this link is a port of.
+    pub controller: Option<u32>,
+}
+
+impl Link {
+    fn from_message(msg: &LinkMessage) -> Self {
+        let mut link = Self {
+            index: msg.header.index,
+            name: String::new(),
+            kind: None,
+            mtu: 0,
+            mac: None,
+            up: msg.header.flags.contains(LinkFlags::Up),
+            controller: None,
+        };
+        for attr in &msg.attributes {
+            match attr {
+                LinkAttribute::IfName(name) => link.name.clone_from(name),
+                LinkAttribute::Mtu(mtu) => link.mtu = *mtu,
+                LinkAttribute::Controller(index) => link.controller = Some(*index),
+                LinkAttribute::Address(bytes) => {
+                    link.mac = <[u8; 6]>::try_from(bytes.as_slice()).ok().map(MacAddr);
+                }
+                LinkAttribute::LinkInfo(infos) => {
+                    for info in infos {
+                        if let LinkInfo::Kind(kind) = info {
+                            link.kind = Some(kind.to_string());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        link
+    }
+}
+
+/// An IPv4 route of the main table.
+#[derive(Clone, Debug)]
+pub struct Route {
+    pub destination: Ipv4Net,
+    pub gateway: Option<Ipv4Addr>,
+    pub oif: Option<u32>,
+}
+
+/// An IPv4 address on a link.
+#[derive(Clone, Copy, Debug)]
+pub struct Address {
+    pub index: u32,
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+}
+
+fn is_errno(err: &rtnetlink::Error, errno: i32) -> bool {
+    matches!(err, rtnetlink::Error::NetlinkError(msg) if msg.raw_code() == -errno)
+}
+
+#[derive(Clone)]
+pub struct Netlink {
+    handle: Handle,
+}
+
+impl Netlink {
+    /// A socket in the calling thread's namespace (the agent's). Must run
+    /// inside a tokio runtime, which drives the connection.
+    pub fn connect() -> Result<Self, ConnectError> {
+        let (connection, handle, _) = rtnetlink::new_connection().map_err(ConnectError::Socket)?;
+        tokio::spawn(connection);
+        Ok(Self { handle })
+    }
+
+    /// A socket inside `ns`.
+    pub fn connect_in(ns: &Netns) -> Result<Self, ConnectError> {
+        let runtime = tokio::runtime::Handle::current();
+        let (connection, handle, _) = ns
+            .run(move || {
+                // The socket registers with this runtime's reactor, from the
+                // namespace thread.
+                let _guard = runtime.enter();
+                rtnetlink::new_connection()
+            })?
+            .map_err(ConnectError::Socket)?;
+        tokio::spawn(connection);
+        Ok(Self { handle })
+    }
+
+    fn error(op: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetlinkError {
+        let op = op.into();
+        move |source| NetlinkError { op, source }
+    }
+
+    pub async fn links(&self) -> Result<Vec<Link>, NetlinkError> {
+        let messages: Vec<LinkMessage> = self
+            .handle
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(Self::error("list links"))?;
+        Ok(messages.iter().map(Link::from_message).collect())
+    }
+
+    /// The link named `name`, if there is one.
+    pub async fn link(&self, name: &str) -> Result<Option<Link>, NetlinkError> {
+        let result: Result<Vec<LinkMessage>, _> = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_owned())
+            .execute()
+            .try_collect()
+            .await;
+        match result {
+            Ok(messages) => Ok(messages.first().map(Link::from_message)),
+            Err(err) if is_errno(&err, libc::ENODEV) => Ok(None),
+            Err(err) => Err(Self::error(format!("look up link {name}"))(err)),
+        }
+    }
+
+    pub async fn create_bridge(&self, name: &str, mtu: u32) -> Result<(), NetlinkError> {
+        self.handle
+            .link()
+            .add(LinkBridge::new(name).mtu(mtu).build())
+            .execute()
+            .await
+            .map_err(Self::error(format!("create bridge {name}")))
+    }
+
+    /// Creates a veth pair: `host` here, its peer `peer_name` directly
+    /// inside `peer_ns` with `peer_mac`, both with `mtu`. Creating the peer
+    /// in place means it never appears in this namespace under a temporary
+    /// name, and an existing interface of that name in the container fails
+    /// the request before anything exists.
+    pub async fn create_veth(
+        &self,
+        host: &str,
+        peer_name: &str,
+        peer_ns: &Netns,
+        peer_mac: MacAddr,
+        mtu: u32,
+    ) -> Result<(), NetlinkError> {
+        use std::os::fd::AsRawFd as _;
+        let peer = LinkMessageBuilder::<LinkUnspec>::new()
+            .name(peer_name.to_owned())
+            .setns_by_fd(peer_ns.file().as_raw_fd())
+            .address(peer_mac.0.to_vec())
+            .mtu(mtu)
+            .build();
+        let message = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Veth)
+            .name(host.to_owned())
+            .mtu(mtu)
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+            .build();
+        self.handle
+            .link()
+            .add(message)
+            .execute()
+            .await
+            .map_err(Self::error(format!(
+                "create veth {host} with peer {peer_name}"
+            )))
+    }
+
+    /// Applies `change` to an existing link.
+    async fn set(&self, change: LinkMessage, op: String) -> Result<(), NetlinkError> {
+        self.handle
+            .link()
+            .set(change)
+            .execute()
+            .await
+            .map_err(Self::error(op))
+    }
+
+    pub async fn set_up(&self, index: u32, what: &str) -> Result<(), NetlinkError> {
+        self.set(
+            LinkUnspec::new_with_index(index).up().build(),
+            format!("set {what} up"),
+        )
+        .await
+    }
+
+    pub async fn set_mtu(&self, index: u32, mtu: u32, what: &str) -> Result<(), NetlinkError> {
+        self.set(
+            LinkUnspec::new_with_index(index).mtu(mtu).build(),
+            format!("set the MTU of {what} to {mtu}"),
+        )
+        .await
+    }
+
+    /// Makes link `index` a port of bridge `bridge`.
+    pub async fn set_controller(
+        &self,
+        index: u32,
+        bridge: u32,
+        what: &str,
+    ) -> Result<(), NetlinkError> {
+        self.set(
+            LinkUnspec::new_with_index(index).controller(bridge).build(),
+            format!("add {what} to the bridge"),
+        )
+        .await
+    }
+
+    /// Deletes link `index`; a link already gone is not an error.
+    pub async fn del_link(&self, index: u32, what: &str) -> Result<(), NetlinkError> {
+        match self.handle.link().del(index).execute().await {
+            Err(err) if is_errno(&err, libc::ENODEV) => Ok(()),
+            other => other.map_err(Self::error(format!("delete {what}"))),
+        }
+    }
+
+    /// Adds `ip/prefix_len` to link `index`; already present is not an error.
+    pub async fn add_address(
+        &self,
+        index: u32,
+        ip: Ipv4Addr,
+        prefix_len: u8,
+        what: &str,
+    ) -> Result<(), NetlinkError> {
+        match self
+            .handle
+            .address()
+            .add(index, ip.into(), prefix_len)
+            .execute()
+            .await
+        {
+            Err(err) if is_errno(&err, libc::EEXIST) => Ok(()),
+            other => other.map_err(Self::error(format!("add {ip}/{prefix_len} to {what}"))),
+        }
+    }
+
+    pub async fn addresses(&self) -> Result<Vec<Address>, NetlinkError> {
+        let messages: Vec<_> = self
+            .handle
+            .address()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(Self::error("list addresses"))?;
+        let mut addresses = Vec::new();
+        for msg in messages {
+            if msg.header.family != AddressFamily::Inet {
+                continue;
+            }
+            // IFA_LOCAL is the interface's own address; IFA_ADDRESS is the
+            // peer on point-to-point links, and the same otherwise.
+            let local = msg.attributes.iter().find_map(|attr| match attr {
+                AddressAttribute::Local(std::net::IpAddr::V4(ip)) => Some(*ip),
+                _ => None,
+            });
+            let address = msg.attributes.iter().find_map(|attr| match attr {
+                AddressAttribute::Address(std::net::IpAddr::V4(ip)) => Some(*ip),
+                _ => None,
+            });
+            if let Some(ip) = local.or(address) {
+                addresses.push(Address {
+                    index: msg.header.index,
+                    ip,
+                    prefix_len: msg.header.prefix_len,
+                });
+            }
+        }
+        Ok(addresses)
+    }
+
+    /// The IPv4 routes of the main table.
+    pub async fn routes(&self) -> Result<Vec<Route>, NetlinkError> {
+        let messages: Vec<RouteMessage> = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute()
+            .try_collect()
+            .await
+            .map_err(Self::error("list routes"))?;
+        let mut routes = Vec::new();
+        for msg in messages {
+            if msg.header.table != netlink_packet_route::route::RouteHeader::RT_TABLE_MAIN {
+                continue;
+            }
+            let mut destination = Ipv4Addr::UNSPECIFIED;
+            let mut gateway = None;
+            let mut oif = None;
+            for attr in &msg.attributes {
+                match attr {
+                    RouteAttribute::Destination(RouteAddress::Inet(ip)) => destination = *ip,
+                    RouteAttribute::Gateway(RouteAddress::Inet(ip)) => gateway = Some(*ip),
+                    RouteAttribute::Oif(index) => oif = Some(*index),
+                    _ => {}
+                }
+            }
+            if let Ok(destination) = Ipv4Net::new(destination, msg.header.destination_prefix_length)
+            {
+                routes.push(Route {
+                    destination,
+                    gateway,
+                    oif,
+                });
+            }
+        }
+        Ok(routes)
+    }
+
+    /// Adds a default route via `gateway`; already present is not an error.
+    pub async fn add_default_route(&self, gateway: Ipv4Addr) -> Result<(), NetlinkError> {
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .gateway(gateway)
+            .build();
+        match self.handle.route().add(route).execute().await {
+            Err(err) if is_errno(&err, libc::EEXIST) => Ok(()),
+            other => other.map_err(Self::error(format!("add a default route via {gateway}"))),
+        }
+    }
+}

@@ -1,0 +1,281 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
+//! `netd agent` running inside a test namespace, with its state, bpffs and
+//! socket in places of its own, and the `netd` CLI pointed at it.
+//!
+//! On drop the agent is stopped and `netd down` removes what it created,
+//! then its directory goes.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    thread,
+    time::{Duration, Instant},
+};
+
+use nix::sys::signal::Signal;
+
+use crate::netns::{BpfFs, Netns, Process, unique_name};
+
+/// The `netd` binary under test: `NETD_BIN`, else the one next to this test
+/// executable's directory (target/debug/netd), which `cargo xtask test`
+/// builds first.
+pub fn netd_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("NETD_BIN") {
+        return bin.into();
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>")
+        .join("netd");
+    assert!(
+        bin.exists(),
+        "{} not found: build it first (cargo build -p netd), or set NETD_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// What a `netd` command did.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(output: Output) -> Self {
+        Self {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    pub fn success(&self) -> bool {
+        self.code == 0
+    }
+}
+
+/// A `netd agent` in a test namespace.
+pub struct Agent {
+    ns_path: PathBuf,
+    dir: PathBuf,
+    bpffs: BpfFs,
+    args: Vec<String>,
+    /// Extra environment for the next launch only (e.g. NETD_FAILPOINT).
+    env: Vec<(String, String)>,
+    process: Option<Process>,
+    starts: usize,
+}
+
+impl Agent {
+    /// Starts an agent in `ns` with `args` added to its flags, and waits
+    /// until it answers.
+    pub fn start(ns: &Netns, args: &[&str]) -> Self {
+        let mut agent = Self::new(ns, args);
+        agent.launch();
+        agent
+    }
+
+    /// An agent not started yet (see [`Agent::try_start`]).
+    pub fn new(ns: &Netns, args: &[&str]) -> Self {
+        let dir = std::env::temp_dir().join(unique_name("agt"));
+        fs::create_dir_all(&dir).expect("agent directory");
+        Self {
+            ns_path: ns.path(),
+            dir,
+            bpffs: BpfFs::new(),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            env: Vec::new(),
+            process: None,
+            starts: 0,
+        }
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("netd.sock")
+    }
+
+    /// netd's directory on the test's private bpffs.
+    pub fn bpffs(&self) -> PathBuf {
+        self.bpffs.path().join("netd")
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", self.ns_path.display()))
+            .arg("--")
+            .arg(netd_bin())
+            .env("NETD_SOCKET", self.socket())
+            .env("NETD_STATE_DIR", self.state_dir())
+            .env("NETD_BPFFS", self.bpffs())
+            .env_remove("RUST_LOG");
+        cmd
+    }
+
+    fn agent_command(&self) -> Command {
+        let mut cmd = self.command();
+        cmd.arg("agent").args(&self.args);
+        for (key, value) in &self.env {
+            cmd.env(key, value);
+        }
+        cmd
+    }
+
+    /// Sets `key=value` in the environment of the next launch only.
+    pub fn next_launch_env(&mut self, key: &str, value: &str) {
+        self.env.push((key.to_owned(), value.to_owned()));
+    }
+
+    /// Runs the agent to completion, expecting it to refuse to start.
+    pub fn try_start(&self) -> Run {
+        let mut cmd = self.agent_command();
+        let child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start netd agent");
+        let mut process = Process::adopt(child, "netd agent (expected to fail)");
+        let status = process
+            .wait_timeout(Duration::from_secs(10))
+            .expect("an agent with bad flags exits");
+        let (stdout, stderr) = process.take_output();
+        Run {
+            code: status.code().unwrap_or(-1),
+            stdout,
+            stderr,
+        }
+    }
+
+    fn log_path(&self, start: usize) -> PathBuf {
+        self.dir.join(format!("agent-{start}.log"))
+    }
+
+    /// Starts (or restarts) the agent process and waits for its API.
+    pub fn launch(&mut self) {
+        assert!(self.process.is_none(), "agent already running");
+        self.starts += 1;
+        let log = fs::File::create(self.log_path(self.starts)).expect("agent log");
+        let mut cmd = self.agent_command();
+        cmd.stdout(log.try_clone().expect("log fd")).stderr(log);
+        self.env.clear();
+        let mut process = Process::spawn(cmd, "netd agent");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if self.cli(&["status"]).success() {
+                break;
+            }
+            if process.has_exited() || Instant::now() > deadline {
+                panic!("netd agent did not come up:\n{}", self.log());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        self.process = Some(process);
+    }
+
+    /// Kills the agent with SIGKILL (no cleanup at all) and reaps it.
+    pub fn kill9(&mut self) {
+        let mut process = self.process.take().expect("agent running");
+        process.signal(Signal::SIGKILL);
+        process
+            .wait_timeout(Duration::from_secs(5))
+            .expect("killed");
+    }
+
+    /// Stops the agent with SIGTERM and returns its exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut process = self.process.take()?;
+        process.signal(Signal::SIGTERM);
+        process
+            .wait_timeout(Duration::from_secs(10))
+            .and_then(|s| s.code())
+    }
+
+    /// Whether the agent process has exited (crashed or stopped).
+    pub fn has_exited(&mut self) -> bool {
+        self.process.as_mut().is_none_or(Process::has_exited)
+    }
+
+    /// Forgets an agent process that has exited on its own.
+    pub fn reap(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            assert!(
+                process.wait_timeout(Duration::from_secs(10)).is_some(),
+                "agent still running"
+            );
+        }
+    }
+
+    /// Waits for the agent to exit on its own (after `netd down`).
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let mut process = self.process.take()?;
+        process
+            .wait_timeout(Duration::from_secs(10))
+            .and_then(|s| s.code())
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Process::pid)
+    }
+
+    /// Everything every agent process of this test logged.
+    pub fn log(&self) -> String {
+        (1..=self.starts)
+            .map(|i| fs::read_to_string(self.log_path(i)).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n--- restart ---\n")
+    }
+
+    /// Runs `netd ARGS` (in the agent's namespace, pointed at its socket).
+    pub fn cli(&self, args: &[&str]) -> Run {
+        Run::from(self.command().args(args).output().expect("run netd"))
+    }
+
+    /// Runs `netd ARGS`, asserting success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let run = self.cli(args);
+        assert!(
+            run.success(),
+            "netd {args:?} failed ({}): {}{}",
+            run.code,
+            run.stdout,
+            run.stderr
+        );
+        run.stdout
+    }
+
+    /// Runs `netd --json ARGS`, asserting success; returns the JSON.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.ok(&all);
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("netd {args:?}: not JSON ({e}): {out}"))
+    }
+
+    /// The saved state file, if there is one.
+    pub fn state(&self) -> Option<String> {
+        fs::read_to_string(self.state_dir().join("state.json")).ok()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.stop();
+        }
+        let down = self.cli(&["down"]);
+        if !down.success() && !thread::panicking() {
+            panic!("netd down failed: {}{}", down.stdout, down.stderr);
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
