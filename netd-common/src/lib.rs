@@ -28,7 +28,7 @@ macro_rules! abi_type {
         #[derive(Clone, Copy, Default)]
         #[cfg_attr(
             feature = "user",
-            derive(Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)
+            derive(Debug, PartialEq, Eq, Hash, PartialOrd, Ord, bytemuck::Pod, bytemuck::Zeroable)
         )]
         pub struct $name { $($body)* }
 
@@ -41,4 +41,36 @@ macro_rules! abi_type {
     };
 }
 
+pub mod csum;
+pub mod ct;
+pub mod drop;
+pub mod endpoint;
+pub mod ports;
 pub mod stats;
+
+/// The names of netd's maps, as the eBPF object declares them and as they
+/// are pinned (`<bpffs>/<NAME>`).
+pub mod map_names {
+    pub const PROTO_STATS: &str = "NETD_PROTO_STATS";
+    pub const DROPS: &str = "NETD_DROPS";
+    pub const PORTS: &str = "NETD_PORTS";
+    pub const MAPPINGS: &str = "NETD_MAPPINGS";
+    pub const MAPPING_STATS: &str = "NETD_MAPPING_STATS";
+    pub const CT: &str = "NETD_CT";
+    pub const ENDPOINTS: &str = "NETD_ENDPOINTS";
+    pub const LOCAL_ADDRS: &str = "NETD_LOCAL_ADDRS";
+    pub const CONFIG: &str = "NETD_CONFIG";
+
+    /// Every map that is pinned.
+    pub const PINNED: [&str; 9] = [
+        PROTO_STATS,
+        DROPS,
+        PORTS,
+        MAPPINGS,
+        MAPPING_STATS,
+        CT,
+        ENDPOINTS,
+        LOCAL_ADDRS,
+        CONFIG,
+    ];
+}

@@ -4,14 +4,16 @@
 /// The hooks netd counts at; the index into `NETD_PROTO_STATS`.
 pub mod hook {
     /// TC ingress on an uplink.
-    pub const TC_INGRESS: u32 = 0;
+    pub const UPLINK_TC: u32 = 0;
     /// XDP on an uplink.
-    pub const XDP: u32 = 1;
+    pub const UPLINK_XDP: u32 = 1;
+    /// TC ingress on a container's host veth (packets from the container).
+    pub const ENDPOINT_TC: u32 = 2;
     /// Number of hooks: the map's `max_entries`.
-    pub const COUNT: u32 = 2;
+    pub const COUNT: u32 = 3;
 
     /// Stable names, in index order, for output and JSON.
-    pub const NAMES: [&str; COUNT as usize] = ["tc_ingress", "xdp"];
+    pub const NAMES: [&str; COUNT as usize] = ["uplink_tc", "uplink_xdp", "endpoint_tc"];
 }
 
 abi_type! {

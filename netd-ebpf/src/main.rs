@@ -5,34 +5,106 @@
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
 
 #[cfg(target_arch = "bpf")]
+mod ct;
+#[cfg(target_arch = "bpf")]
+mod deliver;
+#[cfg(target_arch = "bpf")]
+mod endpoint;
+#[cfg(target_arch = "bpf")]
 mod maps;
+#[cfg(target_arch = "bpf")]
+mod nat;
 #[cfg(target_arch = "bpf")]
 mod observe;
 #[cfg(target_arch = "bpf")]
 mod packet;
+#[cfg(target_arch = "bpf")]
+mod parse;
+#[cfg(target_arch = "bpf")]
+mod ports;
+#[cfg(target_arch = "bpf")]
+mod stats;
+#[cfg(target_arch = "bpf")]
+mod uplink;
 
 #[cfg(target_arch = "bpf")]
 mod programs {
     use aya_ebpf::{
-        bindings::{TC_ACT_OK, xdp_action},
+        bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
         macros::{classifier, xdp},
         programs::{TcContext, XdpContext},
     };
-    use netd_common::stats::hook;
+    use aya_log_ebpf::debug;
+    use netd_common::{drop, stats::hook};
 
-    use crate::observe;
+    use crate::{endpoint, observe, stats, uplink};
+
+    /// Whether a drop reason is rare enough to log: failures of the
+    /// datapath itself, not of the traffic (never per packet of a flood).
+    #[inline(always)]
+    fn worth_logging(reason: u32) -> bool {
+        matches!(
+            reason,
+            drop::CT_CREATE | drop::REWRITE | drop::FIB_LOOKUP | drop::REDIRECT
+        )
+    }
+
+    /// Published ports and replies, on TC ingress of an uplink.
+    #[classifier]
+    pub fn netd_uplink_tc(ctx: TcContext) -> i32 {
+        match uplink::tc::try_uplink_tc(&ctx) {
+            Ok(verdict) => verdict,
+            Err(reason) => {
+                stats::count_drop(reason);
+                if worth_logging(reason) {
+                    debug!(&ctx, "uplink tc: drop, reason {}", reason);
+                }
+                TC_ACT_SHOT
+            }
+        }
+    }
+
+    /// Published ports, on XDP of an uplink (`netd agent --xdp`).
+    #[xdp]
+    pub fn netd_uplink_xdp(ctx: XdpContext) -> u32 {
+        match uplink::xdp::try_uplink_xdp(&ctx) {
+            Ok(action) => action,
+            Err(reason) => {
+                stats::count_drop(reason);
+                if worth_logging(reason) {
+                    debug!(&ctx, "uplink xdp: drop, reason {}", reason);
+                }
+                xdp_action::XDP_DROP
+            }
+        }
+    }
+
+    /// Packets leaving a container, on TC ingress of its host veth.
+    #[classifier]
+    pub fn netd_endpoint_tc(ctx: TcContext) -> i32 {
+        match endpoint::try_endpoint_tc(&ctx) {
+            Ok(verdict) => verdict,
+            Err(reason) => {
+                stats::count_drop(reason);
+                if worth_logging(reason) {
+                    debug!(&ctx, "endpoint tc: drop, reason {}", reason);
+                }
+                TC_ACT_SHOT
+            }
+        }
+    }
 
     /// Counts every packet on a TC ingress hook by protocol, and passes it.
     #[classifier]
     pub fn netd_observe_tc(ctx: TcContext) -> i32 {
-        observe::count(&ctx, hook::TC_INGRESS);
+        observe::count(&ctx, hook::UPLINK_TC);
         TC_ACT_OK
     }
 
     /// Counts every packet on an XDP hook by protocol, and passes it.
     #[xdp]
     pub fn netd_observe_xdp(ctx: XdpContext) -> u32 {
-        observe::count(&ctx, hook::XDP);
+        observe::count(&ctx, hook::UPLINK_XDP);
         xdp_action::XDP_PASS
     }
 }

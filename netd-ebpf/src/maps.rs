@@ -1,11 +1,54 @@
 // SPDX-License-Identifier: MIT OR GPL-2.0-only
 //! Every map netd's programs use. All are BTF maps (`#[btf_map]`), so
-//! `bpftool map dump` prints their keys and values with field names; netd
-//! pins them under its bpffs directory by these names.
+//! `bpftool map dump` prints their keys and values with field names; the
+//! agent pins them under its bpffs directory by these names and may resize
+//! them at load time (`max_entries` here are the defaults).
 
-use aya_ebpf::{btf_maps::PerCpuArray, macros::btf_map};
-use netd_common::stats::{ProtoStats, hook};
+use aya_ebpf::{
+    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    macros::btf_map,
+};
+use netd_common::{
+    ct::{CtEntry, CtKey},
+    drop,
+    endpoint::{DatapathConfig, EndpointInfo},
+    ports::{Mapping, MappingStats, PortKey, PortValue},
+    stats::{ProtoStats, hook},
+};
 
 /// Packets seen per hook (`netd_common::stats::hook`), by protocol.
 #[btf_map]
 pub static NETD_PROTO_STATS: PerCpuArray<ProtoStats, { hook::COUNT as usize }> = PerCpuArray::new();
+
+/// Drops by reason (`netd_common::drop`, index `code - BASE`).
+#[btf_map]
+pub static NETD_DROPS: PerCpuArray<u64, { drop::COUNT as usize }> = PerCpuArray::new();
+
+/// Published ports: (protocol, host address, port prefix) -> mapping slot.
+#[btf_map]
+pub static NETD_PORTS: LpmTrie<PortKey, PortValue, 65536> = LpmTrie::new();
+
+/// Mapping slots: the translation of each published mapping.
+#[btf_map]
+pub static NETD_MAPPINGS: Array<Mapping, 65536> = Array::new();
+
+/// Per-mapping counters, at the mapping's slot.
+#[btf_map]
+pub static NETD_MAPPING_STATS: PerCpuArray<MappingStats, 65536> = PerCpuArray::new();
+
+/// Conntrack: one entry per direction of each translated flow.
+#[btf_map]
+pub static NETD_CT: LruHashMap<CtKey, CtEntry, 65536> = LruHashMap::new();
+
+/// Attached containers by IPv4 address (network order).
+#[btf_map]
+pub static NETD_ENDPOINTS: HashMap<[u8; 4], EndpointInfo, 4096> = HashMap::new();
+
+/// The host's own IPv4 addresses (network order): what "a local address"
+/// means for a published port bound to any address.
+#[btf_map]
+pub static NETD_LOCAL_ADDRS: HashMap<[u8; 4], u32, 1024> = HashMap::new();
+
+/// The network's settings (one entry).
+#[btf_map]
+pub static NETD_CONFIG: Array<DatapathConfig, 1> = Array::new();

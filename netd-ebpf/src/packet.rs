@@ -11,6 +11,12 @@ pub trait Frame {
 
     /// Length of the whole packet, including bytes beyond the linear area.
     fn len(&self) -> u32;
+
+    /// Makes the first `len` bytes directly accessible, if the hook can
+    /// (TC: `bpf_skb_pull_data`). Invalidates earlier pointers.
+    fn pull(&self, _len: u32) -> bool {
+        false
+    }
 }
 
 impl Frame for TcContext {
@@ -25,6 +31,10 @@ impl Frame for TcContext {
     #[inline(always)]
     fn len(&self) -> u32 {
         Self::len(self)
+    }
+    #[inline(always)]
+    fn pull(&self, len: u32) -> bool {
+        self.pull_data(len).is_ok()
     }
 }
 
@@ -46,10 +56,30 @@ impl Frame for XdpContext {
 /// A pointer to a `T` at `offset` bytes into the packet, or `None` if the
 /// packet is too short. `T` must be a header type of alignment 1.
 #[inline(always)]
-pub fn ptr_at<T, F: Frame>(frame: &F, offset: usize) -> Option<*const T> {
+pub fn ptr_at<T, F: Frame>(frame: &F, offset: usize) -> Option<*mut T> {
     let start = frame.start();
     if start + offset + size_of::<T>() > frame.end() {
         return None;
     }
-    Some((start + offset) as *const T)
+    Some((start + offset) as *mut T)
+}
+
+/// Reads a `T` at `offset`, or `None` if the packet is too short.
+#[inline(always)]
+pub fn read<T: Copy, F: Frame>(frame: &F, offset: usize) -> Option<T> {
+    // SAFETY: in bounds (checked by ptr_at); unaligned reads are fine.
+    ptr_at::<T, F>(frame, offset).map(|p| unsafe { p.read_unaligned() })
+}
+
+/// Writes `value` at `offset`; false if the packet is too short.
+#[inline(always)]
+pub fn write<T: Copy, F: Frame>(frame: &F, offset: usize, value: T) -> bool {
+    match ptr_at::<T, F>(frame, offset) {
+        // SAFETY: in bounds (checked by ptr_at); unaligned writes are fine.
+        Some(p) => {
+            unsafe { p.write_unaligned(value) };
+            true
+        }
+        None => false,
+    }
 }

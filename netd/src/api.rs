@@ -32,6 +32,91 @@ pub struct AttachRequest {
     /// `endpoint-<short id>` for a path).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Ports to publish, as Docker's `-p` specs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<String>,
+}
+
+/// `POST /v1/ports` (publish) and `POST /v1/ports/unpublish`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortsRequest {
+    /// The endpoint: its namespace (name or path) or its name.
+    pub target: String,
+    /// Docker `-p` specs.
+    pub specs: Vec<String>,
+}
+
+/// A published mapping, with its counters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Port {
+    pub endpoint: String,
+    pub endpoint_id: String,
+    pub proto: String,
+    pub host_ip: Ipv4Addr,
+    pub host_port: u16,
+    pub host_port_end: u16,
+    pub container_ip: Ipv4Addr,
+    pub container_port: u16,
+    pub container_port_end: u16,
+    /// Docker's form: `0.0.0.0:8080->80/tcp`.
+    pub display: String,
+    pub packets: u64,
+    pub bytes: u64,
+    pub flows: u64,
+}
+
+/// `POST /v1/ports` and `POST /v1/ports/unpublish` answers.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PortsResponse {
+    pub ports: Vec<Port>,
+}
+
+/// One translated flow, as `netd conntrack` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Flow {
+    pub proto: String,
+    /// The original direction, as it arrived: source and destination.
+    pub src: String,
+    pub dst: String,
+    /// Where the destination was translated to (or the source, for flows
+    /// netd originated).
+    pub translated: String,
+    pub state: String,
+    pub age_secs: u64,
+    pub expires_in_secs: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    pub reply_packets: u64,
+    pub reply_bytes: u64,
+    /// The endpoint whose published port the flow uses, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+}
+
+/// `GET /v1/stats`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Stats {
+    /// Drops by reason (stable names).
+    pub drops: std::collections::BTreeMap<String, u64>,
+    /// Packets seen per hook, by protocol.
+    pub hooks: std::collections::BTreeMap<String, HookStats>,
+    pub ports: Vec<Port>,
+    pub conntrack_entries: u64,
+    pub conntrack_max: u32,
+    pub xdp: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HookStats {
+    pub ipv4_tcp: u64,
+    pub ipv4_udp: u64,
+    pub ipv4_icmp: u64,
+    pub ipv4_other: u64,
+    pub ipv6: u64,
+    pub arp: u64,
+    pub other: u64,
+    pub bytes: u64,
 }
 
 /// `POST /v1/detach`: detach whatever is attached for a namespace.
@@ -54,6 +139,9 @@ pub struct Endpoint {
     pub gateway: Ipv4Addr,
     pub mac: MacAddr,
     pub created: String,
+    /// Published ports in Docker's form.
+    #[serde(default)]
+    pub ports: Vec<String>,
 }
 
 /// `POST /v1/detach`'s answer: what was detached (nothing, if the namespace

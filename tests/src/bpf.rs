@@ -77,19 +77,37 @@ impl Bpf {
     /// Runs TC program `name` once on `frame`.
     pub fn run_tc(&mut self, name: &str, frame: &[u8]) -> Run {
         let prog = self.tc(name);
-        run(|opts| prog.test_run(opts), frame, 1)
+        run(|opts| prog.test_run(opts), frame, 1, None)
+    }
+
+    /// Runs TC program `name` once on `frame` as if it had arrived on
+    /// interface `ifindex` (`__sk_buff.ingress_ifindex` and `ifindex`), so
+    /// that FIB lookups have an input device.
+    pub fn run_tc_on(&mut self, name: &str, frame: &[u8], ifindex: u32) -> Run {
+        let prog = self.tc(name);
+        // struct __sk_buff: ingress_ifindex at offset 36, ifindex at 40;
+        // everything else must be zero.
+        let mut ctx = [0u8; 192];
+        ctx[36..40].copy_from_slice(&ifindex.to_ne_bytes());
+        ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+        run(|opts| prog.test_run(opts), frame, 1, Some(&ctx))
+    }
+
+    /// The loaded object, to seed or read maps with `netd::datapath::Maps`.
+    pub fn ebpf_mut(&mut self) -> &mut aya::Ebpf {
+        &mut self.ebpf
     }
 
     /// Runs XDP program `name` once on `frame`.
     pub fn run_xdp(&mut self, name: &str, frame: &[u8]) -> Run {
         let prog = self.xdp(name);
-        run(|opts| prog.test_run(opts), frame, 1)
+        run(|opts| prog.test_run(opts), frame, 1, None)
     }
 
     /// Runs TC program `name` `repeat` times on `frame` (for timing).
     pub fn time_tc(&mut self, name: &str, frame: &[u8], repeat: u32) -> Run {
         let prog = self.tc(name);
-        run(|opts| prog.test_run(opts), frame, repeat)
+        run(|opts| prog.test_run(opts), frame, repeat, None)
     }
 
     /// The map `name`, for reading and seeding.
@@ -122,12 +140,14 @@ fn run(
     ) -> Result<aya::programs::TestRunResult, aya::programs::ProgramError>,
     frame: &[u8],
     repeat: u32,
+    ctx_in: Option<&[u8]>,
 ) -> Run {
     let mut out = vec![0u8; frame.len() + HEADROOM];
     let mut opts = TestRunOptions::new();
     opts.data_in = Some(frame);
     opts.data_out = Some(&mut out);
     opts.repeat = repeat;
+    opts.ctx_in = ctx_in;
     let result = test_run(opts).unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN: {e:?}"));
     out.truncate(result.data_size_out as usize);
     Run {

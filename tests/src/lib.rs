@@ -16,6 +16,7 @@ pub mod agent;
 pub mod bpf;
 pub mod netns;
 pub mod pktgen;
+pub mod topology;
 
 /// Whether the tests run as root.
 pub fn is_root() -> bool {

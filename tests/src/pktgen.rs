@@ -115,6 +115,27 @@ impl L4 {
         }
     }
 
+    /// The same segment with other ports (TCP and UDP only).
+    #[must_use]
+    pub fn with_ports(mut self, new_sport: u16, new_dport: u16) -> Self {
+        match &mut self {
+            Self::Tcp { sport, dport, .. } | Self::Udp { sport, dport, .. } => {
+                *sport = new_sport;
+                *dport = new_dport;
+            }
+            _ => panic!("with_ports on a segment without ports"),
+        }
+        self
+    }
+
+    /// The (source, destination) ports of a TCP or UDP segment.
+    pub fn ports(&self) -> (u16, u16) {
+        match self {
+            Self::Tcp { sport, dport, .. } | Self::Udp { sport, dport, .. } => (*sport, *dport),
+            _ => panic!("ports of a segment without ports"),
+        }
+    }
+
     fn proto(&self) -> u8 {
         match self {
             Self::Tcp { .. } => IPPROTO_TCP,

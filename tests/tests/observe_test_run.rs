@@ -93,7 +93,7 @@ fn tc_observe_counts_each_protocol() {
             assert_eq!(run.data, frame, "TC observe must not change the packet");
             run.verdict
         },
-        hook::TC_INGRESS,
+        hook::UPLINK_TC,
         TC_ACT_OK,
     );
 }
@@ -107,7 +107,7 @@ fn xdp_observe_counts_each_protocol() {
             assert_eq!(run.data, frame, "XDP observe must not change the packet");
             run.verdict
         },
-        hook::XDP,
+        hook::UPLINK_XDP,
         XDP_PASS,
     );
 }
@@ -122,7 +122,8 @@ fn xdp_observe_counts_truncated_ipv4_as_other() {
     let frame = Ipv4Packet::new(CLIENT, HOST, L4::tcp(1, 2, tcp_flags::ACK)).build()[..20].to_vec();
     let run = bpf.run_xdp("netd_observe_xdp", &frame);
     assert_eq!(run.verdict, XDP_PASS);
-    let stats: ProtoStats = bpf.per_cpu_sum("NETD_PROTO_STATS", hook::XDP, ProtoStats::merged);
+    let stats: ProtoStats =
+        bpf.per_cpu_sum("NETD_PROTO_STATS", hook::UPLINK_XDP, ProtoStats::merged);
     assert_eq!((stats.ipv4_other, stats.packets()), (1, 1), "{stats:?}");
 }
 
@@ -134,7 +135,7 @@ fn hooks_count_separately() {
     bpf.run_tc("netd_observe_tc", &frame);
     bpf.run_tc("netd_observe_tc", &frame);
     bpf.run_xdp("netd_observe_xdp", &frame);
-    let tc: ProtoStats = bpf.per_cpu_sum("NETD_PROTO_STATS", hook::TC_INGRESS, ProtoStats::merged);
-    let xdp: ProtoStats = bpf.per_cpu_sum("NETD_PROTO_STATS", hook::XDP, ProtoStats::merged);
+    let tc: ProtoStats = bpf.per_cpu_sum("NETD_PROTO_STATS", hook::UPLINK_TC, ProtoStats::merged);
+    let xdp: ProtoStats = bpf.per_cpu_sum("NETD_PROTO_STATS", hook::UPLINK_XDP, ProtoStats::merged);
     assert_eq!((tc.ipv4_tcp, xdp.ipv4_tcp), (2, 1));
 }

@@ -3,9 +3,10 @@
 //! namespaces this command creates and removes.
 //!
 //! Topology: `out` (an outside client, 10.250.0.2) <-veth-> `host`
-//! (10.250.0.1, forwarding) <-veth-> `ctr` (a container, 172.30.0.2, with a
-//! real HTTP server). Nothing is attached to, or changed on, the machine's
-//! own interfaces, routes or firewall.
+//! (10.250.0.1, runs `netd agent`) <-bridge, veth-> `ctr` (a container with
+//! a real HTTP server). The client reaches the container only through the
+//! port netd publishes. Nothing is attached to, or changed on, the machine's
+//! own interfaces, routes or firewall; netd pins to a private bpffs.
 
 use std::{
     fs,
@@ -29,12 +30,14 @@ pub struct Options {
     no_setup: bool,
 }
 
-/// The namespaces, processes and files of one demo run; all removed on drop.
+/// The namespaces, processes, mounts and files of one demo run; all removed
+/// on drop.
 struct Demo {
     prefix: String,
     namespaces: Vec<String>,
     children: Vec<Child>,
     dir: PathBuf,
+    bpffs: Option<PathBuf>,
 }
 
 impl Demo {
@@ -47,6 +50,7 @@ impl Demo {
             namespaces: Vec::new(),
             children: Vec::new(),
             dir,
+            bpffs: None,
         })
     }
 
@@ -100,6 +104,9 @@ impl Drop for Demo {
         for ns in self.namespaces.iter().rev() {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
+        if let Some(bpffs) = &self.bpffs {
+            let _ = Command::new("umount").arg(bpffs).status();
+        }
         let _ = fs::remove_dir_all(&self.dir);
         eprintln!("demo: removed namespaces {}", self.namespaces.join(", "));
     }
@@ -139,19 +146,26 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         demo.ip(role, &format!("link set {link} up"))?;
     }
     demo.ip("host", "route add default via 10.250.0.2")?;
-    demo.ip("out", "route add 172.30.0.0/16 via 10.250.0.1")?;
 
-    step("netd agent in the host namespace (bridge netd0, subnet 172.30.0.0/16)");
+    // A private bpffs for netd's pins: the machine's /sys/fs/bpf stays as is.
+    let bpffs = demo.dir.join("bpffs");
+    fs::create_dir_all(&bpffs)?;
+    cmd::run(Command::new("mount").args(["-t", "bpf", "bpf"]).arg(&bpffs))?;
+    demo.bpffs = Some(bpffs.clone());
+    let pins = bpffs.join("netd");
+
+    step("netd agent in the host namespace (uplink up0, bridge netd0, subnet 172.30.0.0/16)");
     let dir = demo.dir.clone();
     let netd_env = |cmd: &mut Command| {
         cmd.env("NETD_SOCKET", dir.join("netd.sock"))
             .env("NETD_STATE_DIR", dir.join("state"))
-            .env("NETD_BPFFS", dir.join("bpffs"));
+            .env("NETD_BPFFS", &pins);
     };
     let mut agent = demo.in_ns("host", netd.to_str().unwrap_or("netd"));
     agent.args(["agent", "--subnet", "172.30.0.0/16", "--uplink", "up0"]);
     netd_env(&mut agent);
     demo.spawn(agent)?;
+    // The CLI talks to the agent over its socket, from anywhere.
     let netd_cli = |args: &[&str]| -> anyhow::Result<String> {
         let mut cmd = Command::new(&netd);
         cmd.args(args);
@@ -171,7 +185,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     print!("{}", netd_cli(&["status"])?);
 
     step(&format!(
-        "netd attach {ctr}: a veth, an address and a route for the container"
+        "netd attach {ctr} --name web: a veth, an address and a route for the container"
     ));
     print!("{}", netd_cli(&["attach", &ctr, "--name", "web"])?);
 
@@ -180,7 +194,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     fs::create_dir_all(&site)?;
     fs::write(
         site.join("index.html"),
-        "Hello from the container, via netd\n",
+        "Hello from the container, published by netd\n",
     )?;
     let mut server = demo.in_ns("ctr", "python3");
     server
@@ -191,20 +205,49 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     demo.spawn(server)?;
     thread::sleep(Duration::from_millis(700));
 
-    step("netd ps");
-    print!("{}", netd_cli(&["ps"])?);
+    step("netd publish 8080:80 web: one map update, no iptables rule, no proxy");
+    print!("{}", netd_cli(&["publish", "8080:80", "web"])?);
 
-    step("the outside client fetches the page, routed through the host: curl http://172.30.0.2/");
+    step("the outside client fetches the page through the host: curl http://10.250.0.1:8080/");
     let page = demo
         .in_ns("out", "curl")
-        .args(["-sS", "-m", "5", "http://172.30.0.2/"])
+        .args(["-sS", "-m", "5", "http://10.250.0.1:8080/"])
         .output()?;
     if !page.status.success() {
         bail!("curl failed: {}", String::from_utf8_lossy(&page.stderr));
     }
     print!("{}", String::from_utf8_lossy(&page.stdout));
 
-    step("netd down: removes the veth, the bridge and the state");
+    step("netd ps and netd ports: the mapping and its counters");
+    print!("{}", netd_cli(&["ps"])?);
+    print!("{}", netd_cli(&["ports"])?);
+
+    step("netd conntrack: the flow, translated in BPF (the client's address is kept)");
+    print!("{}", netd_cli(&["conntrack"])?);
+
+    let ports_pin = bpffs.join("netd/NETD_PORTS");
+    step(&format!("bpftool map dump pinned {}", ports_pin.display()));
+    let dump = Command::new("bpftool")
+        .args(["map", "dump", "pinned"])
+        .arg(&ports_pin)
+        .output()?;
+    print!("{}", String::from_utf8_lossy(&dump.stdout));
+
+    step("the host namespace's firewall: nft list ruleset (empty: netd adds no rule)");
+    let nft = demo
+        .in_ns("host", "nft")
+        .args(["list", "ruleset"])
+        .output()?;
+    println!(
+        "{}",
+        if nft.stdout.is_empty() {
+            "(no rules)".into()
+        } else {
+            String::from_utf8_lossy(&nft.stdout)
+        }
+    );
+
+    step("netd down: removes the veth, the bridge, the programs, the pins and the state");
     print!("{}", netd_cli(&["down"])?);
     Ok(())
 }

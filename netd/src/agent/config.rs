@@ -45,6 +45,31 @@ pub struct Flags {
     /// The API socket.
     #[arg(long, env = "NETD_SOCKET", default_value = paths::SOCKET)]
     pub socket: PathBuf,
+    /// Also translate published ports in XDP on the uplinks (the driver
+    /// hook), before TC.
+    #[arg(long, env = "NETD_XDP")]
+    pub xdp: bool,
+    /// How packets enter containers: `peer` (bpf_redirect_peer, straight
+    /// into the container's namespace, kernel >= 5.10) or `egress`
+    /// (bpf_redirect to the host veth, any kernel).
+    #[arg(long, env = "NETD_REDIRECT", default_value = "peer", value_parser = ["peer", "egress"])]
+    pub redirect: String,
+    /// Conntrack entries (two per flow). Memory: about 120 bytes each.
+    #[arg(long, env = "NETD_CT_MAX", default_value_t = 65536)]
+    pub ct_max: u32,
+    /// Seconds between conntrack garbage collections.
+    #[arg(long, env = "NETD_CT_GC_INTERVAL", default_value_t = 10)]
+    pub ct_gc_interval: u64,
+    /// A conntrack timeout, STATE=SECONDS, repeatable; STATE is one of
+    /// syn_sent, syn_recv, established, fin_wait, time_wait, close, udp,
+    /// udp_stream [default: netfilter's]
+    #[arg(
+        long = "ct-timeout",
+        env = "NETD_CT_TIMEOUT",
+        value_delimiter = ',',
+        value_name = "STATE=SECONDS"
+    )]
+    pub ct_timeouts: Vec<String>,
 }
 
 /// What the agent runs with, once flags, saved state and the namespace
@@ -56,6 +81,11 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub bpffs: PathBuf,
     pub socket: PathBuf,
+    pub xdp: bool,
+    pub redirect: u32,
+    pub ct_max: u32,
+    pub ct_gc_interval: std::time::Duration,
+    pub ct_timeouts: netd_common::ct::Timeouts,
 }
 
 pub const DEFAULT_BRIDGE: &str = "netd0";
@@ -209,12 +239,34 @@ impl Config {
                 kind: link.kind.clone().unwrap_or_else(|| "physical".to_owned()),
             });
         }
+        if flags.ct_max < 2 {
+            return Err(AgentError::CtMax(flags.ct_max));
+        }
+        let mut ct_timeouts = netd_common::ct::Timeouts::default();
+        for setting in &flags.ct_timeouts {
+            let parsed = setting
+                .split_once('=')
+                .and_then(|(name, secs)| Some((name, secs.parse::<u64>().ok()?)));
+            match parsed {
+                Some((name, secs)) if secs > 0 && ct_timeouts.set(name, secs) => {}
+                _ => return Err(AgentError::CtTimeout(setting.clone())),
+            }
+        }
         Ok(Self {
             network,
             uplinks,
             state_dir: flags.state_dir.clone(),
             bpffs: flags.bpffs.clone(),
             socket: flags.socket.clone(),
+            xdp: flags.xdp,
+            redirect: if flags.redirect == "egress" {
+                netd_common::endpoint::REDIRECT_EGRESS
+            } else {
+                netd_common::endpoint::REDIRECT_PEER
+            },
+            ct_max: flags.ct_max,
+            ct_gc_interval: std::time::Duration::from_secs(flags.ct_gc_interval.max(1)),
+            ct_timeouts,
         })
     }
 }

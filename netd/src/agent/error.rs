@@ -78,6 +78,12 @@ pub enum AgentError {
     GatewayOutsideSubnet { gateway: Ipv4Addr, subnet: Ipv4Net },
     #[error("invalid MTU {0}: it must be between 68 and 65535")]
     Mtu(u32),
+    #[error("invalid --ct-max {0}: a flow takes two entries")]
+    CtMax(u32),
+    #[error(
+        "invalid --ct-timeout {0:?}: expected STATE=SECONDS (SECONDS > 0) with STATE one of syn_sent, syn_recv, established, fin_wait, time_wait, close, udp, udp_stream"
+    )]
+    CtTimeout(String),
     #[error("uplink {0} does not exist in this namespace")]
     UnknownUplink(String),
     #[error(
@@ -93,6 +99,33 @@ pub enum AgentError {
     SocketInUse(PathBuf),
     #[error("another netd agent holds {0}")]
     Locked(PathBuf),
+    #[error(transparent)]
+    Spec(#[from] crate::portspec::SpecError),
+    #[error("host address {0} is not an address of this host")]
+    HostIpNotLocal(Ipv4Addr),
+    #[error("{port} is already published by endpoint {holder} ({display})")]
+    PortTaken {
+        port: String,
+        holder: String,
+        display: String,
+    },
+    #[error("{port} is in use on the host: a process has {listener} bound")]
+    PortInUse { port: String, listener: String },
+    #[error(
+        "no free host port range of {len} port(s) for {spec} in {first}-{last} (ip_local_port_range)"
+    )]
+    NoEphemeralPorts {
+        spec: String,
+        len: u32,
+        first: u16,
+        last: u16,
+    },
+    #[error("no free mapping slot: {0} mappings are published, the most the datapath holds")]
+    TooManyMappings(usize),
+    #[error("no endpoint for {0}: it is neither an attached namespace nor an endpoint name")]
+    UnknownTarget(String),
+    #[error(transparent)]
+    Datapath(#[from] crate::error::DatapathError),
     #[error("{what}")]
     Io {
         what: String,
@@ -135,9 +168,13 @@ impl ErrorKind {
 impl AgentError {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::Netns(NetnsError::NotFound { .. }) | Self::UnknownEndpoint(_) => {
-                ErrorKind::NotFound
-            }
+            Self::Netns(NetnsError::NotFound { .. })
+            | Self::UnknownEndpoint(_)
+            | Self::UnknownTarget(_) => ErrorKind::NotFound,
+            Self::Spec(_) | Self::HostIpNotLocal(_) => ErrorKind::InvalidArgument,
+            Self::PortTaken { .. } | Self::PortInUse { .. } => ErrorKind::Conflict,
+            Self::NoEphemeralPorts { .. } | Self::TooManyMappings(_) => ErrorKind::Exhausted,
+            Self::Datapath(_) => ErrorKind::Internal,
             Self::Netns(NetnsError::NotNetns { .. })
             | Self::IpSyntax(_)
             | Self::IpOutsideSubnet { .. }
@@ -149,6 +186,8 @@ impl AgentError {
             | Self::BridgeName { .. }
             | Self::GatewayOutsideSubnet { .. }
             | Self::Mtu(_)
+            | Self::CtMax(_)
+            | Self::CtTimeout(_)
             | Self::UnknownUplink(_)
             | Self::ConfigMismatch { .. } => ErrorKind::InvalidArgument,
             Self::IpTaken { .. }

@@ -5,8 +5,10 @@
 //! the effects of each other's requests in some order, never interleaved.
 
 pub mod config;
+mod datapath;
 pub mod error;
 pub mod ipam;
+mod ports;
 mod server;
 pub mod state;
 
@@ -28,6 +30,7 @@ use self::{
 };
 use crate::{
     api::{self, AttachRequest, DownReport},
+    datapath::{Datapath, Options as DatapathOptions},
     failpoint,
     mac::MacAddr,
     netlink::Netlink,
@@ -60,6 +63,9 @@ pub struct Agent {
     state: State,
     nl: Netlink,
     bridge_index: u32,
+    datapath: Datapath,
+    /// When conntrack was last garbage-collected.
+    last_gc: std::time::Instant,
     /// Held for the agent's life: one agent per state directory.
     _lock: Flock<File>,
 }
@@ -87,7 +93,13 @@ impl Agent {
             version: STATE_VERSION,
             network: config.network.clone(),
             endpoints: BTreeMap::new(),
+            next_generation: 1,
         });
+        let datapath = Datapath::load(&DatapathOptions {
+            bpffs: config.bpffs.clone(),
+            xdp: config.xdp,
+            ct_max: config.ct_max,
+        })?;
         let bridge_index = ensure_bridge(&nl, &state.network).await?;
         enable_forwarding()?;
         if config.uplinks.is_empty() {
@@ -101,10 +113,13 @@ impl Agent {
             state,
             nl,
             bridge_index,
+            datapath,
+            last_gc: std::time::Instant::now(),
             _lock: lock,
         };
         agent.store.save(&agent.state)?;
         agent.recover().await?;
+        agent.sync_datapath().await?;
         Ok(agent)
     }
 
@@ -121,23 +136,20 @@ impl Agent {
         for ep in endpoints {
             let link = self.nl.link(&ep.host_ifname).await?;
             match (ep.phase, link) {
-                (Phase::Creating, link) => {
-                    if let Some(link) = link {
-                        self.nl.del_link(link.index, &ep.host_ifname).await?;
-                    }
+                (Phase::Creating, _) => {
+                    self.unplumb(&ep).await;
                     info!(endpoint = %ep.name, "rolled back an attach the previous agent did not finish");
                     self.forget(&ep.id)?;
                 }
-                (Phase::Removing, link) => {
-                    if let Some(link) = link {
-                        self.nl.del_link(link.index, &ep.host_ifname).await?;
-                    }
+                (Phase::Removing, _) => {
+                    self.unplumb(&ep).await;
                     info!(endpoint = %ep.name, "completed a detach the previous agent did not finish");
                     self.forget(&ep.id)?;
                 }
                 (Phase::Ready, None) => {
                     warn!(endpoint = %ep.name, ip = %ep.ip, veth = %ep.host_ifname,
                         "veth gone (namespace deleted?): releasing the endpoint");
+                    self.unplumb(&ep).await;
                     self.forget(&ep.id)?;
                 }
                 (Phase::Ready, Some(link)) => {
@@ -174,6 +186,7 @@ impl Agent {
             gateway: self.state.network.gateway,
             mac: ep.mac,
             created: ep.created.clone(),
+            ports: ep.ports.iter().map(ports::form).collect(),
         }
     }
 
@@ -285,6 +298,11 @@ impl Agent {
             })
             .transpose()?;
         let requested_mac = req.mac.as_deref().map(str::parse::<MacAddr>).transpose()?;
+        let specs: Vec<crate::portspec::PortSpec> = req
+            .ports
+            .iter()
+            .map(|s| s.parse())
+            .collect::<Result<_, _>>()?;
         if let Some(name) = &req.name {
             check_name(name)?;
         }
@@ -344,18 +362,18 @@ impl Agent {
             mac: requested_mac.unwrap_or_else(|| MacAddr::from_ipv4(ip)),
             created: now_rfc3339(),
             phase: Phase::Creating,
+            ports: Vec::new(),
         };
         self.state.endpoints.insert(id.clone(), endpoint.clone());
         self.store.save(&self.state)?;
         failpoint::hit("attach:recorded");
 
-        if let Err(err) = self.plumb(&endpoint, &ns).await {
-            // Deleting the host end deletes its peer in the namespace too.
-            if let Ok(Some(link)) = self.nl.link(&endpoint.host_ifname).await
-                && let Err(cleanup) = self.nl.del_link(link.index, &endpoint.host_ifname).await
-            {
-                warn!(error = %cleanup, "rolling back a failed attach");
-            }
+        let plumbed = match self.plumb(&endpoint, &ns).await {
+            Ok(()) => self.connect_endpoint(&endpoint).await,
+            Err(err) => Err(err),
+        };
+        if let Err(err) = plumbed {
+            self.unplumb(&endpoint).await;
             self.forget(&id)?;
             return Err(err);
         }
@@ -364,6 +382,14 @@ impl Agent {
         let ready = ready.clone();
         self.store.save(&self.state)?;
         info!(endpoint = %ready.name, netns = %ready.netns.display(), ip = %ready.ip, veth = %ready.host_ifname, "attached");
+        if !specs.is_empty()
+            && let Err(err) = self.publish_specs(&id, &specs).await
+        {
+            // All or nothing: the attach goes too.
+            let _ = self.remove(&id).await;
+            return Err(err);
+        }
+        let ready = self.state.endpoints.get(&id).expect("attached").clone();
         Ok(self.view(&ready))
     }
 
@@ -444,6 +470,7 @@ impl Agent {
             .collect();
         for ep in stale {
             warn!(endpoint = %ep.name, ip = %ep.ip, "veth gone (namespace deleted?): releasing the endpoint");
+            self.unplumb(&ep).await;
             self.forget(&ep.id)?;
         }
         Ok(())
@@ -452,15 +479,23 @@ impl Agent {
     /// Removes one endpoint: recorded as `removing` first, so a crash in
     /// between is finished on restart.
     async fn remove(&mut self, id: &str) -> Result<api::Endpoint, AgentError> {
+        let view = self.view(self.state.endpoints.get(id).expect("caller found it"));
+        let published = self
+            .state
+            .endpoints
+            .get(id)
+            .map(|ep| ep.ports.clone())
+            .unwrap_or_default();
+        self.unpublish_ports(id, &published).await?;
         let ep = self.state.endpoints.get_mut(id).expect("caller found it");
         ep.phase = Phase::Removing;
         let ep = ep.clone();
         self.store.save(&self.state)?;
         failpoint::hit("detach:recorded");
+        self.disconnect_endpoint(&ep)?;
         if let Some(link) = self.nl.link(&ep.host_ifname).await? {
             self.nl.del_link(link.index, &ep.host_ifname).await?;
         }
-        let view = self.view(&ep);
         self.forget(id)?;
         info!(endpoint = %ep.name, ip = %ep.ip, "detached");
         Ok(view)

@@ -25,7 +25,9 @@ use super::{
     Agent,
     error::{AgentError, ErrorKind},
 };
-use crate::api::{AttachRequest, DetachRequest, DetachResponse, ErrorBody};
+use crate::api::{
+    AttachRequest, DetachRequest, DetachResponse, ErrorBody, PortsRequest, PortsResponse,
+};
 
 /// Request bodies above this are refused (413).
 const MAX_BODY: usize = 1 << 20;
@@ -137,6 +139,44 @@ async fn delete_endpoint(
     Ok(Json(s.agent.lock().await.detach_name(&name).await?))
 }
 
+async fn publish(
+    State(s): State<Shared>,
+    Body(req): Body<PortsRequest>,
+) -> ApiResult<(StatusCode, Json<PortsResponse>)> {
+    let ports = s
+        .agent
+        .lock()
+        .await
+        .publish(&req.target, &req.specs)
+        .await?;
+    Ok((StatusCode::CREATED, Json(PortsResponse { ports })))
+}
+
+async fn unpublish(
+    State(s): State<Shared>,
+    Body(req): Body<PortsRequest>,
+) -> ApiResult<Json<PortsResponse>> {
+    let ports = s
+        .agent
+        .lock()
+        .await
+        .unpublish(&req.target, &req.specs)
+        .await?;
+    Ok(Json(PortsResponse { ports }))
+}
+
+async fn list_ports(State(s): State<Shared>) -> ApiResult<Json<Vec<crate::api::Port>>> {
+    Ok(Json(s.agent.lock().await.ports()?))
+}
+
+async fn conntrack(State(s): State<Shared>) -> ApiResult<Json<Vec<crate::api::Flow>>> {
+    Ok(Json(s.agent.lock().await.conntrack()?))
+}
+
+async fn stats(State(s): State<Shared>) -> ApiResult<Json<crate::api::Stats>> {
+    Ok(Json(s.agent.lock().await.stats()?))
+}
+
 async fn down(State(s): State<Shared>) -> Json<crate::api::DownReport> {
     let report = s.agent.lock().await.down().await;
     s.stop.notify_one();
@@ -157,6 +197,10 @@ fn router(shared: Shared) -> Router {
         .route("/v1/endpoints", get(list_endpoints).post(attach))
         .route("/v1/endpoints/{name}", delete(delete_endpoint))
         .route("/v1/detach", post(detach))
+        .route("/v1/ports", get(list_ports).post(publish))
+        .route("/v1/ports/unpublish", post(unpublish))
+        .route("/v1/conntrack", get(conntrack))
+        .route("/v1/stats", get(stats))
         .route("/v1/down", post(down))
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
@@ -201,6 +245,17 @@ pub async fn serve(agent: Agent) -> anyhow::Result<()> {
         stop: Arc::new(Notify::new()),
     };
     let stop = shared.stop.clone();
+    let ticker = {
+        let agent = shared.agent.clone();
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(std::time::Duration::from_secs(1));
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                agent.lock().await.tick().await;
+            }
+        })
+    };
     info!(socket = %socket.display(), "serving the API");
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -214,6 +269,7 @@ pub async fn serve(agent: Agent) -> anyhow::Result<()> {
     let served = axum::serve(listener, router(shared))
         .with_graceful_shutdown(shutdown)
         .await;
+    ticker.abort();
     let _ = fs::remove_file(&socket);
     served?;
     Ok(())

@@ -21,7 +21,12 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::{mac::MacAddr, netns::NsIdent, paths::STATE_FILE};
+use crate::{
+    mac::MacAddr,
+    netns::NsIdent,
+    paths::STATE_FILE,
+    portspec::{PortRange, Proto},
+};
 
 /// The layout version of `state.json`. A state written by a newer netd is
 /// refused rather than misread.
@@ -59,6 +64,25 @@ pub struct State {
     pub network: NetworkState,
     /// Endpoints by ID.
     pub endpoints: BTreeMap<String, EndpointState>,
+    /// The generation the next published mapping gets.
+    #[serde(default = "first_generation")]
+    pub next_generation: u32,
+}
+
+fn first_generation() -> u32 {
+    1
+}
+
+/// One published mapping of an endpoint: a `-p` spec with its host ports
+/// resolved, and the datapath slot it occupies.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PublishedPort {
+    pub slot: u32,
+    pub generation: u32,
+    pub proto: Proto,
+    pub host_ip: Ipv4Addr,
+    pub host: PortRange,
+    pub ctr: PortRange,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -99,6 +123,8 @@ pub struct EndpointState {
     /// RFC 3339.
     pub created: String,
     pub phase: Phase,
+    #[serde(default)]
+    pub ports: Vec<PublishedPort>,
 }
 
 /// Reads and writes `state.json` in one directory.
@@ -193,6 +219,7 @@ mod tests {
                 mtu: 1500,
             },
             endpoints: BTreeMap::new(),
+            next_generation: 1,
         }
     }
 

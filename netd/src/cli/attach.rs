@@ -27,6 +27,10 @@ pub struct Attach {
     /// The endpoint's name [default: the namespace's name].
     #[arg(long)]
     name: Option<String>,
+    /// Publish a port, as Docker's -p: [HOSTIP:]HOSTPORT[-END]:CTRPORT[-END][/PROTO]
+    /// (repeatable; all or none).
+    #[arg(short = 'p', long = "publish", value_name = "SPEC")]
+    ports: Vec<String>,
 }
 
 impl Attach {
@@ -37,6 +41,7 @@ impl Attach {
             mac: self.mac,
             ifname: Some(self.ifname),
             name: self.name,
+            ports: self.ports,
         };
         let endpoint: Endpoint = ctx.client.post("/v1/endpoints", &request).await?;
         if ctx.json {
@@ -54,4 +59,7 @@ pub fn print_endpoint(ep: &Endpoint) {
     println!("interface: {} (host side {})", ep.ifname, ep.host_ifname);
     println!("ip:        {}/{} via {}", ep.ip, ep.prefix_len, ep.gateway);
     println!("mac:       {}", ep.mac);
+    for port in &ep.ports {
+        println!("port:      {port}");
+    }
 }

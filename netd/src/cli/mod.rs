@@ -6,12 +6,16 @@
 
 mod agent;
 mod attach;
+mod conntrack;
 mod detach;
 mod down;
 mod network;
 mod observe;
 mod output;
+mod ports;
 mod ps;
+mod publish;
+mod stats;
 mod status;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -47,7 +51,12 @@ enum Command {
     Agent(agent::Agent),
     Attach(attach::Attach),
     Detach(detach::Detach),
+    Publish(publish::Publish),
+    Unpublish(publish::Unpublish),
     Ps(ps::Ps),
+    Ports(ports::Ports),
+    Conntrack(conntrack::Conntrack),
+    Stats(stats::Stats),
     Network(network::Network),
     Status(status::Status),
     Down(down::Down),
@@ -86,7 +95,12 @@ impl Cli {
                 Command::Agent(cmd) => cmd.execute().await,
                 Command::Attach(cmd) => cmd.execute(&ctx).await,
                 Command::Detach(cmd) => cmd.execute(&ctx).await,
+                Command::Publish(cmd) => cmd.execute(&ctx).await,
+                Command::Unpublish(cmd) => cmd.execute(&ctx).await,
                 Command::Ps(cmd) => cmd.execute(&ctx).await,
+                Command::Ports(cmd) => cmd.execute(&ctx).await,
+                Command::Conntrack(cmd) => cmd.execute(&ctx).await,
+                Command::Stats(cmd) => cmd.execute(&ctx).await,
                 Command::Network(cmd) => cmd.execute(&ctx).await,
                 Command::Status(cmd) => cmd.execute(&ctx).await,
                 Command::Down(cmd) => cmd.execute(&ctx).await,

@@ -25,7 +25,7 @@ impl Ps {
                     ep.netns.clone(),
                     ep.ip.to_string(),
                     ep.mac.to_string(),
-                    String::new(),
+                    ep.ports.join(", "),
                 ]
             })
             .collect();

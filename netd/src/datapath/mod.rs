@@ -1,4 +1,345 @@
 // SPDX-License-Identifier: MIT OR GPL-2.0-only
-//! Loading netd's eBPF programs, attaching them, and reading their maps.
+//! Loading netd's eBPF programs, attaching them, and keeping them attached
+//! while the agent is down.
+//!
+//! Everything the kernel keeps for netd lives under the bpffs directory
+//! (`--bpffs`, default /sys/fs/bpf/netd): every map pinned by name
+//! (`<bpffs>/NETD_CT`, ...) and every attachment as a pinned BPF link
+//! (`<bpffs>/links/<name>`). A restarted agent reuses the pinned maps (no
+//! entry lost) and swaps its freshly loaded programs into the pinned links
+//! atomically (BPF_LINK_UPDATE), so packets never stop being translated.
 
+pub mod conntrack;
+mod logs;
+pub mod maps;
 pub mod observe;
+
+use std::{
+    fs, io,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::MapInfo,
+    programs::{
+        SchedClassifier, TcAttachType, Xdp, XdpMode,
+        links::{FdLink, LinkError, PinnedLink},
+        tc::SchedClassifierLink,
+        xdp::XdpLink,
+    },
+    sys::SyscallError,
+};
+use netd_common::{
+    ct::{CtEntry, CtKey},
+    endpoint::{DatapathConfig, EndpointInfo},
+    map_names as names,
+    ports::{Mapping, MappingStats, PortKey, PortValue},
+    stats::ProtoStats,
+};
+use tracing::{info, warn};
+
+pub use self::maps::{Maps, PortRule};
+use crate::error::DatapathError;
+
+/// Program names in the object.
+pub const UPLINK_TC: &str = "netd_uplink_tc";
+pub const UPLINK_XDP: &str = "netd_uplink_xdp";
+pub const ENDPOINT_TC: &str = "netd_endpoint_tc";
+
+/// `BPF_FS_MAGIC` from linux/magic.h.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// What to load.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// netd's bpffs directory.
+    pub bpffs: PathBuf,
+    /// Also load the XDP program for the uplinks.
+    pub xdp: bool,
+    /// Conntrack entries (both directions of a flow count).
+    pub ct_max: u32,
+}
+
+/// The expected key and value sizes of each pinned map, to detect pins
+/// left by a netd whose layout differs.
+fn expected_layout(name: &str) -> Option<(u32, u32)> {
+    let sizes = |k: usize, v: usize| Some((k as u32, v as u32));
+    match name {
+        names::PROTO_STATS => sizes(4, size_of::<ProtoStats>()),
+        names::DROPS => sizes(4, 8),
+        // LPM keys are the 4-byte prefix length and the data.
+        names::PORTS => sizes(4 + size_of::<PortKey>(), size_of::<PortValue>()),
+        names::MAPPINGS => sizes(4, size_of::<Mapping>()),
+        names::MAPPING_STATS => sizes(4, size_of::<MappingStats>()),
+        names::CT => sizes(size_of::<CtKey>(), size_of::<CtEntry>()),
+        names::ENDPOINTS => sizes(4, size_of::<EndpointInfo>()),
+        names::LOCAL_ADDRS => sizes(4, 4),
+        names::CONFIG => sizes(4, size_of::<DatapathConfig>()),
+        _ => None,
+    }
+}
+
+/// Makes sure `dir` exists on a bpffs. If its parent is not a bpffs, mounts
+/// one there (as systemd does at /sys/fs/bpf on most distributions).
+fn ensure_bpffs(dir: &Path) -> Result<(), DatapathError> {
+    let io = |what: String| move |source| DatapathError::Io { what, source };
+    let parent = dir.parent().unwrap_or(Path::new("/"));
+    fs::create_dir_all(parent).map_err(io(format!("creating {}", parent.display())))?;
+    let on_bpffs = |path: &Path| {
+        nix::sys::statfs::statfs(path).is_ok_and(|fs| fs.filesystem_type().0 == BPF_FS_MAGIC)
+    };
+    if !on_bpffs(parent) {
+        nix::mount::mount(
+            Some("bpf"),
+            parent,
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .map_err(|source| DatapathError::NoBpffs {
+            path: parent.to_owned(),
+            source,
+        })?;
+        info!(path = %parent.display(), "mounted a bpffs");
+    }
+    fs::create_dir_all(dir.join("links")).map_err(io(format!("creating {}", dir.display())))
+}
+
+/// Refuses pinned maps whose layout is not this netd's.
+fn check_pinned_layouts(dir: &Path) -> Result<(), DatapathError> {
+    for name in names::PINNED {
+        let path = dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let Some((key, value)) = expected_layout(name) else {
+            continue;
+        };
+        let info = MapInfo::from_pin(&path)
+            .map_err(|source| DatapathError::MapOp { map: name, source })?;
+        for (what, found, expected) in [
+            ("key size", info.key_size(), key),
+            ("value size", info.value_size(), value),
+        ] {
+            if found != expected {
+                return Err(DatapathError::PinnedLayout {
+                    path,
+                    what,
+                    found,
+                    expected,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn is_not_found(err: &LinkError) -> bool {
+    matches!(err, LinkError::SyscallError(SyscallError { io_error, .. }) if io_error.kind() == io::ErrorKind::NotFound)
+}
+
+/// A program whose attachments are BPF links netd pins.
+trait LinkedProgram {
+    /// Swaps this program into an existing link.
+    fn adopt(&mut self, link: FdLink) -> Result<(), DatapathError>;
+    /// Makes a new link to `interface`; `None` if the kernel attached the
+    /// program without a BPF link (netlink, on kernels without TCX), which
+    /// cannot be pinned.
+    fn link_to(&mut self, interface: &str) -> Result<Option<FdLink>, aya::programs::ProgramError>;
+}
+
+impl LinkedProgram for SchedClassifier {
+    fn adopt(&mut self, link: FdLink) -> Result<(), DatapathError> {
+        let link = SchedClassifierLink::try_from(link).map_err(DatapathError::Adopt)?;
+        let id = self.attach_to_link(link)?;
+        // Drop our handle: the pin holds the link.
+        drop(self.take_link(id)?);
+        Ok(())
+    }
+
+    fn link_to(&mut self, interface: &str) -> Result<Option<FdLink>, aya::programs::ProgramError> {
+        let id = self.attach(interface, TcAttachType::Ingress)?;
+        Ok(FdLink::try_from(self.take_link(id)?).ok())
+    }
+}
+
+impl LinkedProgram for Xdp {
+    fn adopt(&mut self, link: FdLink) -> Result<(), DatapathError> {
+        let link = XdpLink::try_from(link).map_err(DatapathError::Adopt)?;
+        let id = self.attach_to_link(link)?;
+        drop(self.take_link(id)?);
+        Ok(())
+    }
+
+    fn link_to(&mut self, interface: &str) -> Result<Option<FdLink>, aya::programs::ProgramError> {
+        let id = self.attach(interface, XdpMode::default())?;
+        Ok(FdLink::try_from(self.take_link(id)?).ok())
+    }
+}
+
+/// Attaches `prog` to `interface` through the link pinned at `path`: a
+/// pinned link is updated to run `prog` (BPF_LINK_UPDATE: atomic, no packet
+/// sees no program) and adopted; if there is none, or the pinned one is
+/// defunct (its interface was recreated), a new link is made and pinned.
+fn attach_pinned(
+    prog: &mut impl LinkedProgram,
+    program: &'static str,
+    interface: &str,
+    path: &Path,
+) -> Result<(), DatapathError> {
+    match PinnedLink::from_pin(path) {
+        Ok(pinned) => match prog.adopt(FdLink::from(pinned)) {
+            Ok(()) => {
+                info!(program, interface, "adopted pinned link");
+                return Ok(());
+            }
+            Err(err) => {
+                warn!(program, interface, error = %err, "pinned link unusable; attaching anew");
+                let _ = fs::remove_file(path);
+            }
+        },
+        Err(err) if is_not_found(&err) => {}
+        Err(source) => {
+            return Err(DatapathError::Link {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    }
+    let link = prog
+        .link_to(interface)
+        .map_err(|source| DatapathError::Attach {
+            program,
+            interface: interface.to_owned(),
+            source,
+        })?
+        .ok_or_else(|| DatapathError::NotPinnable {
+            program,
+            interface: interface.to_owned(),
+        })?;
+    link.pin(path).map_err(|source| DatapathError::Pin {
+        path: path.to_owned(),
+        source,
+    })?;
+    info!(program, interface, "attached");
+    Ok(())
+}
+
+/// netd's programs, loaded, with their maps pinned.
+pub struct Datapath {
+    ebpf: Ebpf,
+    bpffs: PathBuf,
+    xdp: bool,
+}
+
+impl Datapath {
+    /// Loads the programs, reusing the maps pinned under `options.bpffs` if
+    /// there are any (and refusing them if their layout differs).
+    pub fn load(options: &Options) -> Result<Self, DatapathError> {
+        ensure_bpffs(&options.bpffs)?;
+        check_pinned_layouts(&options.bpffs)?;
+        let reused: Vec<&str> = names::PINNED
+            .into_iter()
+            .filter(|name| options.bpffs.join(name).exists())
+            .collect();
+        let mut loader = EbpfLoader::new();
+        for name in names::PINNED {
+            loader.map_pin_path(name, options.bpffs.join(name));
+        }
+        loader.map_max_entries(names::CT, options.ct_max);
+        let mut ebpf = loader.load(crate::ebpf::object())?;
+        if reused.is_empty() {
+            info!(bpffs = %options.bpffs.display(), "created and pinned the maps");
+        } else {
+            info!(bpffs = %options.bpffs.display(), maps = reused.len(), "reused pinned maps");
+        }
+        let mut programs = vec![UPLINK_TC, ENDPOINT_TC];
+        if options.xdp {
+            programs.push(UPLINK_XDP);
+        }
+        for name in programs {
+            let program = ebpf
+                .program_mut(name)
+                .ok_or(DatapathError::MissingProgram(name))?;
+            match program {
+                aya::programs::Program::SchedClassifier(p) => p.load()?,
+                aya::programs::Program::Xdp(p) => p.load()?,
+                _ => return Err(DatapathError::MissingProgram(name)),
+            }
+        }
+        if let Err(err) = logs::spawn(&mut ebpf) {
+            warn!(error = %err, "kernel-side logs unavailable");
+        }
+        Ok(Self {
+            ebpf,
+            bpffs: options.bpffs.clone(),
+            xdp: options.xdp,
+        })
+    }
+
+    pub fn maps(&mut self) -> Maps<'_> {
+        Maps::new(&mut self.ebpf)
+    }
+
+    pub fn xdp(&self) -> bool {
+        self.xdp
+    }
+
+    fn link_pin(&self, name: &str) -> PathBuf {
+        self.bpffs.join("links").join(name)
+    }
+
+    /// Attaches TC program `program` to ingress of `interface` through the
+    /// link pinned as `pin` (see [`attach_pinned`]).
+    pub fn attach_tc(
+        &mut self,
+        program: &'static str,
+        interface: &str,
+        pin: &str,
+    ) -> Result<(), DatapathError> {
+        let path = self.link_pin(pin);
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(program)
+            .ok_or(DatapathError::MissingProgram(program))?
+            .try_into()?;
+        attach_pinned(prog, program, interface, &path)
+    }
+
+    /// Attaches the XDP program to `interface` through the link pinned as
+    /// `pin` (see [`attach_pinned`]).
+    pub fn attach_xdp(&mut self, interface: &str, pin: &str) -> Result<(), DatapathError> {
+        let path = self.link_pin(pin);
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(UPLINK_XDP)
+            .ok_or(DatapathError::MissingProgram(UPLINK_XDP))?
+            .try_into()?;
+        attach_pinned(prog, UPLINK_XDP, interface, &path)
+    }
+
+    /// Detaches the link pinned as `pin`; absent is fine.
+    pub fn detach(&mut self, pin: &str) -> Result<(), DatapathError> {
+        let path = self.link_pin(pin);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(DatapathError::Io {
+                what: format!("removing {}", path.display()),
+                source,
+            }),
+        }
+    }
+
+    /// The names of the pinned links.
+    pub fn link_pins(&self) -> Vec<String> {
+        fs::read_dir(self.bpffs.join("links"))
+            .map(|dir| {
+                dir.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}

@@ -19,8 +19,8 @@ pub enum Hook {
 impl Hook {
     fn index(self) -> u32 {
         match self {
-            Self::TcIngress => hook::TC_INGRESS,
-            Self::Xdp => hook::XDP,
+            Self::TcIngress => hook::UPLINK_TC,
+            Self::Xdp => hook::UPLINK_XDP,
         }
     }
 

@@ -1,0 +1,66 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
+//! Why a netd program dropped a packet. Every drop is counted by reason in
+//! the per-CPU array `NETD_DROPS` (index: `code - BASE`), and the names
+//! below are stable: they appear in `netd stats` and its JSON.
+//!
+//! The codes start at [`BASE`] so that they can never be mistaken for a TC
+//! verdict (-1..=8) or an XDP action (0..=4) where a program returns
+//! `Err(reason)` through its single exit path.
+
+/// The first drop code.
+pub const BASE: u32 = 128;
+
+// TC_ACT_* run from -1 (UNSPEC) to 8 (TRAP); XDP_* from 0 to 4.
+const _: () = assert!(BASE > 8);
+
+/// A packet to 127.0.0.0/8 arrived from outside: loopback addresses are
+/// never reachable through an uplink (CVE-2020-8558 class).
+pub const MARTIAN_LOOPBACK: u32 = BASE;
+/// A packet from outside was addressed straight to a container's IP:
+/// containers are reachable from outside only through published ports.
+pub const DIRECT_TO_CONTAINER: u32 = BASE + 1;
+/// A conntrack entry could not be created (map full or concurrent update).
+pub const CT_CREATE: u32 = BASE + 2;
+/// Rewriting a header field or its checksum failed.
+pub const REWRITE: u32 = BASE + 3;
+/// No route back to the client for a translated reply.
+pub const FIB_LOOKUP: u32 = BASE + 4;
+/// A published port points at a container with no endpoint.
+pub const NO_ENDPOINT: u32 = BASE + 5;
+/// The redirect helper refused the target interface.
+pub const REDIRECT: u32 = BASE + 6;
+/// A packet from outside claims a source address inside the container
+/// network: forged (the network lives behind the bridge).
+pub const SOURCE_IN_NETWORK: u32 = BASE + 7;
+
+/// Number of reasons: the map's size.
+pub const COUNT: u32 = 8;
+
+/// Stable names, in code order.
+pub const NAMES: [&str; COUNT as usize] = [
+    "martian_loopback",
+    "direct_to_container",
+    "ct_create",
+    "rewrite",
+    "fib_lookup",
+    "no_endpoint",
+    "redirect",
+    "source_in_network",
+];
+
+/// The `NETD_DROPS` index of a drop code.
+#[inline(always)]
+pub const fn index(code: u32) -> u32 {
+    code - BASE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_has_a_name() {
+        assert_eq!(NAMES.len() as u32, COUNT);
+        assert_eq!(index(SOURCE_IN_NETWORK), COUNT - 1);
+    }
+}

@@ -1,0 +1,123 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
+//! Sending a translated TC packet on: into a container, or out by the FIB.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    bindings::{TC_ACT_REDIRECT, bpf_fib_lookup, bpf_redir_neigh},
+    helpers::generated::{
+        bpf_fib_lookup as fib_lookup, bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer,
+    },
+    programs::TcContext,
+};
+use netd_common::{
+    drop,
+    endpoint::{DatapathConfig, REDIRECT_PEER},
+};
+
+use crate::{maps::NETD_CONFIG, nat, parse::Flow};
+
+const AF_INET: u8 = 2;
+/// `BPF_FIB_LKUP_RET_*` (include/uapi/linux/bpf.h).
+const FIB_SUCCESS: i64 = 0;
+const FIB_NO_NEIGH: i64 = 7;
+
+/// The network's settings; zeroes (peer redirect) if the agent has not
+/// written them yet.
+#[inline(always)]
+pub fn config() -> DatapathConfig {
+    NETD_CONFIG.get(0).copied().unwrap_or_default()
+}
+
+/// Redirects to the container behind host veth `ifindex`: into its
+/// namespace with `bpf_redirect_peer`, or out of the host veth (which hands
+/// it to the peer) with `bpf_redirect`, as configured.
+#[inline(always)]
+pub fn redirect_into(ifindex: u32, redirect: u32) -> Result<i32, u32> {
+    // SAFETY: helpers with plain integer arguments.
+    let ret = unsafe {
+        if redirect == REDIRECT_PEER {
+            bpf_redirect_peer(ifindex, 0)
+        } else {
+            bpf_redirect(ifindex, 0)
+        }
+    };
+    if ret == i64::from(TC_ACT_REDIRECT) {
+        Ok(TC_ACT_REDIRECT)
+    } else {
+        Err(drop::REDIRECT)
+    }
+}
+
+/// Delivers into the container behind `ifindex` with MAC `dmac`, as if the
+/// gateway had routed the packet.
+#[inline(always)]
+pub fn to_endpoint(ctx: &TcContext, ifindex: u32, dmac: [u8; 6]) -> Result<i32, u32> {
+    let cfg = config();
+    nat::tc_set_macs(ctx, dmac, cfg.gateway_mac)?;
+    redirect_into(ifindex, cfg.redirect)
+}
+
+/// Routes the (already rewritten) packet `flow` by the FIB of the host's
+/// namespace and redirects it out of the interface found, with the
+/// next hop's MAC; `bpf_redirect_neigh` resolves the neighbour when the
+/// kernel does not know it yet.
+#[inline(always)]
+pub fn by_fib(ctx: &TcContext, flow: &Flow) -> Result<i32, u32> {
+    // SAFETY: an all-zero bpf_fib_lookup is a valid (empty) query.
+    let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    params.family = AF_INET;
+    params.l4_protocol = flow.proto;
+    params.sport = u16::from_ne_bytes(flow.sport);
+    params.dport = u16::from_ne_bytes(flow.dport);
+    // tot_len is in host byte order, unlike everything around it.
+    params.__bindgen_anon_1.tot_len = (ctx.len() as usize - crate::parse::ETH_HLEN) as u16;
+    // SAFETY: the context's skb pointer is valid for the program's life.
+    params.ifindex = unsafe { (*ctx.skb.skb).ingress_ifindex };
+    params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(flow.saddr);
+    params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(flow.daddr);
+    // SAFETY: params lives on the stack for the call; the size is exact.
+    let ret = unsafe {
+        fib_lookup(
+            ctx.skb.skb.cast::<c_void>(),
+            &mut params,
+            size_of::<bpf_fib_lookup>() as i32,
+            0,
+        )
+    };
+    match ret {
+        FIB_SUCCESS => {
+            nat::tc_set_macs(ctx, params.dmac, params.smac)?;
+            // SAFETY: plain integer arguments.
+            let ret = unsafe { bpf_redirect(params.ifindex, 0) };
+            if ret == i64::from(TC_ACT_REDIRECT) {
+                Ok(TC_ACT_REDIRECT)
+            } else {
+                Err(drop::REDIRECT)
+            }
+        }
+        FIB_NO_NEIGH => {
+            // The lookup left the next hop (gateway or destination) in
+            // ipv4_dst.
+            let mut nh: bpf_redir_neigh = unsafe { core::mem::zeroed() };
+            nh.nh_family = u32::from(AF_INET);
+            // SAFETY: union fields written by the kernel for AF_INET.
+            nh.__bindgen_anon_1.ipv4_nh = unsafe { params.__bindgen_anon_4.ipv4_dst };
+            // SAFETY: nh lives on the stack for the call; the size is exact.
+            let ret = unsafe {
+                bpf_redirect_neigh(
+                    params.ifindex,
+                    &mut nh,
+                    size_of::<bpf_redir_neigh>() as i32,
+                    0,
+                )
+            };
+            if ret == i64::from(TC_ACT_REDIRECT) {
+                Ok(TC_ACT_REDIRECT)
+            } else {
+                Err(drop::REDIRECT)
+            }
+        }
+        _ => Err(drop::FIB_LOOKUP),
+    }
+}

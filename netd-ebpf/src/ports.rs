@@ -1,0 +1,47 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
+//! Published-port lookup: the most specific binding wins (the packet's
+//! destination address, then "any local address").
+
+use aya_ebpf::maps::lpm_trie::Key;
+use netd_common::ports::{Mapping, PORT_KEY_FIXED_BITS, PortKey};
+
+use crate::{
+    maps::{NETD_LOCAL_ADDRS, NETD_MAPPINGS, NETD_PORTS},
+    parse::Flow,
+};
+
+/// The mapping slot and its translation for a packet to `flow.daddr`,
+/// `flow.dport`, if that port is published on that address or on any local
+/// address.
+#[inline(always)]
+pub fn lookup(flow: &Flow) -> Option<(u32, Mapping)> {
+    let mut key = Key::new(
+        PORT_KEY_FIXED_BITS + 16,
+        PortKey {
+            proto: flow.proto,
+            addr_be: flow.daddr,
+            port_be: flow.dport,
+            _pad: 0,
+        },
+    );
+    let slot = match NETD_PORTS.get(&key) {
+        Some(value) => value.mapping,
+        None => {
+            // "Any address" bindings answer only on the host's own
+            // addresses, as Docker's `--dst-type LOCAL` rule does.
+            NETD_LOCAL_ADDRS.get_ptr(flow.daddr)?;
+            key.data.addr_be = [0; 4];
+            NETD_PORTS.get(&key)?.mapping
+        }
+    };
+    let mapping = *NETD_MAPPINGS.get(slot)?;
+    mapping.is_active().then_some((slot, mapping))
+}
+
+/// Whether `(slot, generation)` still names a live mapping.
+#[inline(always)]
+pub fn still_valid(slot: u32, generation: u32) -> bool {
+    NETD_MAPPINGS
+        .get(slot)
+        .is_some_and(|m| m.is_active() && m.generation == generation)
+}

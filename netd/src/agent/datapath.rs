@@ -1,0 +1,321 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
+//! The agent's side of the datapath: keeping the maps and attachments equal
+//! to the state, and reading them back for `ports`, `conntrack` and `stats`.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+};
+
+use netd_common::{
+    drop,
+    endpoint::{DatapathConfig, EndpointInfo},
+    stats::hook,
+};
+use tracing::{info, warn};
+
+use super::{Agent, error::AgentError, ports, state::EndpointState};
+use crate::{
+    api,
+    datapath::{
+        ENDPOINT_TC, UPLINK_TC,
+        conntrack::{self, Collect},
+    },
+};
+
+fn endpoint_pin(veth: &str) -> String {
+    format!("endpoint-{veth}")
+}
+
+fn uplink_pin(kind: &str, uplink: &str) -> String {
+    format!("uplink-{kind}-{uplink}")
+}
+
+fn addr_port(addr: [u8; 4], port: [u8; 2]) -> String {
+    format!("{}:{}", Ipv4Addr::from(addr), u16::from_be_bytes(port))
+}
+
+impl Agent {
+    /// Makes the datapath match the state: configuration, uplink and
+    /// endpoint attachments, endpoints, local addresses and published ports.
+    /// Entries the state does not know (left by a crash between a map
+    /// update and the state's) are removed.
+    pub(super) async fn sync_datapath(&mut self) -> Result<(), AgentError> {
+        let net = self.state.network.clone();
+        let bridge = self.nl.link(&net.bridge).await?;
+        let config = DatapathConfig {
+            subnet_be: net.subnet.network().octets(),
+            mask_be: net.subnet.netmask().octets(),
+            gateway_mac: bridge.and_then(|b| b.mac).map(|m| m.0).unwrap_or_default(),
+            _pad: [0; 2],
+            redirect: self.config.redirect,
+        };
+        self.datapath.maps().set_config(&config)?;
+
+        let uplinks = self.config.uplinks.clone();
+        let mut wanted_pins = BTreeSet::new();
+        for uplink in &uplinks {
+            let pin = uplink_pin("tc", uplink);
+            self.datapath.attach_tc(UPLINK_TC, uplink, &pin)?;
+            wanted_pins.insert(pin);
+            if self.config.xdp {
+                let pin = uplink_pin("xdp", uplink);
+                self.datapath.attach_xdp(uplink, &pin)?;
+                wanted_pins.insert(pin);
+            }
+        }
+
+        let endpoints: Vec<EndpointState> = self.state.endpoints.values().cloned().collect();
+        for ep in &endpoints {
+            self.connect_endpoint(ep).await?;
+            wanted_pins.insert(endpoint_pin(&ep.host_ifname));
+        }
+        let known: BTreeSet<Ipv4Addr> = endpoints.iter().map(|ep| ep.ip).collect();
+        for (ip, _) in self.datapath.maps().endpoints()? {
+            if !known.contains(&ip) {
+                self.datapath.maps().remove_endpoint(ip)?;
+            }
+        }
+        for pin in self.datapath.link_pins() {
+            if !wanted_pins.contains(&pin) {
+                info!(link = %pin, "detached a link the state does not know");
+                self.datapath.detach(&pin)?;
+            }
+        }
+
+        self.sync_local_addrs().await?;
+
+        // Published ports: install every rule; remove keys and retire slots
+        // that belong to no rule.
+        let rules: Vec<_> = endpoints
+            .iter()
+            .flat_map(|ep| ep.ports.iter().map(|p| ports::rule(ep, p)))
+            .collect();
+        let mut wanted_keys = BTreeSet::new();
+        for rule in &rules {
+            self.datapath.maps().install(rule, false)?;
+            for key in rule.keys() {
+                wanted_keys.insert((key.prefix_len(), key.data(), rule.slot));
+            }
+        }
+        for (key, slot) in self.datapath.maps().port_keys()? {
+            if !wanted_keys.contains(&(key.prefix_len(), key.data(), slot)) {
+                self.datapath.maps().remove_port_key(&key)?;
+            }
+        }
+        let slots: BTreeSet<u32> = rules.iter().map(|r| r.slot).collect();
+        for (slot, _) in self.datapath.maps().active_mappings()? {
+            if !slots.contains(&slot) {
+                self.datapath.maps().retire(slot)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps `NETD_LOCAL_ADDRS` equal to this namespace's IPv4 addresses
+    /// (loopback excluded: never reachable through an uplink).
+    pub(super) async fn sync_local_addrs(&mut self) -> Result<(), AgentError> {
+        let addrs: BTreeSet<Ipv4Addr> = self
+            .nl
+            .addresses()
+            .await?
+            .iter()
+            .map(|a| a.ip)
+            .filter(|ip| !ip.is_loopback())
+            .collect();
+        if self.datapath.maps().sync_local_addrs(&addrs)? {
+            info!(addresses = ?addrs, "local addresses");
+        }
+        Ok(())
+    }
+
+    /// Attaches the endpoint program to `ep`'s host veth and records the
+    /// endpoint in `NETD_ENDPOINTS`.
+    pub(super) async fn connect_endpoint(&mut self, ep: &EndpointState) -> Result<(), AgentError> {
+        let link = self
+            .nl
+            .link(&ep.host_ifname)
+            .await?
+            .ok_or_else(|| AgentError::Io {
+                what: format!("veth {} is missing", ep.host_ifname),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            })?;
+        self.datapath
+            .attach_tc(ENDPOINT_TC, &ep.host_ifname, &endpoint_pin(&ep.host_ifname))?;
+        self.datapath.maps().set_endpoint(
+            ep.ip,
+            EndpointInfo {
+                ifindex: link.index,
+                mac: ep.mac.0,
+                _pad: [0; 2],
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Undoes [`Self::connect_endpoint`].
+    pub(super) fn disconnect_endpoint(&mut self, ep: &EndpointState) -> Result<(), AgentError> {
+        self.datapath.maps().remove_endpoint(ep.ip)?;
+        self.datapath.detach(&endpoint_pin(&ep.host_ifname))?;
+        Ok(())
+    }
+
+    /// Removes whatever exists of `ep`, ignoring what does not: its rules,
+    /// its datapath entries, its veth. For rollbacks and recovery.
+    pub(super) async fn unplumb(&mut self, ep: &EndpointState) {
+        for port in &ep.ports {
+            if let Err(err) = self.datapath.maps().uninstall(&ports::rule(ep, port)) {
+                warn!(error = %err, "removing a rule of {}", ep.name);
+            }
+        }
+        if let Err(err) = self.disconnect_endpoint(ep) {
+            warn!(error = %err, "disconnecting {}", ep.name);
+        }
+        match self.nl.link(&ep.host_ifname).await {
+            Ok(Some(link)) => {
+                if let Err(err) = self.nl.del_link(link.index, &ep.host_ifname).await {
+                    warn!(error = %err, "deleting {}", ep.host_ifname);
+                }
+            }
+            Ok(None) => {}
+            Err(err) => warn!(error = %err, "looking up {}", ep.host_ifname),
+        }
+    }
+
+    /// Periodic work: local addresses, and conntrack garbage collection when
+    /// it is due.
+    pub async fn tick(&mut self) {
+        if let Err(err) = self.sync_local_addrs().await {
+            warn!(error = %err, "syncing local addresses");
+        }
+        if self.last_gc.elapsed() >= self.config.ct_gc_interval {
+            self.last_gc = std::time::Instant::now();
+            match self.collect_garbage() {
+                Ok((0, 0)) => {}
+                Ok((expired, stale)) => info!(expired, stale, "conntrack garbage collected"),
+                Err(err) => warn!(error = %err, "conntrack garbage collection"),
+            }
+        }
+    }
+
+    /// Removes expired flows and flows of removed mappings. Returns how many
+    /// of each.
+    pub fn collect_garbage(&mut self) -> Result<(usize, usize), AgentError> {
+        let live: BTreeSet<(u32, u32)> = self
+            .state
+            .endpoints
+            .values()
+            .flat_map(|ep| ep.ports.iter().map(|p| (p.slot, p.generation)))
+            .collect();
+        let now = conntrack::monotonic_ns();
+        let flows = conntrack::pair_up(self.datapath.maps().ct_entries()?);
+        let (mut expired, mut stale) = (0, 0);
+        for flow in &flows {
+            match conntrack::collect(flow, now, &self.config.ct_timeouts, |slot, generation| {
+                live.contains(&(slot, generation))
+            }) {
+                Some(Collect::Expired) => expired += 1,
+                Some(Collect::Stale) => stale += 1,
+                None => continue,
+            }
+            for key in flow.keys() {
+                self.datapath.maps().ct_remove(&key)?;
+            }
+        }
+        Ok((expired, stale))
+    }
+
+    /// Removes the flows whose `(slot, generation)` `doomed` says.
+    pub(super) fn sweep_conntrack(
+        &mut self,
+        doomed: impl Fn((u32, u32)) -> bool,
+    ) -> Result<(), AgentError> {
+        let flows = conntrack::pair_up(self.datapath.maps().ct_entries()?);
+        for flow in flows.iter().filter(|f| f.mapping().is_some_and(&doomed)) {
+            for key in flow.keys() {
+                self.datapath.maps().ct_remove(&key)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every tracked flow.
+    pub fn conntrack(&mut self) -> Result<Vec<api::Flow>, AgentError> {
+        let by_slot: BTreeMap<u32, String> = self
+            .state
+            .endpoints
+            .values()
+            .flat_map(|ep| ep.ports.iter().map(|p| (p.slot, ep.name.clone())))
+            .collect();
+        let now = conntrack::monotonic_ns();
+        let flows = conntrack::pair_up(self.datapath.maps().ct_entries()?);
+        Ok(flows
+            .iter()
+            .map(|flow| {
+                let (key, entry) = &flow.original;
+                let (translated_addr, translated_port) =
+                    if entry.flags & netd_common::ct::CT_NAT_DST != 0 {
+                        (entry.nat_daddr_be, entry.nat_dport_be)
+                    } else {
+                        (entry.nat_saddr_be, entry.nat_sport_be)
+                    };
+                let reply = flow.reply.as_ref().map(|(_, e)| e);
+                api::Flow {
+                    proto: crate::portspec::Proto::from_number(key.proto)
+                        .map_or_else(|| key.proto.to_string(), |p| p.name().to_owned()),
+                    src: addr_port(key.saddr_be, key.sport_be),
+                    dst: addr_port(key.daddr_be, key.dport_be),
+                    translated: addr_port(translated_addr, translated_port),
+                    state: flow.state(),
+                    age_secs: now.saturating_sub(entry.created_ns) / 1_000_000_000,
+                    expires_in_secs: flow.expires_in_secs(now, &self.config.ct_timeouts),
+                    packets: entry.packets,
+                    bytes: entry.bytes,
+                    reply_packets: reply.map_or(0, |r| r.packets),
+                    reply_bytes: reply.map_or(0, |r| r.bytes),
+                    endpoint: flow
+                        .mapping()
+                        .and_then(|(slot, _)| by_slot.get(&slot).cloned()),
+                }
+            })
+            .collect())
+    }
+
+    /// Counters: drops by reason, packets per hook, per mapping.
+    pub fn stats(&mut self) -> Result<api::Stats, AgentError> {
+        let drops = self.datapath.maps().drops()?;
+        let hooks = self.datapath.maps().proto_stats()?;
+        let ports = self.ports()?;
+        let conntrack_entries = self.datapath.maps().ct_entries()?.len() as u64;
+        Ok(api::Stats {
+            drops: drop::NAMES
+                .iter()
+                .map(|n| (*n).to_owned())
+                .zip(drops)
+                .collect(),
+            hooks: hook::NAMES
+                .iter()
+                .zip(hooks)
+                .map(|(name, s)| {
+                    (
+                        (*name).to_owned(),
+                        api::HookStats {
+                            ipv4_tcp: s.ipv4_tcp,
+                            ipv4_udp: s.ipv4_udp,
+                            ipv4_icmp: s.ipv4_icmp,
+                            ipv4_other: s.ipv4_other,
+                            ipv6: s.ipv6,
+                            arp: s.arp,
+                            other: s.other,
+                            bytes: s.bytes,
+                        },
+                    )
+                })
+                .collect(),
+            ports,
+            conntrack_entries,
+            conntrack_max: self.config.ct_max,
+            xdp: self.config.xdp,
+        })
+    }
+}

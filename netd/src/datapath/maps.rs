@@ -1,0 +1,339 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
+//! Typed access to netd's maps, for the agent and for tests that seed maps
+//! before running a program.
+
+use std::{collections::BTreeSet, net::Ipv4Addr};
+
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuValues, lpm_trie::Key},
+    util::nr_cpus,
+};
+use netd_common::{
+    ct::{CtEntry, CtKey},
+    drop,
+    endpoint::{DatapathConfig, EndpointInfo},
+    map_names as names,
+    ports::{
+        MAPPING_ACTIVE, MAPPING_TO_ONE, Mapping, MappingStats, PORT_KEY_FIXED_BITS, PortKey,
+        PortValue, range_prefixes,
+    },
+    stats::{ProtoStats, hook},
+};
+
+use crate::error::DatapathError;
+
+/// One published mapping, as the datapath sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortRule {
+    pub slot: u32,
+    pub generation: u32,
+    pub proto: u8,
+    /// 0.0.0.0 for "any local address".
+    pub host_ip: Ipv4Addr,
+    pub host_port: u16,
+    pub host_port_end: u16,
+    pub ctr_ip: Ipv4Addr,
+    pub ctr_port: u16,
+    /// Every host port goes to `ctr_port` (Docker's `8080-8090:80`).
+    pub to_one: bool,
+}
+
+impl PortRule {
+    /// The LPM keys that tile the rule's host port range.
+    pub fn keys(&self) -> impl Iterator<Item = Key<PortKey>> + '_ {
+        range_prefixes(self.host_port, self.host_port_end).map(|(port, bits)| {
+            Key::new(
+                PORT_KEY_FIXED_BITS + bits,
+                PortKey {
+                    proto: self.proto,
+                    addr_be: self.host_ip.octets(),
+                    port_be: port.to_be_bytes(),
+                    _pad: 0,
+                },
+            )
+        })
+    }
+
+    fn mapping(&self) -> Mapping {
+        Mapping {
+            ctr_addr_be: self.ctr_ip.octets(),
+            ctr_port: self.ctr_port,
+            host_port: self.host_port,
+            host_port_end: self.host_port_end,
+            flags: MAPPING_ACTIVE | if self.to_one { MAPPING_TO_ONE } else { 0 },
+            generation: self.generation,
+            proto: self.proto,
+            _pad: [0; 3],
+        }
+    }
+}
+
+/// netd's maps inside a loaded object.
+pub struct Maps<'a> {
+    ebpf: &'a mut Ebpf,
+}
+
+impl<'a> Maps<'a> {
+    pub fn new(ebpf: &'a mut Ebpf) -> Self {
+        Self { ebpf }
+    }
+
+    fn map(&mut self, name: &'static str) -> Result<&mut Map, DatapathError> {
+        self.ebpf
+            .map_mut(name)
+            .ok_or(DatapathError::MissingMap(name))
+    }
+
+    fn ctx(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> DatapathError {
+        move |source| DatapathError::MapOp { map: name, source }
+    }
+
+    pub fn set_config(&mut self, config: &DatapathConfig) -> Result<(), DatapathError> {
+        let mut map: Array<&mut MapData, DatapathConfig> =
+            Array::try_from(self.map(names::CONFIG)?).map_err(Self::ctx(names::CONFIG))?;
+        map.set(0, config, 0).map_err(Self::ctx(names::CONFIG))
+    }
+
+    pub fn config(&mut self) -> Result<DatapathConfig, DatapathError> {
+        let map: Array<&mut MapData, DatapathConfig> =
+            Array::try_from(self.map(names::CONFIG)?).map_err(Self::ctx(names::CONFIG))?;
+        map.get(&0, 0).map_err(Self::ctx(names::CONFIG))
+    }
+
+    fn endpoints_map(
+        &mut self,
+    ) -> Result<HashMap<&mut MapData, [u8; 4], EndpointInfo>, DatapathError> {
+        HashMap::try_from(self.map(names::ENDPOINTS)?).map_err(Self::ctx(names::ENDPOINTS))
+    }
+
+    pub fn set_endpoint(&mut self, ip: Ipv4Addr, info: EndpointInfo) -> Result<(), DatapathError> {
+        self.endpoints_map()?
+            .insert(ip.octets(), info, 0)
+            .map_err(Self::ctx(names::ENDPOINTS))
+    }
+
+    /// Removes the endpoint `ip`; absent is fine.
+    pub fn remove_endpoint(&mut self, ip: Ipv4Addr) -> Result<(), DatapathError> {
+        match self.endpoints_map()?.remove(&ip.octets()) {
+            Err(aya::maps::MapError::KeyNotFound) | Ok(()) => Ok(()),
+            Err(err) => Err(Self::ctx(names::ENDPOINTS)(err)),
+        }
+    }
+
+    pub fn endpoints(&mut self) -> Result<Vec<(Ipv4Addr, EndpointInfo)>, DatapathError> {
+        let map = self.endpoints_map()?;
+        map.iter()
+            .map(|entry| entry.map(|(ip, info)| (Ipv4Addr::from(ip), info)))
+            .collect::<Result<_, _>>()
+            .map_err(Self::ctx(names::ENDPOINTS))
+    }
+
+    /// Makes `NETD_LOCAL_ADDRS` hold exactly `addrs`. Returns whether it
+    /// changed anything.
+    pub fn sync_local_addrs(&mut self, addrs: &BTreeSet<Ipv4Addr>) -> Result<bool, DatapathError> {
+        let mut map: HashMap<&mut MapData, [u8; 4], u32> =
+            HashMap::try_from(self.map(names::LOCAL_ADDRS)?)
+                .map_err(Self::ctx(names::LOCAL_ADDRS))?;
+        let present: BTreeSet<Ipv4Addr> = map
+            .keys()
+            .map(|key| key.map(Ipv4Addr::from))
+            .collect::<Result<_, _>>()
+            .map_err(Self::ctx(names::LOCAL_ADDRS))?;
+        let mut changed = false;
+        for gone in present.difference(addrs) {
+            map.remove(&gone.octets())
+                .map_err(Self::ctx(names::LOCAL_ADDRS))?;
+            changed = true;
+        }
+        for new in addrs.difference(&present) {
+            map.insert(new.octets(), 1, 0)
+                .map_err(Self::ctx(names::LOCAL_ADDRS))?;
+            changed = true;
+        }
+        Ok(changed)
+    }
+
+    fn mappings_map(&mut self) -> Result<Array<&mut MapData, Mapping>, DatapathError> {
+        Array::try_from(self.map(names::MAPPINGS)?).map_err(Self::ctx(names::MAPPINGS))
+    }
+
+    fn ports_map(&mut self) -> Result<LpmTrie<&mut MapData, PortKey, PortValue>, DatapathError> {
+        LpmTrie::try_from(self.map(names::PORTS)?).map_err(Self::ctx(names::PORTS))
+    }
+
+    /// Publishes `rule`: its slot first, then the LPM keys that point at
+    /// it, so that a packet never finds a key whose slot is not ready.
+    /// `fresh`: the slot is newly given to this rule; its counters start at
+    /// zero (a re-install after a restart keeps them).
+    pub fn install(&mut self, rule: &PortRule, fresh: bool) -> Result<(), DatapathError> {
+        self.mappings_map()?
+            .set(rule.slot, rule.mapping(), 0)
+            .map_err(Self::ctx(names::MAPPINGS))?;
+        if fresh {
+            let cpus = nr_cpus().map_err(|(_, e)| DatapathError::Cpus(e))?;
+            let zeroes = PerCpuValues::try_from(vec![MappingStats::default(); cpus])
+                .map_err(DatapathError::Cpus)?;
+            let mut stats: PerCpuArray<&mut MapData, MappingStats> =
+                PerCpuArray::try_from(self.map(names::MAPPING_STATS)?)
+                    .map_err(Self::ctx(names::MAPPING_STATS))?;
+            stats
+                .set(rule.slot, zeroes, 0)
+                .map_err(Self::ctx(names::MAPPING_STATS))?;
+        }
+        let mut ports = self.ports_map()?;
+        for key in rule.keys() {
+            ports
+                .insert(&key, PortValue { mapping: rule.slot }, 0)
+                .map_err(Self::ctx(names::PORTS))?;
+        }
+        Ok(())
+    }
+
+    /// Unpublishes `rule`: its LPM keys first, then its slot (inactive), so
+    /// flows it steered see a stale generation on their next packet.
+    pub fn uninstall(&mut self, rule: &PortRule) -> Result<(), DatapathError> {
+        let mut ports = self.ports_map()?;
+        for key in rule.keys() {
+            match ports.remove(&key) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(err) => return Err(Self::ctx(names::PORTS)(err)),
+            }
+        }
+        let retired = Mapping {
+            flags: 0,
+            ..rule.mapping()
+        };
+        self.mappings_map()?
+            .set(rule.slot, retired, 0)
+            .map_err(Self::ctx(names::MAPPINGS))
+    }
+
+    /// Marks slot `slot` inactive, keeping its generation: flows it steered
+    /// stop being translated on their next packet.
+    pub fn retire(&mut self, slot: u32) -> Result<(), DatapathError> {
+        let mut mappings = self.mappings_map()?;
+        let mut mapping = mappings.get(&slot, 0).map_err(Self::ctx(names::MAPPINGS))?;
+        mapping.flags = 0;
+        mappings
+            .set(slot, mapping, 0)
+            .map_err(Self::ctx(names::MAPPINGS))
+    }
+
+    /// Every LPM key present and the slot it points at.
+    pub fn port_keys(&mut self) -> Result<Vec<(Key<PortKey>, u32)>, DatapathError> {
+        let ports = self.ports_map()?;
+        ports
+            .iter()
+            .map(|entry| entry.map(|(key, value)| (key, value.mapping)))
+            .collect::<Result<_, _>>()
+            .map_err(Self::ctx(names::PORTS))
+    }
+
+    pub fn remove_port_key(&mut self, key: &Key<PortKey>) -> Result<(), DatapathError> {
+        match self.ports_map()?.remove(key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(err) => Err(Self::ctx(names::PORTS)(err)),
+        }
+    }
+
+    pub fn mapping(&mut self, slot: u32) -> Result<Mapping, DatapathError> {
+        self.mappings_map()?
+            .get(&slot, 0)
+            .map_err(Self::ctx(names::MAPPINGS))
+    }
+
+    /// The slots holding a live mapping, with their contents.
+    pub fn active_mappings(&mut self) -> Result<Vec<(u32, Mapping)>, DatapathError> {
+        let map = self.mappings_map()?;
+        let mut active = Vec::new();
+        for (slot, mapping) in map.iter().enumerate() {
+            let mapping = mapping.map_err(Self::ctx(names::MAPPINGS))?;
+            if mapping.is_active() {
+                active.push((slot as u32, mapping));
+            }
+        }
+        Ok(active)
+    }
+
+    pub fn mapping_stats(&mut self, slot: u32) -> Result<MappingStats, DatapathError> {
+        let map: PerCpuArray<&mut MapData, MappingStats> =
+            PerCpuArray::try_from(self.map(names::MAPPING_STATS)?)
+                .map_err(Self::ctx(names::MAPPING_STATS))?;
+        let values = map.get(&slot, 0).map_err(Self::ctx(names::MAPPING_STATS))?;
+        Ok(values
+            .iter()
+            .copied()
+            .fold(MappingStats::default(), MappingStats::merged))
+    }
+
+    /// Drops per reason, summed over CPUs, in `drop::NAMES` order.
+    pub fn drops(&mut self) -> Result<Vec<u64>, DatapathError> {
+        let map: PerCpuArray<&mut MapData, u64> =
+            PerCpuArray::try_from(self.map(names::DROPS)?).map_err(Self::ctx(names::DROPS))?;
+        (0..drop::COUNT)
+            .map(|i| map.get(&i, 0).map(|values| values.iter().sum()))
+            .collect::<Result<_, _>>()
+            .map_err(Self::ctx(names::DROPS))
+    }
+
+    /// Packets per hook, by protocol, summed over CPUs, in `hook::NAMES`
+    /// order.
+    pub fn proto_stats(&mut self) -> Result<Vec<ProtoStats>, DatapathError> {
+        let map: PerCpuArray<&mut MapData, ProtoStats> =
+            PerCpuArray::try_from(self.map(names::PROTO_STATS)?)
+                .map_err(Self::ctx(names::PROTO_STATS))?;
+        (0..hook::COUNT)
+            .map(|i| {
+                map.get(&i, 0).map(|values| {
+                    values
+                        .iter()
+                        .copied()
+                        .fold(ProtoStats::default(), ProtoStats::merged)
+                })
+            })
+            .collect::<Result<_, _>>()
+            .map_err(Self::ctx(names::PROTO_STATS))
+    }
+
+    fn ct_map(&mut self) -> Result<HashMap<&mut MapData, CtKey, CtEntry>, DatapathError> {
+        HashMap::try_from(self.map(names::CT)?).map_err(Self::ctx(names::CT))
+    }
+
+    /// Every conntrack entry. Entries that vanish during the walk (LRU
+    /// eviction, the datapath deleting a stale flow) are skipped.
+    pub fn ct_entries(&mut self) -> Result<Vec<(CtKey, CtEntry)>, DatapathError> {
+        let map = self.ct_map()?;
+        let mut entries = Vec::new();
+        for entry in map.iter() {
+            match entry {
+                Ok(entry) => entries.push(entry),
+                Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(err) => return Err(Self::ctx(names::CT)(err)),
+            }
+        }
+        Ok(entries)
+    }
+
+    pub fn ct_get(&mut self, key: &CtKey) -> Result<Option<CtEntry>, DatapathError> {
+        match self.ct_map()?.get(key, 0) {
+            Ok(entry) => Ok(Some(entry)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(err) => Err(Self::ctx(names::CT)(err)),
+        }
+    }
+
+    /// Removes a conntrack entry; absent is fine.
+    pub fn ct_remove(&mut self, key: &CtKey) -> Result<(), DatapathError> {
+        match self.ct_map()?.remove(key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(err) => Err(Self::ctx(names::CT)(err)),
+        }
+    }
+
+    pub fn ct_insert(&mut self, key: &CtKey, entry: &CtEntry) -> Result<(), DatapathError> {
+        self.ct_map()?
+            .insert(key, entry, 0)
+            .map_err(Self::ctx(names::CT))
+    }
+}

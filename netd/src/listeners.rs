@@ -1,0 +1,164 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
+//! Sockets bound in this network namespace, from /proc/self/net: a host
+//! port a process already uses must not be published over it (the process
+//! would silently lose its traffic to the container).
+
+use std::{fs, net::Ipv4Addr};
+
+use crate::portspec::Proto;
+
+/// A bound socket: TCP in LISTEN, or any bound UDP socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listener {
+    pub proto: Proto,
+    /// `None`: an IPv6 socket on `::`, which takes IPv4 too unless
+    /// IPV6_V6ONLY (treated as taking it).
+    pub addr: Option<Ipv4Addr>,
+    pub port: u16,
+}
+
+impl Listener {
+    /// Whether this socket uses `port` on `host_ip` (0.0.0.0 = every
+    /// address).
+    pub fn conflicts(&self, proto: Proto, host_ip: Ipv4Addr, port: u16) -> bool {
+        self.proto == proto
+            && self.port == port
+            && match self.addr {
+                None => true,
+                Some(addr) => addr.is_unspecified() || host_ip.is_unspecified() || addr == host_ip,
+            }
+    }
+
+    pub fn describe(&self) -> String {
+        match self.addr {
+            Some(addr) => format!("{addr}:{}/{}", self.port, self.proto),
+            None => format!("[::]:{}/{}", self.port, self.proto),
+        }
+    }
+}
+
+/// TCP's LISTEN and UDP's "unconnected" states in /proc/net/{tcp,udp}.
+const TCP_LISTEN: &str = "0A";
+const UDP_CLOSE: &str = "07";
+
+/// Parses one /proc/net/{tcp,udp}{,6} table.
+pub fn parse(text: &str, proto: Proto, v6: bool) -> Vec<Listener> {
+    let mut listeners = Vec::new();
+    for line in text.lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(local), Some(state)) = (fields.get(1), fields.get(3)) else {
+            continue;
+        };
+        let wanted = match proto {
+            Proto::Tcp => TCP_LISTEN,
+            Proto::Udp => UDP_CLOSE,
+        };
+        if *state != wanted {
+            continue;
+        }
+        let Some((addr, port)) = local.split_once(':') else {
+            continue;
+        };
+        let Ok(port) = u16::from_str_radix(port, 16) else {
+            continue;
+        };
+        let addr = if v6 {
+            match addr {
+                // ::
+                "00000000000000000000000000000000" => None,
+                // ::ffff:a.b.c.d
+                a if a.len() == 32 && &a[..24] == "0000000000000000FFFF0000" => {
+                    u32::from_str_radix(&a[24..], 16)
+                        .ok()
+                        .map(|v| Ipv4Addr::from(v.swap_bytes()))
+                }
+                // Any other IPv6 address: no IPv4 port taken.
+                _ => continue,
+            }
+        } else {
+            // The kernel prints the address as a host-order u32 in hex.
+            match u32::from_str_radix(addr, 16) {
+                Ok(v) => Some(Ipv4Addr::from(v.swap_bytes())),
+                Err(_) => continue,
+            }
+        };
+        listeners.push(Listener { proto, addr, port });
+    }
+    listeners
+}
+
+/// Every bound socket in this thread's network namespace.
+pub fn current() -> Vec<Listener> {
+    let mut all = Vec::new();
+    for (file, proto, v6) in [
+        ("tcp", Proto::Tcp, false),
+        ("tcp6", Proto::Tcp, true),
+        ("udp", Proto::Udp, false),
+        ("udp6", Proto::Udp, true),
+    ] {
+        if let Ok(text) = fs::read_to_string(format!("/proc/thread-self/net/{file}")) {
+            all.extend(parse(&text, proto, v6));
+        }
+    }
+    all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0
+   1: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2 1 0 100 0 0 10 0
+   2: 0100007F:9C40 0100007F:1F90 01 00000000:00000000 00:00000000 00000000     0        0 3 1 0 100 0 0 10 0
+";
+    const TCP6: &str =
+        "  sl  local_address                         remote_address                        st
+   0: 00000000000000000000000000000000:0050 00000000000000000000000000000000:0000 0A
+   1: 0000000000000000FFFF00000A00000A:1F91 00000000000000000000000000000000:0000 0A
+";
+
+    #[test]
+    fn parses_listening_sockets_only() {
+        let v4 = parse(TCP, Proto::Tcp, false);
+        assert_eq!(
+            v4,
+            vec![
+                Listener {
+                    proto: Proto::Tcp,
+                    addr: Some(Ipv4Addr::LOCALHOST),
+                    port: 8080
+                },
+                Listener {
+                    proto: Proto::Tcp,
+                    addr: Some(Ipv4Addr::UNSPECIFIED),
+                    port: 22
+                },
+            ]
+        );
+        let v6 = parse(TCP6, Proto::Tcp, true);
+        assert_eq!(
+            v6[0],
+            Listener {
+                proto: Proto::Tcp,
+                addr: None,
+                port: 80
+            }
+        );
+        assert_eq!(v6[1].addr, Some(Ipv4Addr::new(10, 0, 0, 10)));
+    }
+
+    #[test]
+    fn conflicts_follow_bind_semantics() {
+        let lo = Listener {
+            proto: Proto::Tcp,
+            addr: Some(Ipv4Addr::LOCALHOST),
+            port: 8080,
+        };
+        assert!(lo.conflicts(Proto::Tcp, Ipv4Addr::UNSPECIFIED, 8080));
+        assert!(lo.conflicts(Proto::Tcp, Ipv4Addr::LOCALHOST, 8080));
+        assert!(!lo.conflicts(Proto::Tcp, Ipv4Addr::new(10, 0, 0, 1), 8080));
+        assert!(!lo.conflicts(Proto::Udp, Ipv4Addr::UNSPECIFIED, 8080));
+        assert!(!lo.conflicts(Proto::Tcp, Ipv4Addr::UNSPECIFIED, 8081));
+    }
+}

@@ -1,0 +1,579 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
+//! The published-port datapath through BPF_PROG_TEST_RUN: every translation
+//! compared byte for byte with the packet it must become, built from
+//! scratch (checksums included) by `pktgen`; conntrack side effects; the
+//! verdict for everything netd must not translate.
+
+use std::{collections::BTreeSet, net::Ipv4Addr};
+
+use netd::datapath::{Maps, PortRule};
+use netd_common::{
+    ct::{CT_AT_UPLINK, CT_NAT_DST, CT_NAT_SRC, CT_ORIGINAL, CtKey},
+    drop,
+    endpoint::{DatapathConfig, EndpointInfo, REDIRECT_PEER},
+};
+use netd_tests::{
+    bpf::{Bpf, Run},
+    netns::Netns,
+    pktgen::{ETH_HLEN, IPPROTO_GRE, Ipv4Packet, L4, arp_request, ethernet, ipv6_udp, tcp_flags},
+    require_root,
+};
+
+const TC_ACT_OK: i32 = 0;
+const TC_ACT_SHOT: i32 = 2;
+const TC_ACT_REDIRECT: i32 = 7;
+const XDP_DROP: i32 = 1;
+const XDP_PASS: i32 = 2;
+
+const UPLINK: &str = "netd_uplink_tc";
+const ENDPOINT: &str = "netd_endpoint_tc";
+const XDP: &str = "netd_uplink_xdp";
+
+const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 2);
+const HOST: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 1);
+const HOST2: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 11);
+const NOT_LOCAL: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 99);
+const CTR: Ipv4Addr = Ipv4Addr::new(172, 30, 0, 2);
+const CTR2: Ipv4Addr = Ipv4Addr::new(172, 30, 0, 3);
+const CTR_MAC: [u8; 6] = [0x02, 0x42, 172, 30, 0, 2];
+const CTR2_MAC: [u8; 6] = [0x02, 0x42, 172, 30, 0, 3];
+const GW_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xfe];
+const CTR_IFINDEX: u32 = 7;
+const CTR2_IFINDEX: u32 = 8;
+
+const TCP: u8 = 6;
+const UDP: u8 = 17;
+
+fn rule(
+    slot: u32,
+    proto: u8,
+    host_ip: Ipv4Addr,
+    host: (u16, u16),
+    ctr: Ipv4Addr,
+    ctr_port: u16,
+    to_one: bool,
+) -> PortRule {
+    PortRule {
+        slot,
+        generation: slot + 100,
+        proto,
+        host_ip,
+        host_port: host.0,
+        host_port_end: host.1,
+        ctr_ip: ctr,
+        ctr_port,
+        to_one,
+    }
+}
+
+/// The published rules of every test: (slot, rule).
+fn rules() -> Vec<PortRule> {
+    let any = Ipv4Addr::UNSPECIFIED;
+    vec![
+        rule(0, TCP, any, (8080, 8080), CTR, 80, false),
+        rule(1, UDP, any, (5353, 5353), CTR, 53, false),
+        rule(2, TCP, any, (9000, 9009), CTR, 9100, false),
+        rule(3, TCP, any, (7000, 7005), CTR, 80, true),
+        rule(4, TCP, HOST2, (8443, 8443), CTR, 443, false),
+        rule(5, TCP, Ipv4Addr::LOCALHOST, (8082, 8082), CTR, 80, false),
+    ]
+}
+
+/// The datapath with a network 172.30.0.0/16, two containers, two local
+/// addresses and the rules above.
+fn fixture() -> Bpf {
+    let mut bpf = Bpf::load();
+    let mut maps = Maps::new(bpf.ebpf_mut());
+    maps.set_config(&DatapathConfig {
+        subnet_be: [172, 30, 0, 0],
+        mask_be: [255, 255, 0, 0],
+        gateway_mac: GW_MAC,
+        _pad: [0; 2],
+        redirect: REDIRECT_PEER,
+    })
+    .expect("config");
+    maps.sync_local_addrs(&BTreeSet::from([HOST, HOST2]))
+        .expect("local addresses");
+    maps.set_endpoint(
+        CTR,
+        EndpointInfo {
+            ifindex: CTR_IFINDEX,
+            mac: CTR_MAC,
+            _pad: [0; 2],
+        },
+    )
+    .expect("endpoint");
+    maps.set_endpoint(
+        CTR2,
+        EndpointInfo {
+            ifindex: CTR2_IFINDEX,
+            mac: CTR2_MAC,
+            _pad: [0; 2],
+        },
+    )
+    .expect("endpoint");
+    for rule in rules() {
+        maps.install(&rule, true).expect("rule");
+    }
+    bpf
+}
+
+fn ct(bpf: &mut Bpf) -> Vec<(CtKey, netd_common::ct::CtEntry)> {
+    Maps::new(bpf.ebpf_mut()).ct_entries().expect("conntrack")
+}
+
+fn drops(bpf: &mut Bpf, code: u32) -> u64 {
+    Maps::new(bpf.ebpf_mut()).drops().expect("drops")[drop::index(code) as usize]
+}
+
+/// What a packet from the client must become on its way into the container:
+/// destination rewritten, TTL one less, MACs of the gateway and container.
+fn dnat(packet: &Ipv4Packet, to: Ipv4Addr, to_port: u16, mac: [u8; 6]) -> Vec<u8> {
+    let mut expected = packet.clone();
+    let (sport, _) = packet.l4.ports();
+    expected.dst = to;
+    expected.l4 = packet.l4.clone().with_ports(sport, to_port);
+    expected.ttl -= 1;
+    expected.eth_dst = mac;
+    expected.eth_src = GW_MAC;
+    expected.build()
+}
+
+fn syn(dst: Ipv4Addr, dport: u16) -> Ipv4Packet {
+    Ipv4Packet::new(CLIENT, dst, L4::tcp(40000, dport, tcp_flags::SYN))
+}
+
+/// A SYN from its own source port, as separate connections have.
+fn syn_from(sport: u16, dst: Ipv4Addr, dport: u16) -> Ipv4Packet {
+    Ipv4Packet::new(CLIENT, dst, L4::tcp(sport, dport, tcp_flags::SYN))
+}
+
+fn assert_untouched(run: &Run, frame: &[u8], verdict: i32, what: &str) {
+    assert_eq!(run.verdict, verdict, "{what}: verdict");
+    assert_eq!(run.data, frame, "{what}: the packet must leave unchanged");
+}
+
+#[test]
+fn uplink_tc_dnat_tcp_exact_bytes_and_conntrack() {
+    require_root!();
+    let mut bpf = fixture();
+    let packet = syn(HOST, 8080);
+    let run = bpf.run_tc(UPLINK, &packet.build());
+    assert_eq!(run.verdict, TC_ACT_REDIRECT);
+    assert_eq!(run.data, dnat(&packet, CTR, 80, CTR_MAC));
+
+    let entries = ct(&mut bpf);
+    assert_eq!(entries.len(), 2, "one entry per direction");
+    let original_key = CtKey {
+        saddr_be: CLIENT.octets(),
+        daddr_be: HOST.octets(),
+        sport_be: 40000u16.to_be_bytes(),
+        dport_be: 8080u16.to_be_bytes(),
+        proto: TCP,
+        _pad: [0; 3],
+    };
+    let reply_key = CtKey {
+        saddr_be: CTR.octets(),
+        daddr_be: CLIENT.octets(),
+        sport_be: 80u16.to_be_bytes(),
+        dport_be: 40000u16.to_be_bytes(),
+        proto: TCP,
+        _pad: [0; 3],
+    };
+    let (_, original) = entries
+        .iter()
+        .find(|(k, _)| *k == original_key)
+        .expect("original entry");
+    let (_, reply) = entries
+        .iter()
+        .find(|(k, _)| *k == reply_key)
+        .expect("reply entry");
+    assert_eq!(
+        original.flags & (CT_NAT_DST | CT_ORIGINAL | CT_AT_UPLINK),
+        CT_NAT_DST | CT_ORIGINAL | CT_AT_UPLINK
+    );
+    assert_eq!(
+        (original.nat_daddr_be, original.nat_dport_be),
+        (CTR.octets(), 80u16.to_be_bytes())
+    );
+    assert_eq!((original.ifindex, original.dmac), (CTR_IFINDEX, CTR_MAC));
+    assert_eq!(original.reverse, reply_key);
+    assert_eq!(
+        reply.flags & (CT_NAT_SRC | CT_AT_UPLINK),
+        CT_NAT_SRC,
+        "replies are translated at the endpoint hook"
+    );
+    assert_eq!(
+        (reply.nat_saddr_be, reply.nat_sport_be),
+        (HOST.octets(), 8080u16.to_be_bytes())
+    );
+    assert_eq!(reply.reverse, original_key);
+    assert_eq!((original.mapping, original.generation), (0, 100));
+
+    // The next packet of the flow uses the entry: same translation, no new
+    // entry, counters move.
+    let ack = Ipv4Packet::new(CLIENT, HOST, L4::tcp(40000, 8080, tcp_flags::ACK));
+    let run = bpf.run_tc(UPLINK, &ack.build());
+    assert_eq!(run.verdict, TC_ACT_REDIRECT);
+    assert_eq!(run.data, dnat(&ack, CTR, 80, CTR_MAC));
+    let entries = ct(&mut bpf);
+    assert_eq!(entries.len(), 2);
+    let (_, original) = entries
+        .iter()
+        .find(|(k, _)| *k == original_key)
+        .expect("original entry");
+    assert_eq!(original.packets, 2);
+    let stats = Maps::new(bpf.ebpf_mut()).mapping_stats(0).expect("stats");
+    assert_eq!((stats.packets, stats.flows), (2, 1));
+}
+
+#[test]
+fn uplink_tc_dnat_udp_with_and_without_checksum() {
+    require_root!();
+    let mut bpf = fixture();
+    let packet = Ipv4Packet::new(CLIENT, HOST, L4::udp(40001, 5353, b"query"));
+    let run = bpf.run_tc(UPLINK, &packet.build());
+    assert_eq!(run.verdict, TC_ACT_REDIRECT);
+    assert_eq!(run.data, dnat(&packet, CTR, 53, CTR_MAC));
+
+    // A UDP checksum of 0 means "none" and must stay 0.
+    let mut zero = Ipv4Packet::new(CLIENT, HOST, L4::udp(40002, 5353, b"query"));
+    if let L4::Udp { zero_checksum, .. } = &mut zero.l4 {
+        *zero_checksum = true;
+    }
+    let run = bpf.run_tc(UPLINK, &zero.build());
+    assert_eq!(run.verdict, TC_ACT_REDIRECT);
+    assert_eq!(run.data, dnat(&zero, CTR, 53, CTR_MAC));
+    assert_eq!(netd_tests::pktgen::parse(&run.data).l4_checksum, 0);
+}
+
+#[test]
+fn uplink_tc_ranges_port_for_port_and_many_to_one() {
+    require_root!();
+    let mut bpf = fixture();
+    for (dport, expected) in [(9000, 9100), (9005, 9105), (9009, 9109)] {
+        let packet = syn_from(dport + 30000, HOST, dport);
+        let run = bpf.run_tc(UPLINK, &packet.build());
+        assert_eq!(run.data, dnat(&packet, CTR, expected, CTR_MAC), "{dport}");
+    }
+    for dport in [7000, 7003, 7005] {
+        let packet = syn_from(dport + 30000, HOST, dport);
+        let run = bpf.run_tc(UPLINK, &packet.build());
+        assert_eq!(run.data, dnat(&packet, CTR, 80, CTR_MAC), "{dport}");
+    }
+    // Two host ports mapped to one container port, reached from the same
+    // client port, would be one tuple inside the container: the second is
+    // refused and counted, as netfilter refuses the clashing conntrack.
+    let clash = syn_from(7000 + 30000, HOST, 7001).build();
+    assert_untouched(
+        &bpf.run_tc(UPLINK, &clash),
+        &clash,
+        TC_ACT_SHOT,
+        "clashing reply tuple",
+    );
+    assert_eq!(drops(&mut bpf, drop::CT_CREATE), 1);
+    // Just outside both ranges: the host's.
+    for dport in [8999, 9010, 6999, 7006] {
+        let frame = syn(HOST, dport).build();
+        assert_untouched(
+            &bpf.run_tc(UPLINK, &frame),
+            &frame,
+            TC_ACT_OK,
+            &format!("port {dport}"),
+        );
+    }
+}
+
+#[test]
+fn uplink_tc_host_ip_bindings() {
+    require_root!();
+    let mut bpf = fixture();
+    // Bound to HOST2 only.
+    let packet = syn(HOST2, 8443);
+    assert_eq!(
+        bpf.run_tc(UPLINK, &packet.build()).data,
+        dnat(&packet, CTR, 443, CTR_MAC)
+    );
+    let frame = syn(HOST, 8443).build();
+    assert_untouched(
+        &bpf.run_tc(UPLINK, &frame),
+        &frame,
+        TC_ACT_OK,
+        "8443 on another local address",
+    );
+    // "Any address" answers on local addresses only.
+    let frame = syn(NOT_LOCAL, 8080).build();
+    assert_untouched(
+        &bpf.run_tc(UPLINK, &frame),
+        &frame,
+        TC_ACT_OK,
+        "8080 on a non-local address",
+    );
+    // 127.0.0.1 bindings never answer on an uplink, and loopback
+    // destinations are dropped there.
+    let frame = syn(Ipv4Addr::LOCALHOST, 8082).build();
+    assert_untouched(
+        &bpf.run_tc(UPLINK, &frame),
+        &frame,
+        TC_ACT_SHOT,
+        "127.0.0.1:8082 from outside",
+    );
+    assert_eq!(drops(&mut bpf, drop::MARTIAN_LOOPBACK), 1);
+    assert!(
+        ct(&mut bpf)
+            .iter()
+            .all(|(k, _)| k.daddr_be != [127, 0, 0, 1]),
+        "no flow to loopback"
+    );
+}
+
+#[test]
+fn uplink_tc_containers_and_unpublished_ports_are_unreachable() {
+    require_root!();
+    let mut bpf = fixture();
+    let frame = syn(CTR, 80).build();
+    assert_untouched(
+        &bpf.run_tc(UPLINK, &frame),
+        &frame,
+        TC_ACT_SHOT,
+        "container address from outside",
+    );
+    assert_eq!(drops(&mut bpf, drop::DIRECT_TO_CONTAINER), 1);
+    let frame = syn(HOST, 22).build();
+    assert_untouched(
+        &bpf.run_tc(UPLINK, &frame),
+        &frame,
+        TC_ACT_OK,
+        "a host service",
+    );
+    assert!(
+        ct(&mut bpf).is_empty(),
+        "no conntrack entry for packets netd leaves alone"
+    );
+}
+
+#[test]
+fn uplink_tc_leaves_what_it_cannot_translate_to_the_kernel() {
+    require_root!();
+    let mut bpf = fixture();
+    let mut short_ihl = syn(HOST, 8080).build();
+    short_ihl[ETH_HLEN] = 0x44; // IHL 4 (< 5)
+    let mut fragment = syn(HOST, 8080);
+    fragment.frag = 0x2000; // MF: a first fragment
+    let mut later_fragment = syn(HOST, 8080);
+    later_fragment.frag = 0x0010; // offset 128 bytes
+    let mut truncated_tcp = syn(HOST, 8080).build();
+    truncated_tcp.truncate(ETH_HLEN + 20 + 10);
+    let mut long_total = syn(HOST, 8080).build();
+    long_total[ETH_HLEN + 2] = 0x05; // total length 1280+, longer than the packet
+    let mut bad_doff = syn(HOST, 8080).build();
+    bad_doff[ETH_HLEN + 20 + 12] = 0x40; // TCP data offset 4
+    let gre = Ipv4Packet::new(
+        CLIENT,
+        HOST,
+        L4::Raw {
+            proto: IPPROTO_GRE,
+            payload: vec![0; 8],
+        },
+    )
+    .build();
+    let mut vlan = syn(HOST, 8080).build();
+    vlan.splice(12..12, [0x81, 0x00, 0x00, 0x05]);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("IHL < 5", short_ihl),
+        ("first fragment", fragment.build()),
+        ("later fragment", later_fragment.build()),
+        ("truncated TCP header", truncated_tcp),
+        ("total length past the packet", long_total),
+        ("TCP data offset < 5", bad_doff),
+        ("GRE", gre),
+        ("VLAN-tagged", vlan),
+        ("IPv6", ipv6_udp()),
+        ("ARP", arp_request(CLIENT, HOST)),
+        (
+            "LLDP",
+            ethernet(
+                [0x01, 0x80, 0xc2, 0, 0, 0x0e],
+                [2, 0, 0, 0, 0, 1],
+                0x88cc,
+                &[0; 46],
+            ),
+        ),
+    ];
+    for (what, frame) in cases {
+        assert_untouched(&bpf.run_tc(UPLINK, &frame), &frame, TC_ACT_OK, what);
+    }
+    assert!(ct(&mut bpf).is_empty(), "nothing tracked");
+}
+
+#[test]
+fn uplink_tc_translates_after_ip_options() {
+    require_root!();
+    let mut bpf = fixture();
+    let mut packet = syn(HOST, 8080);
+    // Record Route (7), length 7, pointer 4, empty slot, then End of List.
+    packet.options = vec![7, 7, 4, 0, 0, 0, 0, 0];
+    let run = bpf.run_tc(UPLINK, &packet.build());
+    assert_eq!(run.verdict, TC_ACT_REDIRECT);
+    assert_eq!(run.data, dnat(&packet, CTR, 80, CTR_MAC));
+}
+
+#[test]
+fn uplink_tc_republished_port_moves_flows_at_once() {
+    require_root!();
+    let mut bpf = fixture();
+    let packet = Ipv4Packet::new(CLIENT, HOST, L4::udp(40003, 5353, b"one"));
+    assert_eq!(
+        bpf.run_tc(UPLINK, &packet.build()).data,
+        dnat(&packet, CTR, 53, CTR_MAC)
+    );
+    // Unpublish from the first container, publish on the second (a new
+    // generation in the same slot).
+    let old = rules()[1];
+    let new = PortRule {
+        ctr_ip: CTR2,
+        generation: 999,
+        ..old
+    };
+    {
+        let mut maps = Maps::new(bpf.ebpf_mut());
+        maps.uninstall(&old).expect("unpublish");
+        maps.install(&new, true).expect("publish");
+    }
+    let run = bpf.run_tc(UPLINK, &packet.build());
+    assert_eq!(run.verdict, TC_ACT_REDIRECT);
+    assert_eq!(
+        run.data,
+        dnat(&packet, CTR2, 53, CTR2_MAC),
+        "the very next datagram reaches the new container"
+    );
+    let entries = ct(&mut bpf);
+    assert_eq!(
+        entries.len(),
+        2,
+        "the stale pair was replaced, not kept beside"
+    );
+    assert!(entries.iter().all(|(_, e)| e.generation == 999));
+
+    // Unpublished: the flow's next packet is the host's.
+    Maps::new(bpf.ebpf_mut())
+        .uninstall(&new)
+        .expect("unpublish");
+    let frame = packet.build();
+    assert_untouched(
+        &bpf.run_tc(UPLINK, &frame),
+        &frame,
+        TC_ACT_OK,
+        "after unpublish",
+    );
+}
+
+#[test]
+fn uplink_xdp_matches_tc_and_marks_for_tc() {
+    require_root!();
+    let mut bpf = fixture();
+    for packet in [
+        syn(HOST, 8080),
+        Ipv4Packet::new(CLIENT, HOST, L4::udp(40010, 5353, b"query")),
+        syn(HOST, 9007),
+        syn(HOST2, 8443),
+    ] {
+        let run = bpf.run_xdp(XDP, &packet.build());
+        assert_eq!(run.verdict, XDP_PASS);
+        let (_, dport) = packet.l4.ports();
+        let (port, _) = match dport {
+            8080 => (80, ()),
+            5353 => (53, ()),
+            9007 => (9107, ()),
+            _ => (443, ()),
+        };
+        let expected = dnat(&packet, CTR, port, CTR_MAC);
+        // The output starts with the 8-byte metadata mark: "netd" and the
+        // container's host veth.
+        assert_eq!(run.data.len(), expected.len() + 8, "metadata in front");
+        assert_eq!(&run.data[..4], &0x6e65_7464u32.to_ne_bytes());
+        assert_eq!(&run.data[4..8], &CTR_IFINDEX.to_ne_bytes());
+        assert_eq!(
+            &run.data[8..],
+            &expected[..],
+            "XDP and TC produce the same bytes"
+        );
+    }
+    let frame = syn(CTR, 80).build();
+    let run = bpf.run_xdp(XDP, &frame);
+    assert_eq!(run.verdict, XDP_DROP, "container address from outside");
+    let frame = syn(HOST, 22).build();
+    assert_untouched(
+        &bpf.run_xdp(XDP, &frame),
+        &frame,
+        XDP_PASS,
+        "a host service",
+    );
+}
+
+#[test]
+fn endpoint_tc_reverse_nat_exact_bytes() {
+    require_root!();
+    // The reply is routed by the FIB of the namespace the test runs in: give
+    // it a route and a neighbour for the client.
+    let ns = Netns::new("fib");
+    let peer = Netns::new("pr");
+    netd_tests::netns::veth(&ns, "up0", &peer, "eth0");
+    ns.ip("addr add 10.250.0.1/24 dev up0");
+    ns.ip("neigh add 10.250.0.2 lladdr 02:00:00:00:00:aa dev up0 nud permanent");
+    ns.sh("sysctl -qw net.ipv4.ip_forward=1");
+    let link: serde_json::Value =
+        serde_json::from_str(&ns.ip("-j link show up0")).expect("ip -j link");
+    let up0_mac: Vec<u8> = link[0]["address"]
+        .as_str()
+        .expect("address")
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).expect("mac"))
+        .collect();
+    let up0_index = u32::try_from(link[0]["ifindex"].as_u64().expect("ifindex")).expect("u32");
+    let _inside = ns.enter();
+
+    let mut bpf = fixture();
+    let request = syn(HOST, 8080);
+    assert_eq!(
+        bpf.run_tc(UPLINK, &request.build()).verdict,
+        TC_ACT_REDIRECT
+    );
+
+    let reply = Ipv4Packet::new(
+        CTR,
+        CLIENT,
+        L4::tcp(80, 40000, tcp_flags::SYN | tcp_flags::ACK),
+    );
+    let run = bpf.run_tc_on(ENDPOINT, &reply.build(), up0_index);
+    assert_eq!(run.verdict, TC_ACT_REDIRECT, "routed out by the FIB");
+    let mut expected = reply.clone();
+    expected.src = HOST;
+    expected.l4 = reply.l4.clone().with_ports(8080, 40000);
+    expected.ttl -= 1;
+    expected.eth_dst = [0x02, 0, 0, 0, 0, 0xaa];
+    expected.eth_src = up0_mac.try_into().expect("6 bytes");
+    assert_eq!(
+        run.data,
+        expected.build(),
+        "source back to host:8080, MACs from the FIB"
+    );
+
+    // A packet of the container that is not a reply goes on untouched, and
+    // a reply entry is not honoured at the uplink.
+    let other = Ipv4Packet::new(CTR, CLIENT, L4::tcp(81, 40000, tcp_flags::ACK)).build();
+    assert_untouched(
+        &bpf.run_tc_on(ENDPOINT, &other, up0_index),
+        &other,
+        TC_ACT_OK,
+        "not a reply",
+    );
+    let forged = reply.build();
+    assert_untouched(
+        &bpf.run_tc(UPLINK, &forged),
+        &forged,
+        TC_ACT_SHOT,
+        "a container's reply forged from outside",
+    );
+    assert_eq!(drops(&mut bpf, drop::SOURCE_IN_NETWORK), 1);
+}
