@@ -43,8 +43,17 @@ pub const CT_TO_ENDPOINT: u16 = 8;
 /// entry at the other hook is not translated.
 pub const CT_AT_UPLINK: u16 = 16;
 
-/// [`CtEntry::kind`]: a published port.
+/// [`CtEntry::kind`]: a published port reached from outside.
 pub const CT_KIND_PUBLISHED: u8 = 1;
+/// [`CtEntry::kind`]: a container's flow to the outside, masqueraded.
+pub const CT_KIND_MASQUERADE: u8 = 2;
+/// [`CtEntry::kind`]: a container reaching a published port through the
+/// host's address (hairpin).
+pub const CT_KIND_HAIRPIN: u8 = 3;
+/// [`CtEntry::kind`]: a container's flow to the outside, routed without
+/// NAT (masquerade off); tracked so that its replies, and only they, reach
+/// the container.
+pub const CT_KIND_ROUTED: u8 = 4;
 
 /// [`CtEntry::mapping`] when no mapping is involved.
 pub const NO_MAPPING: u32 = u32::MAX;

@@ -19,7 +19,8 @@ pub const MARTIAN_LOOPBACK: u32 = BASE;
 /// A packet from outside was addressed straight to a container's IP:
 /// containers are reachable from outside only through published ports.
 pub const DIRECT_TO_CONTAINER: u32 = BASE + 1;
-/// A conntrack entry could not be created (map full or concurrent update).
+/// A conntrack entry could not be created: the table is full, or the
+/// flow's reply tuple is taken by another flow.
 pub const CT_CREATE: u32 = BASE + 2;
 /// Rewriting a header field or its checksum failed.
 pub const REWRITE: u32 = BASE + 3;
@@ -32,9 +33,18 @@ pub const REDIRECT: u32 = BASE + 6;
 /// A packet from outside claims a source address inside the container
 /// network: forged (the network lives behind the bridge).
 pub const SOURCE_IN_NETWORK: u32 = BASE + 7;
+/// A container sent a packet with a source IP or MAC other than its own.
+pub const SPOOFED: u32 = BASE + 8;
+/// Container-to-container traffic on a network with
+/// `com.docker.network.bridge.enable_icc=false`.
+pub const ICC_DENIED: u32 = BASE + 9;
+/// Traffic between a container of an internal network and the outside.
+pub const INTERNAL_NETWORK: u32 = BASE + 10;
+/// No masquerade port was free for a new flow (bounded retries).
+pub const NAT_EXHAUSTED: u32 = BASE + 11;
 
 /// Number of reasons: the map's size.
-pub const COUNT: u32 = 8;
+pub const COUNT: u32 = 12;
 
 /// Stable names, in code order.
 pub const NAMES: [&str; COUNT as usize] = [
@@ -46,6 +56,10 @@ pub const NAMES: [&str; COUNT as usize] = [
     "no_endpoint",
     "redirect",
     "source_in_network",
+    "spoofed",
+    "icc_denied",
+    "internal_network",
+    "nat_exhausted",
 ];
 
 /// The `NETD_DROPS` index of a drop code.
@@ -61,6 +75,6 @@ mod tests {
     #[test]
     fn every_code_has_a_name() {
         assert_eq!(NAMES.len() as u32, COUNT);
-        assert_eq!(index(SOURCE_IN_NETWORK), COUNT - 1);
+        assert_eq!(index(NAT_EXHAUSTED), COUNT - 1);
     }
 }

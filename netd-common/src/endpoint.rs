@@ -22,6 +22,16 @@ pub const REDIRECT_PEER: u32 = 0;
 /// `bpf_redirect` (any kernel); the veth hands the packet to its peer.
 pub const REDIRECT_EGRESS: u32 = 1;
 
+/// [`DatapathConfig::flags`]: containers may not reach each other
+/// (`com.docker.network.bridge.enable_icc=false`).
+pub const NET_NO_ICC: u32 = 1;
+/// [`DatapathConfig::flags`]: no masquerade for traffic leaving the
+/// network (`com.docker.network.bridge.enable_ip_masquerade=false`).
+pub const NET_NO_MASQUERADE: u32 = 2;
+/// [`DatapathConfig::flags`]: an internal network: no traffic to or from
+/// outside at all.
+pub const NET_INTERNAL: u32 = 4;
+
 abi_type! {
     /// The network's settings, the only entry of the array `NETD_CONFIG`.
     pub struct DatapathConfig {
@@ -34,6 +44,36 @@ abi_type! {
         pub _pad: [u8; 2],
         /// `REDIRECT_*`.
         pub redirect: u32,
+        /// The gateway's address: hairpin flows come from it.
+        pub gateway_be: [u8; 4],
+        /// The masquerade source address; 0.0.0.0: the address of the
+        /// uplink the flow leaves by (`NETD_UPLINKS`).
+        pub masquerade_be: [u8; 4],
+        /// Masquerade source ports (host order, inclusive).
+        pub nat_port_min: u16,
+        pub nat_port_max: u16,
+        /// `NET_*`.
+        pub flags: u32,
     }
-    size = 20;
+    size = 36;
+}
+
+abi_type! {
+    /// What a container's host veth may send, in `NETD_VETHS` by the veth's
+    /// ifindex: anything else is spoofed.
+    pub struct VethInfo {
+        pub addr_be: [u8; 4],
+        pub mac: [u8; 6],
+        pub _pad: [u8; 2],
+    }
+    size = 12;
+}
+
+abi_type! {
+    /// An uplink, in `NETD_UPLINKS` by ifindex: the address flows leaving
+    /// by it are masqueraded to.
+    pub struct UplinkInfo {
+        pub addr_be: [u8; 4],
+    }
+    size = 4;
 }

@@ -60,9 +60,11 @@ pub mod map_names {
     pub const ENDPOINTS: &str = "NETD_ENDPOINTS";
     pub const LOCAL_ADDRS: &str = "NETD_LOCAL_ADDRS";
     pub const CONFIG: &str = "NETD_CONFIG";
+    pub const VETHS: &str = "NETD_VETHS";
+    pub const UPLINKS: &str = "NETD_UPLINKS";
 
     /// Every map that is pinned.
-    pub const PINNED: [&str; 9] = [
+    pub const PINNED: [&str; 11] = [
         PROTO_STATS,
         DROPS,
         PORTS,
@@ -72,5 +74,7 @@ pub mod map_names {
         ENDPOINTS,
         LOCAL_ADDRS,
         CONFIG,
+        VETHS,
+        UPLINKS,
     ];
 }

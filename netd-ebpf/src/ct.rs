@@ -17,12 +17,7 @@ use netd_common::{
     drop,
 };
 
-use crate::{
-    maps::NETD_CT,
-    nat::{Action, Rewrite},
-    parse::Flow,
-    ports, stats,
-};
+use crate::{maps::NETD_CT, nat::Action, parse::Flow, ports, stats};
 
 /// TCP flag bits in the header's flags byte.
 const TCP_FIN: u8 = 0x01;
@@ -88,17 +83,7 @@ fn seen_bits(tcp_flags: u8) -> u8 {
 #[inline(always)]
 pub fn account(entry: *mut CtEntry, flow: &Flow, len: u32, new_flow: bool) -> Action {
     // SAFETY: a live map value, copied out before anything else changes.
-    let (action, mapping) = unsafe {
-        (
-            Action {
-                rewrite: Rewrite::of(&*entry),
-                flags: (*entry).flags,
-                ifindex: (*entry).ifindex,
-                dmac: (*entry).dmac,
-            },
-            (*entry).mapping,
-        )
-    };
+    let (action, mapping) = unsafe { (Action::of(&*entry), (*entry).mapping) };
     touch(entry, flow, len);
     if mapping != NO_MAPPING {
         stats::count_mapping(mapping, len, new_flow);
@@ -127,6 +112,72 @@ fn touch(entry: *mut CtEntry, flow: &Flow, len: u32) {
     }
 }
 
+/// The key of the packet an ICMP error quotes, reversed: the direction of
+/// the flow the error travels in.
+#[inline(always)]
+pub fn key_of_quoted(inner: &Flow) -> CtKey {
+    CtKey {
+        saddr_be: inner.daddr,
+        daddr_be: inner.saddr,
+        sport_be: inner.dport,
+        dport_be: inner.sport,
+        proto: inner.proto,
+        _pad: [0; 3],
+    }
+}
+
+/// Inserts a flow's two entries: the reply first (with `BPF_NOEXIST`: its
+/// key is what a masquerade or hairpin port claims), then the original.
+///
+/// Returns the original entry. `Err(())` if the reply key is taken (the
+/// caller may try another port). If the original exists already (another
+/// CPU created the same flow first), the reply just inserted is removed and
+/// the existing original is returned; if it cannot be inserted at all (the
+/// table is full), the reply is removed and the flow refused with
+/// `drop::CT_CREATE`.
+#[inline(always)]
+pub fn insert_pair(
+    key: &CtKey,
+    original: &CtEntry,
+    reply_key: &CtKey,
+    reply: &CtEntry,
+) -> Result<Result<*mut CtEntry, u32>, ()> {
+    match NETD_CT.insert(reply_key, reply, u64::from(BPF_NOEXIST)) {
+        Ok(()) => {}
+        Err(EEXIST) => return Err(()),
+        // The table is full (E2BIG): no other port would help.
+        Err(_) => return Ok(Err(drop::CT_CREATE)),
+    }
+    if NETD_CT
+        .insert(key, original, u64::from(BPF_NOEXIST))
+        .is_err()
+    {
+        let _ = NETD_CT.remove(reply_key);
+        return Ok(NETD_CT.get_ptr_mut(key).ok_or(drop::CT_CREATE));
+    }
+    Ok(NETD_CT.get_ptr_mut(key).ok_or(drop::CT_CREATE))
+}
+
+/// `bpf_map_update_elem`'s answer when `BPF_NOEXIST` finds the key taken.
+const EEXIST: i32 = -17;
+
+/// A new entry for one direction of a flow of `proto` created now.
+#[inline(always)]
+pub fn entry(proto: u8, flags: u16, kind: u8, mapping: u32, generation: u32) -> CtEntry {
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    CtEntry {
+        flags,
+        mapping,
+        generation,
+        created_ns: now,
+        last_seen_ns: now,
+        kind,
+        proto,
+        ..CtEntry::default()
+    }
+}
+
 /// What a new published-port flow becomes.
 pub struct NewFlow {
     /// Where the original direction's destination goes (the container).
@@ -140,17 +191,15 @@ pub struct NewFlow {
     pub kind: u8,
 }
 
-/// Creates both entries of a new flow whose first packet is `flow`: the
-/// original direction rewrites the destination to the container, the reply
-/// direction rewrites the source back to what the client addressed.
-///
-/// Both are inserted with `BPF_NOEXIST`. If the original entry exists
-/// already (another CPU created the flow first), that entry is returned. If
-/// the reply entry cannot be inserted, the original is removed again and
-/// the packet is dropped with `drop::CT_CREATE`.
+/// Creates both entries of a published-port flow arriving from an uplink,
+/// whose first packet is `flow`: the original direction (at the uplink)
+/// rewrites the destination to the container, the reply direction (at the
+/// container's veth) rewrites the source back to what the client addressed.
+/// A taken reply tuple (two host ports of one mapping reached from the same
+/// client port) refuses the flow with `drop::CT_CREATE`, as netfilter
+/// refuses a clashing conntrack entry.
 #[inline(always)]
 pub fn create(flow: &Flow, key: &CtKey, new: &NewFlow) -> Result<*mut CtEntry, u32> {
-    let now = unsafe { bpf_ktime_get_ns() };
     let reply_key = CtKey {
         saddr_be: new.to_addr,
         daddr_be: flow.saddr,
@@ -159,47 +208,32 @@ pub fn create(flow: &Flow, key: &CtKey, new: &NewFlow) -> Result<*mut CtEntry, u
         proto: flow.proto,
         _pad: [0; 3],
     };
-    let original = CtEntry {
-        reverse: reply_key,
-        nat_daddr_be: new.to_addr,
-        nat_dport_be: new.to_port,
-        ifindex: new.ifindex,
-        dmac: new.dmac,
-        flags: CT_NAT_DST | CT_ORIGINAL | CT_TO_ENDPOINT | CT_AT_UPLINK,
-        mapping: new.mapping,
-        generation: new.generation,
-        created_ns: now,
-        last_seen_ns: now,
-        kind: new.kind,
-        proto: flow.proto,
-        ..CtEntry::default()
-    };
-    let reply = CtEntry {
-        reverse: *key,
-        nat_saddr_be: flow.daddr,
-        nat_sport_be: flow.dport,
-        flags: CT_NAT_SRC,
-        mapping: new.mapping,
-        generation: new.generation,
-        created_ns: now,
-        last_seen_ns: now,
-        kind: new.kind,
-        proto: flow.proto,
-        ..CtEntry::default()
-    };
-    if NETD_CT
-        .insert(key, original, u64::from(BPF_NOEXIST))
-        .is_err()
-    {
-        // Lost a race with another CPU creating the same flow: use theirs.
-        return NETD_CT.get_ptr_mut(key).ok_or(drop::CT_CREATE);
+    let mut original = entry(
+        flow.proto,
+        CT_NAT_DST | CT_ORIGINAL | CT_TO_ENDPOINT | CT_AT_UPLINK,
+        new.kind,
+        new.mapping,
+        new.generation,
+    );
+    original.reverse = reply_key;
+    original.nat_daddr_be = new.to_addr;
+    original.nat_dport_be = new.to_port;
+    original.ifindex = new.ifindex;
+    original.dmac = new.dmac;
+    let mut reply = entry(
+        flow.proto,
+        CT_NAT_SRC,
+        new.kind,
+        new.mapping,
+        new.generation,
+    );
+    reply.reverse = *key;
+    reply.nat_saddr_be = flow.daddr;
+    reply.nat_sport_be = flow.dport;
+    match insert_pair(key, &original, &reply_key, &reply) {
+        Ok(created) => created,
+        // The reply tuple is another flow's: maybe this very flow, created
+        // by another CPU a moment ago.
+        Err(()) => NETD_CT.get_ptr_mut(key).ok_or(drop::CT_CREATE),
     }
-    if NETD_CT
-        .insert(reply_key, reply, u64::from(BPF_NOEXIST))
-        .is_err()
-    {
-        let _ = NETD_CT.remove(key);
-        return Err(drop::CT_CREATE);
-    }
-    NETD_CT.get_ptr_mut(key).ok_or(drop::CT_CREATE)
 }

@@ -58,12 +58,18 @@ pub fn to_endpoint(ctx: &TcContext, ifindex: u32, dmac: [u8; 6]) -> Result<i32, 
     redirect_into(ifindex, cfg.redirect)
 }
 
-/// Routes the (already rewritten) packet `flow` by the FIB of the host's
-/// namespace and redirects it out of the interface found, with the
-/// next hop's MAC; `bpf_redirect_neigh` resolves the neighbour when the
-/// kernel does not know it yet.
+/// Whether `addr` is inside the container network.
 #[inline(always)]
-pub fn by_fib(ctx: &TcContext, flow: &Flow) -> Result<i32, u32> {
+pub fn in_network(cfg: &DatapathConfig, addr: [u8; 4]) -> bool {
+    let mask = u32::from_ne_bytes(cfg.mask_be);
+    mask != 0 && u32::from_ne_bytes(addr) & mask == u32::from_ne_bytes(cfg.subnet_be)
+}
+
+/// Looks `flow` up in the FIB of the host's namespace, as if it arrived on
+/// the interface the packet came in by. Returns the helper's verdict and the
+/// filled parameters.
+#[inline(always)]
+fn route(ctx: &TcContext, flow: &Flow) -> (i64, bpf_fib_lookup) {
     // SAFETY: an all-zero bpf_fib_lookup is a valid (empty) query.
     let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
     params.family = AF_INET;
@@ -71,7 +77,8 @@ pub fn by_fib(ctx: &TcContext, flow: &Flow) -> Result<i32, u32> {
     params.sport = u16::from_ne_bytes(flow.sport);
     params.dport = u16::from_ne_bytes(flow.dport);
     // tot_len is in host byte order, unlike everything around it.
-    params.__bindgen_anon_1.tot_len = (ctx.len() as usize - crate::parse::ETH_HLEN) as u16;
+    params.__bindgen_anon_1.tot_len =
+        (ctx.len() as usize).saturating_sub(crate::parse::ETH_HLEN) as u16;
     // SAFETY: the context's skb pointer is valid for the program's life.
     params.ifindex = unsafe { (*ctx.skb.skb).ingress_ifindex };
     params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(flow.saddr);
@@ -85,6 +92,23 @@ pub fn by_fib(ctx: &TcContext, flow: &Flow) -> Result<i32, u32> {
             0,
         )
     };
+    (ret, params)
+}
+
+/// The interface the FIB sends `flow` out of, if it is routed.
+#[inline(always)]
+pub fn egress(ctx: &TcContext, flow: &Flow) -> Option<u32> {
+    let (ret, params) = route(ctx, flow);
+    (ret == FIB_SUCCESS || ret == FIB_NO_NEIGH).then_some(params.ifindex)
+}
+
+/// Routes the (already rewritten) packet `flow` by the FIB of the host's
+/// namespace and redirects it out of the interface found, with the next
+/// hop's MAC; `bpf_redirect_neigh` resolves the neighbour when the kernel
+/// does not know it yet.
+#[inline(always)]
+pub fn by_fib(ctx: &TcContext, flow: &Flow) -> Result<i32, u32> {
+    let (ret, params) = route(ctx, flow);
     match ret {
         FIB_SUCCESS => {
             nat::tc_set_macs(ctx, params.dmac, params.smac)?;
@@ -99,6 +123,7 @@ pub fn by_fib(ctx: &TcContext, flow: &Flow) -> Result<i32, u32> {
         FIB_NO_NEIGH => {
             // The lookup left the next hop (gateway or destination) in
             // ipv4_dst.
+            // SAFETY: an all-zero bpf_redir_neigh is valid; filled below.
             let mut nh: bpf_redir_neigh = unsafe { core::mem::zeroed() };
             nh.nh_family = u32::from(AF_INET);
             // SAFETY: union fields written by the kernel for AF_INET.

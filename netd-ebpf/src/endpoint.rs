@@ -1,36 +1,197 @@
 // SPDX-License-Identifier: MIT OR GPL-2.0-only
 //! TC ingress on a container's host veth: packets leaving the container.
-//! Replies of translated flows get their source rewritten back and are
-//! routed straight out (FIB lookup and redirect), skipping the bridge and
-//! the host's netfilter; everything else goes on to the bridge untouched.
+//!
+//! In order: anything not sent from the container's own MAC and address is
+//! dropped (anti-spoofing); packets of tracked flows are translated and
+//! delivered (replies of published ports routed straight out, masqueraded
+//! flows out, hairpin flows into their container); ICMP errors about
+//! tracked flows are translated with them. A new flow meets the network's
+//! policy: to another container (unless `enable_icc=false`) it goes on over
+//! the bridge; to a published port of the host it is hairpinned; to the
+//! host itself it goes on; to the outside it is dropped on an internal
+//! network, else masqueraded (unless masquerade is off).
 
 use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
 use netd_common::{
     ct::{CT_AT_UPLINK, CT_TO_ENDPOINT},
+    drop,
+    endpoint::{NET_INTERNAL, NET_NO_ICC, NET_NO_MASQUERADE},
     stats::hook,
 };
 
-use crate::{ct, deliver, nat, observe, parse};
+use crate::{
+    ct, deliver, icmp,
+    maps::{NETD_ENDPOINTS, NETD_LOCAL_ADDRS, NETD_UPLINKS, NETD_VETHS},
+    nat::{self, Action},
+    observe,
+    packet::read,
+    parse::{self, Flow, PROTO_ICMP, Packet},
+    ports, snat,
+};
+
+/// Drops what the container may not send: a source MAC other than its
+/// own (any frame), a source address other than its own (IPv4).
+#[inline(always)]
+fn check_source(ctx: &TcContext) -> Result<(), u32> {
+    // SAFETY: the context's skb pointer is valid for the program's life.
+    let ifindex = unsafe { (*ctx.skb.skb).ingress_ifindex };
+    // A veth netd does not know (not attached yet, or being detached): its
+    // packets are not netd's to police.
+    let Some(veth) = NETD_VETHS.get_ptr(ifindex) else {
+        return Ok(());
+    };
+    // SAFETY: a live map value, copied out.
+    let veth = unsafe { *veth };
+    let src_mac: [u8; 6] = read(ctx, 6).ok_or(drop::SPOOFED)?;
+    if src_mac != veth.mac {
+        return Err(drop::SPOOFED);
+    }
+    let ether_type: [u8; 2] = read(ctx, 12).ok_or(drop::SPOOFED)?;
+    if u16::from_be_bytes(ether_type) == parse::ETH_P_IP {
+        let saddr: [u8; 4] = read(ctx, parse::ETH_HLEN + parse::IP_SADDR).ok_or(drop::SPOOFED)?;
+        if saddr != veth.addr_be {
+            return Err(drop::SPOOFED);
+        }
+    }
+    Ok(())
+}
+
+/// Sends a translated packet on: into a container, or out by the FIB.
+#[inline(always)]
+fn deliver(ctx: &TcContext, flow: &Flow, action: &Action) -> Result<i32, u32> {
+    if action.flags & CT_TO_ENDPOINT != 0 {
+        deliver::to_endpoint(ctx, action.ifindex, action.dmac)
+    } else {
+        deliver::by_fib(ctx, &action.rewrite.applied_to(flow))
+    }
+}
 
 #[inline(always)]
 pub fn try_endpoint_tc(ctx: &TcContext) -> Result<i32, u32> {
     observe::count(ctx, hook::ENDPOINT_TC);
-    let Some(flow) = parse::forwardable(ctx) else {
+    check_source(ctx)?;
+    let Some(packet) = parse::forwardable(ctx) else {
         return Ok(TC_ACT_OK);
     };
-    let Some(entry) = ct::lookup(&ct::key_of(&flow)) else {
-        return Ok(TC_ACT_OK);
+    let flow = match packet {
+        Packet::Flow(flow) => flow,
+        Packet::IcmpError(err) => {
+            let Some(entry) = ct::lookup(&ct::key_of_quoted(&err.inner)) else {
+                return policy_only(&err.outer);
+            };
+            // SAFETY: a live map value, copied out.
+            let action = unsafe { Action::of(&*entry) };
+            if action.flags & CT_AT_UPLINK != 0 {
+                return Ok(TC_ACT_OK);
+            }
+            icmp::tc_translate(ctx, &err, &action.rewrite)?;
+            nat::tc_decrement_ttl(ctx, &err.outer)?;
+            return deliver(ctx, &err.outer, &action);
+        }
     };
-    // SAFETY: a live map value.
-    if unsafe { (*entry).flags } & CT_AT_UPLINK != 0 {
-        return Ok(TC_ACT_OK);
-    }
-    let action = ct::account(entry, &flow, ctx.len(), false);
+    let key = ct::key_of(&flow);
+    let (entry, new_flow) = match ct::lookup(&key) {
+        // SAFETY: a live map value.
+        Some(entry) if unsafe { (*entry).flags } & CT_AT_UPLINK == 0 => (entry, false),
+        Some(_) => return Ok(TC_ACT_OK),
+        None => match new_flow(ctx, &flow, &key)? {
+            Some(entry) => (entry, true),
+            None => return Ok(TC_ACT_OK),
+        },
+    };
+    let action = ct::account(entry, &flow, ctx.len(), new_flow);
     nat::tc_rewrite(ctx, &flow, &action.rewrite)?;
     nat::tc_decrement_ttl(ctx, &flow)?;
-    if action.flags & CT_TO_ENDPOINT != 0 {
-        deliver::to_endpoint(ctx, action.ifindex, action.dmac)
-    } else {
-        deliver::by_fib(ctx, &action.rewrite.applied_to(&flow))
+    deliver(ctx, &flow, &action)
+}
+
+/// The network's policy for an untranslated packet from a container:
+/// `Ok` to let it go on, or the drop reason.
+#[inline(always)]
+fn policy_only(flow: &Flow) -> Result<i32, u32> {
+    let cfg = deliver::config();
+    if deliver::in_network(&cfg, flow.daddr) {
+        if cfg.flags & NET_NO_ICC != 0 && flow.daddr != cfg.gateway_be {
+            return Err(drop::ICC_DENIED);
+        }
+        return Ok(TC_ACT_OK);
     }
+    if cfg.flags & NET_INTERNAL != 0 && NETD_LOCAL_ADDRS.get_ptr(flow.daddr).is_none() {
+        return Err(drop::INTERNAL_NETWORK);
+    }
+    Ok(TC_ACT_OK)
+}
+
+/// A new flow from a container: the conntrack entry that translates it
+/// (hairpin or masquerade), `None` to let it go on untranslated, or the
+/// drop reason.
+#[inline(always)]
+fn new_flow(
+    ctx: &TcContext,
+    flow: &Flow,
+    key: &netd_common::ct::CtKey,
+) -> Result<Option<*mut netd_common::ct::CtEntry>, u32> {
+    policy_only(flow)?;
+    let cfg = deliver::config();
+    if deliver::in_network(&cfg, flow.daddr) && flow.daddr != cfg.gateway_be {
+        return Ok(None);
+    }
+    let src = NETD_ENDPOINTS.get_ptr(flow.saddr);
+    let Some(src) = src else {
+        return Ok(None);
+    };
+    // SAFETY: a live map value, copied out.
+    let src = unsafe { *src };
+    let ports = (cfg.nat_port_min, cfg.nat_port_max);
+    if NETD_LOCAL_ADDRS.get_ptr(flow.daddr).is_some() || flow.daddr == cfg.gateway_be {
+        // To the host: a published port is hairpinned, anything else is
+        // the host's.
+        if flow.proto == PROTO_ICMP {
+            return Ok(None);
+        }
+        let Some((slot, mapping)) = ports::lookup(flow) else {
+            return Ok(None);
+        };
+        let endpoint = NETD_ENDPOINTS
+            .get_ptr(mapping.ctr_addr_be)
+            .ok_or(drop::NO_ENDPOINT)?;
+        let target = snat::HairpinTarget {
+            slot,
+            mapping,
+            // SAFETY: a live map value, copied out.
+            endpoint: unsafe { *endpoint },
+        };
+        let source = snat::NatSource {
+            addr: cfg.gateway_be,
+            ports,
+        };
+        return snat::hairpin(ctx, flow, key, &src, &target, &source).map(Some);
+    }
+    // To the outside, by the uplink the FIB picks, behind its address (or
+    // the configured masquerade address), or routed as it is when
+    // masquerade is off.
+    let Some(egress) = deliver::egress(ctx, flow) else {
+        return Ok(None);
+    };
+    if cfg.flags & NET_NO_MASQUERADE != 0 {
+        if NETD_UPLINKS.get_ptr(egress).is_none() {
+            return Ok(None);
+        }
+        return snat::routed(flow, key, &src).map(Some);
+    }
+    let nat_addr = if cfg.masquerade_be != [0; 4] {
+        cfg.masquerade_be
+    } else {
+        let Some(uplink) = NETD_UPLINKS.get_ptr(egress) else {
+            // Not leaving by an uplink: the kernel's to route.
+            return Ok(None);
+        };
+        // SAFETY: a live map value.
+        unsafe { (*uplink).addr_be }
+    };
+    let source = snat::NatSource {
+        addr: nat_addr,
+        ports,
+    };
+    snat::masquerade(ctx, flow, key, &src, &source).map(Some)
 }

@@ -11,6 +11,8 @@ mod deliver;
 #[cfg(target_arch = "bpf")]
 mod endpoint;
 #[cfg(target_arch = "bpf")]
+mod icmp;
+#[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
 mod nat;
@@ -22,6 +24,8 @@ mod packet;
 mod parse;
 #[cfg(target_arch = "bpf")]
 mod ports;
+#[cfg(target_arch = "bpf")]
+mod snat;
 #[cfg(target_arch = "bpf")]
 mod stats;
 #[cfg(target_arch = "bpf")]

@@ -5,13 +5,13 @@
 //! them at load time (`max_entries` here are the defaults).
 
 use aya_ebpf::{
-    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    btf_maps::{Array, HashMap, LpmTrie, PerCpuArray},
     macros::btf_map,
 };
 use netd_common::{
     ct::{CtEntry, CtKey},
     drop,
-    endpoint::{DatapathConfig, EndpointInfo},
+    endpoint::{DatapathConfig, EndpointInfo, UplinkInfo, VethInfo},
     ports::{Mapping, MappingStats, PortKey, PortValue},
     stats::{ProtoStats, hook},
 };
@@ -37,8 +37,14 @@ pub static NETD_MAPPINGS: Array<Mapping, 65536> = Array::new();
 pub static NETD_MAPPING_STATS: PerCpuArray<MappingStats, 65536> = PerCpuArray::new();
 
 /// Conntrack: one entry per direction of each translated flow.
+///
+/// A plain (preallocated) hash, not an LRU: when it is full, new flows are
+/// refused and counted (`ct_create`), and no live flow is ever evicted to
+/// make room (an LRU evicts idle established flows: cilium#3239). The agent
+/// removes expired flows, and under pressure the oldest not-established
+/// ones first, as netfilter's early drop does.
 #[btf_map]
-pub static NETD_CT: LruHashMap<CtKey, CtEntry, 65536> = LruHashMap::new();
+pub static NETD_CT: HashMap<CtKey, CtEntry, 65536> = HashMap::new();
 
 /// Attached containers by IPv4 address (network order).
 #[btf_map]
@@ -52,3 +58,13 @@ pub static NETD_LOCAL_ADDRS: HashMap<[u8; 4], u32, 1024> = HashMap::new();
 /// The network's settings (one entry).
 #[btf_map]
 pub static NETD_CONFIG: Array<DatapathConfig, 1> = Array::new();
+
+/// Containers' host veths by ifindex: the only address and MAC each may
+/// send from.
+#[btf_map]
+pub static NETD_VETHS: HashMap<u32, VethInfo, 4096> = HashMap::new();
+
+/// Uplinks by ifindex: the address masquerade uses for flows leaving by
+/// each.
+#[btf_map]
+pub static NETD_UPLINKS: HashMap<u32, UplinkInfo, 64> = HashMap::new();

@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: MIT OR GPL-2.0-only
 //! Header rewrites, one audited helper per field. For every field: store
 //! the new value, then fix the IPv4 checksum (addresses), then the L4
-//! checksum (with the pseudo-header flag for addresses); each step's failure
-//! is its own error. TC uses the kernel's checksum helpers, which also keep
-//! `skb->csum` and CHECKSUM_PARTIAL packets right; XDP, which has none,
-//! updates checksums incrementally (`netd_common::csum`). UDP's "no
-//! checksum" (0) stays 0 in both.
+//! checksum (with the pseudo-header flag for addresses under TCP and UDP;
+//! ICMP's checksum covers no pseudo-header); each step's failure is its own
+//! error. TC uses the kernel's checksum helpers, which also keep `skb->csum`
+//! and CHECKSUM_PARTIAL packets right; XDP, which has none, updates
+//! checksums incrementally (`netd_common::csum`). UDP's "no checksum" (0)
+//! stays 0 in both.
 
 use aya_ebpf::{
     bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
@@ -19,7 +20,7 @@ use netd_common::{
 
 use crate::{
     packet::{read, write},
-    parse::{ETH_HLEN, Flow, IP_CHECK, IP_DADDR, IP_SADDR, IP_TTL, L4_DPORT, L4_SPORT, PROTO_UDP},
+    parse::{ETH_HLEN, Flow, IP_CHECK, IP_DADDR, IP_SADDR, IP_TTL, PROTO_UDP},
 };
 
 /// The rewrite a conntrack entry asks for, copied out of the map.
@@ -42,6 +43,18 @@ pub struct Action {
     /// With `CT_TO_ENDPOINT`: the container's host veth and MAC.
     pub ifindex: u32,
     pub dmac: [u8; 6],
+}
+
+impl Action {
+    #[inline(always)]
+    pub fn of(entry: &CtEntry) -> Self {
+        Self {
+            rewrite: Rewrite::of(entry),
+            flags: entry.flags,
+            ifindex: entry.ifindex,
+            dmac: entry.dmac,
+        }
+    }
 }
 
 impl Rewrite {
@@ -72,8 +85,6 @@ impl Rewrite {
     }
 }
 
-const IP_CHECK_OFF: usize = ETH_HLEN + IP_CHECK;
-
 /// `BPF_F_MARK_MANGLED_0` for UDP: leave a zero checksum alone and never
 /// produce one.
 #[inline(always)]
@@ -85,8 +96,9 @@ fn l4_extra(flow: &Flow) -> u64 {
     }
 }
 
+/// Rewrites the address at `offset` in `flow`'s IPv4 header.
 #[inline(always)]
-fn tc_addr(
+pub fn tc_addr(
     ctx: &TcContext,
     flow: &Flow,
     offset: usize,
@@ -101,27 +113,33 @@ fn tc_addr(
         u64::from(u32::from_ne_bytes(old)),
         u64::from(u32::from_ne_bytes(new)),
     );
-    ctx.store(offset, &new, 0).map_err(|_| drop::REWRITE)?;
-    ctx.l3_csum_replace(IP_CHECK_OFF, from, to, 4)
+    ctx.store(flow.l3 + offset, &new, 0)
         .map_err(|_| drop::REWRITE)?;
-    ctx.l4_csum_replace(
-        flow.l4_check(),
-        from,
-        to,
-        u64::from(BPF_F_PSEUDO_HDR) | 4 | l4_extra(flow),
-    )
-    .map_err(|_| drop::REWRITE)
+    ctx.l3_csum_replace(flow.l3 + IP_CHECK, from, to, 4)
+        .map_err(|_| drop::REWRITE)?;
+    if flow.pseudo_header() {
+        ctx.l4_csum_replace(
+            flow.l4_check(),
+            from,
+            to,
+            u64::from(BPF_F_PSEUDO_HDR) | 4 | l4_extra(flow),
+        )
+        .map_err(|_| drop::REWRITE)?;
+    }
+    Ok(())
 }
 
+/// Rewrites the port (or ICMP identifier) at `offset`; `offset` 0: the
+/// packet carries none (an echo's missing "port").
 #[inline(always)]
-fn tc_port(
+pub fn tc_port(
     ctx: &TcContext,
     flow: &Flow,
     offset: usize,
     old: [u8; 2],
     new: [u8; 2],
 ) -> Result<(), u32> {
-    if old == new {
+    if old == new || offset == 0 {
         return Ok(());
     }
     let (from, to) = (
@@ -137,12 +155,12 @@ fn tc_port(
 #[inline(always)]
 pub fn tc_rewrite(ctx: &TcContext, flow: &Flow, rw: &Rewrite) -> Result<(), u32> {
     if rw.flags & CT_NAT_DST != 0 {
-        tc_addr(ctx, flow, ETH_HLEN + IP_DADDR, flow.daddr, rw.daddr)?;
-        tc_port(ctx, flow, flow.l4 + L4_DPORT, flow.dport, rw.dport)?;
+        tc_addr(ctx, flow, IP_DADDR, flow.daddr, rw.daddr)?;
+        tc_port(ctx, flow, flow.dport_off, flow.dport, rw.dport)?;
     }
     if rw.flags & CT_NAT_SRC != 0 {
-        tc_addr(ctx, flow, ETH_HLEN + IP_SADDR, flow.saddr, rw.saddr)?;
-        tc_port(ctx, flow, flow.l4 + L4_SPORT, flow.sport, rw.sport)?;
+        tc_addr(ctx, flow, IP_SADDR, flow.saddr, rw.saddr)?;
+        tc_port(ctx, flow, flow.sport_off, flow.sport, rw.sport)?;
     }
     Ok(())
 }
@@ -155,7 +173,7 @@ pub fn tc_decrement_ttl(ctx: &TcContext, flow: &Flow) -> Result<(), u32> {
     let to = u64::from(u16::from_ne_bytes([flow.ttl - 1, flow.proto]));
     ctx.store(ETH_HLEN + IP_TTL, &(flow.ttl - 1), 0)
         .map_err(|_| drop::REWRITE)?;
-    ctx.l3_csum_replace(IP_CHECK_OFF, from, to, 2)
+    ctx.l3_csum_replace(ETH_HLEN + IP_CHECK, from, to, 2)
         .map_err(|_| drop::REWRITE)
 }
 
@@ -197,10 +215,13 @@ fn xdp_addr(
         return Ok(());
     }
     let (from, to) = (u32::from_be_bytes(old), u32::from_be_bytes(new));
-    if !write(ctx, offset, new) {
+    if !write(ctx, flow.l3 + offset, new) {
         return Err(drop::REWRITE);
     }
-    xdp_fix_check(ctx, IP_CHECK_OFF, |c| csum::replace32(c, from, to))?;
+    xdp_fix_check(ctx, flow.l3 + IP_CHECK, |c| csum::replace32(c, from, to))?;
+    if !flow.pseudo_header() {
+        return Ok(());
+    }
     if flow.proto == PROTO_UDP {
         xdp_fix_check(ctx, flow.l4_check(), |c| csum::replace32_udp(c, from, to))
     } else {
@@ -216,7 +237,7 @@ fn xdp_port(
     old: [u8; 2],
     new: [u8; 2],
 ) -> Result<(), u32> {
-    if old == new {
+    if old == new || offset == 0 {
         return Ok(());
     }
     let (from, to) = (u16::from_be_bytes(old), u16::from_be_bytes(new));
@@ -234,12 +255,12 @@ fn xdp_port(
 #[inline(always)]
 pub fn xdp_rewrite(ctx: &XdpContext, flow: &Flow, rw: &Rewrite) -> Result<(), u32> {
     if rw.flags & CT_NAT_DST != 0 {
-        xdp_addr(ctx, flow, ETH_HLEN + IP_DADDR, flow.daddr, rw.daddr)?;
-        xdp_port(ctx, flow, flow.l4 + L4_DPORT, flow.dport, rw.dport)?;
+        xdp_addr(ctx, flow, IP_DADDR, flow.daddr, rw.daddr)?;
+        xdp_port(ctx, flow, flow.dport_off, flow.dport, rw.dport)?;
     }
     if rw.flags & CT_NAT_SRC != 0 {
-        xdp_addr(ctx, flow, ETH_HLEN + IP_SADDR, flow.saddr, rw.saddr)?;
-        xdp_port(ctx, flow, flow.l4 + L4_SPORT, flow.sport, rw.sport)?;
+        xdp_addr(ctx, flow, IP_SADDR, flow.saddr, rw.saddr)?;
+        xdp_port(ctx, flow, flow.sport_off, flow.sport, rw.sport)?;
     }
     Ok(())
 }
@@ -252,7 +273,7 @@ pub fn xdp_decrement_ttl(ctx: &XdpContext, flow: &Flow) -> Result<(), u32> {
     if !write(ctx, ETH_HLEN + IP_TTL, flow.ttl - 1) {
         return Err(drop::REWRITE);
     }
-    xdp_fix_check(ctx, IP_CHECK_OFF, |c| csum::replace16(c, from, to))
+    xdp_fix_check(ctx, ETH_HLEN + IP_CHECK, |c| csum::replace16(c, from, to))
 }
 
 /// Sets the Ethernet destination and source of an XDP packet.

@@ -53,15 +53,23 @@ impl Frame for XdpContext {
     }
 }
 
+/// The furthest offset netd reads at: past every header it parses.
+const MAX_OFFSET: usize = 256;
+
 /// A pointer to a `T` at `offset` bytes into the packet, or `None` if the
 /// packet is too short. `T` must be a header type of alignment 1.
 #[inline(always)]
 pub fn ptr_at<T, F: Frame>(frame: &F, offset: usize) -> Option<*mut T> {
-    let start = frame.start();
-    if start + offset + size_of::<T>() > frame.end() {
+    // The verifier follows a packet pointer only if it can bound the offset
+    // added to it; the comparison below then proves the access in range.
+    if offset > MAX_OFFSET {
         return None;
     }
-    Some((start + offset) as *mut T)
+    let ptr = frame.start() + offset;
+    if ptr + size_of::<T>() > frame.end() {
+        return None;
+    }
+    Some(ptr as *mut T)
 }
 
 /// Reads a `T` at `offset`, or `None` if the packet is too short.

@@ -1,12 +1,20 @@
 // SPDX-License-Identifier: MIT OR GPL-2.0-only
-//! Parsing what netd translates: Ethernet + IPv4 + TCP/UDP.
+//! Parsing what netd translates: Ethernet + IPv4 + TCP, UDP, ICMP echo, and
+//! ICMP errors that quote a TCP, UDP or ICMP echo packet.
 //!
 //! Anything else is passed to the kernel untouched, which validates and
 //! handles it as it would without netd: non-IPv4 (ARP, IPv6, VLAN-tagged),
 //! malformed IPv4 (IHL < 5, total length shorter than the header or longer
-//! than the packet), fragments (first and later), protocols other than TCP
-//! and UDP, and truncated TCP/UDP headers (or a TCP data offset < 5). IP
-//! options are fine: the L4 header is found after them.
+//! than the packet), fragments (first and later), other protocols and ICMP
+//! types, truncated TCP/UDP/ICMP headers (or a TCP data offset < 5), ICMP
+//! errors whose quoted packet is truncated, malformed or itself an ICMP
+//! error (RFC 1122: never answer an error with an error). IP options are
+//! fine: the L4 header is found after them.
+//!
+//! ICMP echo takes part in conntrack like a port pair: an echo request's
+//! identifier is its "source port" (destination port 0), an echo reply's its
+//! "destination port" (source port 0), so that a request and its reply have
+//! mirrored keys as TCP and UDP packets do.
 
 use crate::packet::{Frame, read};
 
@@ -17,45 +25,105 @@ pub const IP_TTL: usize = 8;
 pub const IP_CHECK: usize = 10;
 pub const IP_SADDR: usize = 12;
 pub const IP_DADDR: usize = 16;
-/// Offsets inside TCP and UDP headers.
+/// Offsets inside TCP, UDP and ICMP headers.
 pub const L4_SPORT: usize = 0;
 pub const L4_DPORT: usize = 2;
 pub const TCP_FLAGS: usize = 13;
 pub const TCP_CHECK: usize = 16;
 pub const UDP_CHECK: usize = 6;
+pub const ICMP_CHECK: usize = 2;
+pub const ICMP_ID: usize = 4;
 
+pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 
-/// The longest headers netd reads: Ethernet, IPv4 with options, TCP.
-pub const MAX_HEADERS: u32 = (ETH_HLEN + 60 + 20) as u32;
+pub const ICMP_ECHO_REPLY: u8 = 0;
+pub const ICMP_DEST_UNREACH: u8 = 3;
+pub const ICMP_ECHO_REQUEST: u8 = 8;
+pub const ICMP_TIME_EXCEEDED: u8 = 11;
+pub const ICMP_PARAMETER_PROBLEM: u8 = 12;
 
-/// A TCP or UDP packet netd may translate.
+/// The longest headers netd reads: Ethernet, IPv4 with options, ICMP, and
+/// the quoted IPv4 header with options and 8 bytes of its payload.
+pub const MAX_HEADERS: u32 = (ETH_HLEN + 60 + 8 + 60 + 8) as u32;
+
+/// A TCP, UDP or ICMP echo packet netd may translate, or the packet an ICMP
+/// error quotes.
 #[derive(Clone, Copy)]
 pub struct Flow {
-    /// Offset of the L4 header from the start of the frame.
+    /// Offset of the IPv4 header from the start of the frame.
+    pub l3: usize,
+    /// Offset of the L4 header.
     pub l4: usize,
     pub proto: u8,
     pub saddr: [u8; 4],
     pub daddr: [u8; 4],
     pub sport: [u8; 2],
     pub dport: [u8; 2],
-    /// TCP flags (0 for UDP).
+    /// Where `sport` and `dport` sit in the packet; 0 when they are not
+    /// there (the "ports" an ICMP echo does not carry).
+    pub sport_off: usize,
+    pub dport_off: usize,
+    /// TCP flags (0 for others).
     pub tcp_flags: u8,
     pub ttl: u8,
 }
 
 impl Flow {
+    /// A flow of the IPv4 header `ip` at `l3`, its transport at `l4`,
+    /// without ports yet.
+    #[inline(always)]
+    fn of(ip: &Ipv4Head, l3: usize, l4: usize) -> Self {
+        Self {
+            l3,
+            l4,
+            proto: ip.proto,
+            saddr: ip.saddr,
+            daddr: ip.daddr,
+            sport: [0; 2],
+            dport: [0; 2],
+            sport_off: 0,
+            dport_off: 0,
+            tcp_flags: 0,
+            ttl: ip.ttl,
+        }
+    }
+
     /// Offset of the L4 checksum.
     #[inline(always)]
     pub fn l4_check(&self) -> usize {
         self.l4
-            + if self.proto == PROTO_TCP {
-                TCP_CHECK
-            } else {
-                UDP_CHECK
+            + match self.proto {
+                PROTO_TCP => TCP_CHECK,
+                PROTO_UDP => UDP_CHECK,
+                _ => ICMP_CHECK,
             }
     }
+
+    /// Whether the L4 checksum covers the addresses (a pseudo-header).
+    #[inline(always)]
+    pub fn pseudo_header(&self) -> bool {
+        self.proto != PROTO_ICMP
+    }
+}
+
+/// An ICMP error about a packet netd may have translated.
+#[derive(Clone, Copy)]
+pub struct IcmpError {
+    /// The error itself (its "ports" are 0).
+    pub outer: Flow,
+    /// The packet it quotes, as that packet was sent.
+    pub inner: Flow,
+    /// Offset of the quoted L4 checksum if the quote holds it, else 0.
+    pub inner_check: usize,
+}
+
+/// What a frame is, for netd.
+#[derive(Clone, Copy)]
+pub enum Packet {
+    Flow(Flow),
+    IcmpError(IcmpError),
 }
 
 /// The IPv4 header fields the parser checks, read in one go.
@@ -74,64 +142,156 @@ struct Ipv4Head {
     daddr: [u8; 4],
 }
 
-/// A flow netd may translate and forward: `frame` parsed (its headers
-/// pulled into the directly accessible area first, where the hook can), with
-/// a TTL that survives one more hop. A packet that would expire here is the
-/// kernel's to answer (time exceeded). `None`: pass it on untouched.
+/// A checked IPv4 header at `l3`, with the length of data after it that
+/// the header claims and the packet has: `(header, ihl, payload_len)`.
 #[inline(always)]
-pub fn forwardable<F: Frame>(frame: &F) -> Option<Flow> {
-    if frame.end() - frame.start() < MAX_HEADERS as usize {
-        frame.pull(frame.len().min(MAX_HEADERS));
-    }
-    parse(frame).filter(|flow| flow.ttl > 1)
-}
-
-/// Parses `frame`; `None` means "not for netd: pass it on".
-#[inline(always)]
-pub fn parse<F: Frame>(frame: &F) -> Option<Flow> {
-    let ether_type: [u8; 2] = read(frame, 12)?;
-    if u16::from_be_bytes(ether_type) != ETH_P_IP {
-        return None;
-    }
-    let ip: Ipv4Head = read(frame, ETH_HLEN)?;
+fn ipv4<F: Frame>(frame: &F, l3: usize, available: usize) -> Option<(Ipv4Head, usize, usize)> {
+    let ip: Ipv4Head = read(frame, l3)?;
     let ihl = usize::from(ip.vihl & 0x0f) * 4;
     let tot_len = usize::from(u16::from_be_bytes(ip.tot_len));
-    if ip.vihl >> 4 != 4 || ihl < 20 || tot_len < ihl || ETH_HLEN + tot_len > frame.len() as usize {
+    if ip.vihl >> 4 != 4 || ihl < 20 || tot_len < ihl {
         return None;
     }
     // MF set, or a non-zero offset: a fragment.
     if u16::from_be_bytes(ip.frag) & 0x3fff != 0 {
         return None;
     }
-    let l4 = ETH_HLEN + ihl;
-    let (sport, dport, tcp_flags) = match ip.proto {
+    Some((ip, ihl, tot_len.min(available).saturating_sub(ihl)))
+}
+
+/// The transport part of a flow: TCP, UDP or ICMP echo at `l4`, with
+/// `len` bytes of it available. `quoted`: only the first 8 bytes are
+/// required (ICMP errors quote that much).
+#[inline(always)]
+fn transport<F: Frame>(
+    frame: &F,
+    ip: &Ipv4Head,
+    l3: usize,
+    l4: usize,
+    len: usize,
+    quoted: bool,
+) -> Option<Flow> {
+    let mut flow = Flow::of(ip, l3, l4);
+    match ip.proto {
         PROTO_TCP => {
-            if tot_len < ihl + 20 {
+            let head: [u8; 8] = read(frame, l4)?;
+            if !quoted {
+                let rest: [u8; 6] = read(frame, l4 + 8)?;
+                if len < 20 || rest[4] >> 4 < 5 {
+                    return None;
+                }
+                flow.tcp_flags = rest[TCP_FLAGS - 8];
+            } else if len < 8 {
                 return None;
             }
-            let head: [u8; 14] = read(frame, l4)?;
-            if head[12] >> 4 < 5 {
-                return None;
-            }
-            ([head[0], head[1]], [head[2], head[3]], head[TCP_FLAGS])
+            flow.sport = [head[0], head[1]];
+            flow.dport = [head[2], head[3]];
+            flow.sport_off = l4 + L4_SPORT;
+            flow.dport_off = l4 + L4_DPORT;
         }
         PROTO_UDP => {
-            if tot_len < ihl + 8 {
+            let head: [u8; 8] = read(frame, l4)?;
+            if len < 8 {
                 return None;
             }
+            flow.sport = [head[0], head[1]];
+            flow.dport = [head[2], head[3]];
+            flow.sport_off = l4 + L4_SPORT;
+            flow.dport_off = l4 + L4_DPORT;
+        }
+        PROTO_ICMP => {
             let head: [u8; 8] = read(frame, l4)?;
-            ([head[0], head[1]], [head[2], head[3]], 0)
+            if len < 8 {
+                return None;
+            }
+            let id = [head[ICMP_ID], head[ICMP_ID + 1]];
+            match head[0] {
+                ICMP_ECHO_REQUEST => {
+                    flow.sport = id;
+                    flow.sport_off = l4 + ICMP_ID;
+                }
+                ICMP_ECHO_REPLY => {
+                    flow.dport = id;
+                    flow.dport_off = l4 + ICMP_ID;
+                }
+                _ => return None,
+            }
         }
         _ => return None,
-    };
-    Some(Flow {
-        l4,
-        proto: ip.proto,
-        saddr: ip.saddr,
-        daddr: ip.daddr,
-        sport,
-        dport,
-        tcp_flags,
-        ttl: ip.ttl,
+    }
+    Some(flow)
+}
+
+/// Parses `frame`; `None` means "not for netd: pass it on".
+#[inline(always)]
+pub fn parse<F: Frame>(frame: &F) -> Option<Packet> {
+    let ether_type: [u8; 2] = read(frame, 12)?;
+    if u16::from_be_bytes(ether_type) != ETH_P_IP {
+        return None;
+    }
+    let available = (frame.len() as usize).checked_sub(ETH_HLEN)?;
+    let (ip, ihl, len) = ipv4(frame, ETH_HLEN, available)?;
+    if usize::from(u16::from_be_bytes(ip.tot_len)) > available {
+        return None;
+    }
+    let l4 = ETH_HLEN + ihl;
+    if ip.proto == PROTO_ICMP {
+        let head: [u8; 8] = read(frame, l4)?;
+        if matches!(
+            head[0],
+            ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM
+        ) {
+            return icmp_error(frame, &ip, l4, len).map(Packet::IcmpError);
+        }
+    }
+    transport(frame, &ip, ETH_HLEN, l4, len, false).map(Packet::Flow)
+}
+
+/// An ICMP error at `l4` and the packet it quotes.
+#[inline(always)]
+fn icmp_error<F: Frame>(frame: &F, ip: &Ipv4Head, l4: usize, len: usize) -> Option<IcmpError> {
+    let outer = Flow::of(ip, ETH_HLEN, l4);
+    let inner_l3 = l4 + 8;
+    let quoted = len.checked_sub(8)?;
+    let (inner_ip, inner_ihl, inner_len) = ipv4(frame, inner_l3, quoted)?;
+    let inner_l4 = inner_l3 + inner_ihl;
+    if inner_ip.proto == PROTO_ICMP {
+        // Quoting an error: never translated. (Two bytes read, not one:
+        // LLVM turns a one-byte bounds check into `ptr >= end`, which the
+        // verifier cannot use to prove the access.)
+        let head: [u8; 2] = read(frame, inner_l4)?;
+        if !matches!(head[0], ICMP_ECHO_REQUEST | ICMP_ECHO_REPLY) {
+            return None;
+        }
+    }
+    let inner = transport(frame, &inner_ip, inner_l3, inner_l4, inner_len, true)?;
+    let check = inner.l4_check();
+    let inner_check =
+        if check + 2 <= inner_l4 + inner_len && read::<[u8; 2], F>(frame, check).is_some() {
+            check
+        } else {
+            0
+        };
+    Some(IcmpError {
+        outer,
+        inner,
+        inner_check,
     })
+}
+
+/// A packet netd may translate and forward: `frame` parsed (its headers
+/// pulled into the directly accessible area first, where the hook can), with
+/// a TTL that survives one more hop. A packet that would expire here is the
+/// kernel's to answer (time exceeded). `None`: pass it on untouched.
+#[inline(always)]
+pub fn forwardable<F: Frame>(frame: &F) -> Option<Packet> {
+    if frame.end() - frame.start() < MAX_HEADERS as usize {
+        frame.pull(frame.len().min(MAX_HEADERS));
+    }
+    let packet = parse(frame)?;
+    let ttl = match &packet {
+        Packet::Flow(flow) => flow.ttl,
+        Packet::IcmpError(err) => err.outer.ttl,
+    };
+    (ttl > 1).then_some(packet)
 }

@@ -38,6 +38,26 @@ pub fn lookup(flow: &Flow) -> Option<(u32, Mapping)> {
     mapping.is_active().then_some((slot, mapping))
 }
 
+/// Whether `proto` port `port_be` is published on `addr` (or on any
+/// address): masquerade must not take it.
+#[inline(always)]
+pub fn published(proto: u8, addr: [u8; 4], port_be: [u8; 2]) -> bool {
+    let mut key = Key::new(
+        PORT_KEY_FIXED_BITS + 16,
+        PortKey {
+            proto,
+            addr_be: addr,
+            port_be,
+            _pad: 0,
+        },
+    );
+    if NETD_PORTS.get(&key).is_some() {
+        return true;
+    }
+    key.data.addr_be = [0; 4];
+    NETD_PORTS.get(&key).is_some()
+}
+
 /// Whether `(slot, generation)` still names a live mapping.
 #[inline(always)]
 pub fn still_valid(slot: u32, generation: u32) -> bool {

@@ -111,10 +111,12 @@ pub enum SpecError {
     HostIp { spec: String, ip: String },
 }
 
-/// A parsed `-p` spec. `host == None` asks for ephemeral host ports.
+/// A parsed `-p` spec. `host == None` asks for ephemeral host ports;
+/// `host_ip == None` for the network's default host address
+/// (`com.docker.network.bridge.host_binding_ipv4`, 0.0.0.0 unless set).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PortSpec {
-    pub host_ip: Ipv4Addr,
+    pub host_ip: Option<Ipv4Addr>,
     pub host: Option<PortRange>,
     pub ctr: PortRange,
     pub proto: Proto,
@@ -173,11 +175,11 @@ impl FromStr for PortSpec {
             return Err(syntax());
         }
         let host_ip = match host_ip {
-            None | Some("") => Ipv4Addr::UNSPECIFIED,
-            Some(ip) => ip.parse().map_err(|_| SpecError::HostIp {
+            None | Some("") => None,
+            Some(ip) => Some(ip.parse().map_err(|_| SpecError::HostIp {
                 spec: spec.to_owned(),
                 ip: ip.to_owned(),
-            })?,
+            })?),
         };
         let ctr = parse_range(spec, ctr)?;
         let host = host.map(|h| parse_range(spec, h)).transpose()?;
@@ -217,19 +219,23 @@ mod tests {
     #[test]
     fn docker_forms_parse() {
         let any = Ipv4Addr::UNSPECIFIED;
+        assert_eq!(p("0.0.0.0:8080:80").host_ip, Some(any));
         assert_eq!(
             p("8080:80"),
             PortSpec {
-                host_ip: any,
+                host_ip: None,
                 host: Some(PortRange::single(8080)),
                 ctr: PortRange::single(80),
                 proto: Proto::Tcp
             }
         );
-        assert_eq!(p("127.0.0.1:8080:80/udp").host_ip, Ipv4Addr::LOCALHOST);
+        assert_eq!(
+            p("127.0.0.1:8080:80/udp").host_ip,
+            Some(Ipv4Addr::LOCALHOST)
+        );
         assert_eq!(p("127.0.0.1:8080:80/udp").proto, Proto::Udp);
         assert_eq!(p("10.0.0.1::80").host, None);
-        assert_eq!(p("10.0.0.1::80").host_ip, Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(p("10.0.0.1::80").host_ip, Some(Ipv4Addr::new(10, 0, 0, 1)));
         assert_eq!(p("80").host, None);
         assert_eq!(
             p("80-82").ctr,

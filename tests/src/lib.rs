@@ -14,6 +14,7 @@
 
 pub mod agent;
 pub mod bpf;
+pub mod fixture;
 pub mod netns;
 pub mod pktgen;
 pub mod topology;

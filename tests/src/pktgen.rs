@@ -242,6 +242,14 @@ impl Ipv4Packet {
         }
     }
 
+    /// The same packet with other Ethernet addresses.
+    #[must_use]
+    pub fn with_macs(mut self, dst: [u8; 6], src: [u8; 6]) -> Self {
+        self.eth_dst = dst;
+        self.eth_src = src;
+        self
+    }
+
     /// The IPv4 header and everything after it (no Ethernet header).
     pub fn ip_bytes(&self) -> Vec<u8> {
         let l4 = self.l4.bytes(self.src, self.dst);

@@ -47,6 +47,21 @@ impl Topology {
         Self { agent, out, host }
     }
 
+    /// Adds `far` (10.251.0.2) behind `out`, which routes to it over a
+    /// link of MTU 1400; the host's default route goes through `out`.
+    pub fn far(&self) -> Netns {
+        let far = Netns::new("far");
+        veth(&self.out, "r1", &far, "eth0");
+        self.out.ip("addr add 10.251.0.1/24 dev r1");
+        self.out.ip("link set r1 mtu 1400");
+        far.ip("addr add 10.251.0.2/24 dev eth0");
+        far.ip("link set eth0 mtu 1400");
+        far.ip("route add default via 10.251.0.1");
+        self.out.sh("sysctl -qw net.ipv4.ip_forward=1");
+        self.host.ip(&format!("route add default via {OUT_IP}"));
+        far
+    }
+
     /// A new namespace, attached (with `args` added to `netd attach`).
     pub fn container(&self, tag: &str, args: &[&str]) -> Netns {
         let ns = Netns::new(tag);

@@ -663,7 +663,11 @@ fn api_speaks_http_and_json_on_a_root_only_socket() {
     let host = Netns::new("h");
     let agent = Agent::start(&host, &["--subnet", "10.102.0.0/24"]);
     let socket = agent.socket();
-    let mode = std::fs::metadata(&socket).expect("socket").permissions().mode() & 0o777;
+    let mode = std::fs::metadata(&socket)
+        .expect("socket")
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600, "the API is root's");
 
     let curl = |args: &[&str]| -> (String, String) {
@@ -684,29 +688,86 @@ fn api_speaks_http_and_json_on_a_root_only_socket() {
     assert_eq!(status["subnet"], "10.102.0.0/24");
 
     let c1 = Netns::new("c1");
-    let (body, code) = curl(&["-X", "POST", "-d", &format!("{{\"netns\":\"{}\"}}", c1.name()), "http://netd/v1/endpoints"]);
+    let (body, code) = curl(&[
+        "-X",
+        "POST",
+        "-d",
+        &format!("{{\"netns\":\"{}\"}}", c1.name()),
+        "http://netd/v1/endpoints",
+    ]);
     assert_eq!(code, "201", "{body}");
-    assert_eq!(serde_json::from_str::<Value>(&body).expect("JSON")["ip"], "10.102.0.2");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).expect("JSON")["ip"],
+        "10.102.0.2"
+    );
 
     let errors: &[(&[&str], &str, &str)] = &[
-        (&["-X", "POST", "-d", "{\"netns\":", "http://netd/v1/endpoints"], "400", "invalid request body"),
-        (&["-X", "POST", "-d", "{\"netns\":\"x\",\"bogus\":1}", "http://netd/v1/endpoints"], "400", "unknown field"),
-        (&["-X", "POST", "-d", "{\"netns\":\"no-such-ns\"}", "http://netd/v1/endpoints"], "404", "does not exist"),
+        (
+            &[
+                "-X",
+                "POST",
+                "-d",
+                "{\"netns\":",
+                "http://netd/v1/endpoints",
+            ],
+            "400",
+            "invalid request body",
+        ),
+        (
+            &[
+                "-X",
+                "POST",
+                "-d",
+                "{\"netns\":\"x\",\"bogus\":1}",
+                "http://netd/v1/endpoints",
+            ],
+            "400",
+            "unknown field",
+        ),
+        (
+            &[
+                "-X",
+                "POST",
+                "-d",
+                "{\"netns\":\"no-such-ns\"}",
+                "http://netd/v1/endpoints",
+            ],
+            "404",
+            "does not exist",
+        ),
         (&["http://netd/v1/nothing-here"], "404", "no such API path"),
-        (&["-X", "DELETE", "http://netd/v1/endpoints/ghost"], "404", "no endpoint named ghost"),
+        (
+            &["-X", "DELETE", "http://netd/v1/endpoints/ghost"],
+            "404",
+            "no endpoint named ghost",
+        ),
     ];
     for (args, want_code, message) in errors {
         let (body, code) = curl(args);
         assert_eq!(&code, want_code, "{args:?}: {body}");
-        let err: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {body}"));
-        assert!(err["message"].as_str().expect("message").contains(message), "{args:?}: {body}");
+        let err: Value = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {body}"));
+        assert!(
+            err["message"].as_str().expect("message").contains(message),
+            "{args:?}: {body}"
+        );
         assert!(err["kind"].is_string());
     }
     // Bodies over 1 MiB are refused before parsing.
     let big = std::env::temp_dir().join(format!("{}-big.json", host.name()));
     std::fs::write(&big, vec![b' '; 2 << 20]).expect("write");
-    let (body, code) = curl(&["-X", "POST", "--data-binary", &format!("@{}", big.display()), "http://netd/v1/endpoints"]);
+    let (body, code) = curl(&[
+        "-X",
+        "POST",
+        "--data-binary",
+        &format!("@{}", big.display()),
+        "http://netd/v1/endpoints",
+    ]);
     let _ = std::fs::remove_file(&big);
     assert_eq!(code, "413", "{body}");
-    assert_eq!(agent.json(&["ps"]).as_array().map(Vec::len), Some(1), "nothing changed");
+    assert_eq!(
+        agent.json(&["ps"]).as_array().map(Vec::len),
+        Some(1),
+        "nothing changed"
+    );
 }

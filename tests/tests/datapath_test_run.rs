@@ -4,154 +4,20 @@
 //! scratch (checksums included) by `pktgen`; conntrack side effects; the
 //! verdict for everything netd must not translate.
 
-use std::{collections::BTreeSet, net::Ipv4Addr};
+use std::net::Ipv4Addr;
 
 use netd::datapath::{Maps, PortRule};
 use netd_common::{
     ct::{CT_AT_UPLINK, CT_NAT_DST, CT_NAT_SRC, CT_ORIGINAL, CtKey},
     drop,
-    endpoint::{DatapathConfig, EndpointInfo, REDIRECT_PEER},
 };
 use netd_tests::{
-    bpf::{Bpf, Run},
-    netns::Netns,
+    fixture::*,
     pktgen::{ETH_HLEN, IPPROTO_GRE, Ipv4Packet, L4, arp_request, ethernet, ipv6_udp, tcp_flags},
     require_root,
 };
 
-const TC_ACT_OK: i32 = 0;
-const TC_ACT_SHOT: i32 = 2;
-const TC_ACT_REDIRECT: i32 = 7;
-const XDP_DROP: i32 = 1;
-const XDP_PASS: i32 = 2;
-
-const UPLINK: &str = "netd_uplink_tc";
-const ENDPOINT: &str = "netd_endpoint_tc";
-const XDP: &str = "netd_uplink_xdp";
-
-const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 2);
-const HOST: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 1);
-const HOST2: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 11);
-const NOT_LOCAL: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 99);
-const CTR: Ipv4Addr = Ipv4Addr::new(172, 30, 0, 2);
-const CTR2: Ipv4Addr = Ipv4Addr::new(172, 30, 0, 3);
-const CTR_MAC: [u8; 6] = [0x02, 0x42, 172, 30, 0, 2];
-const CTR2_MAC: [u8; 6] = [0x02, 0x42, 172, 30, 0, 3];
-const GW_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xfe];
 const CTR_IFINDEX: u32 = 7;
-const CTR2_IFINDEX: u32 = 8;
-
-const TCP: u8 = 6;
-const UDP: u8 = 17;
-
-fn rule(
-    slot: u32,
-    proto: u8,
-    host_ip: Ipv4Addr,
-    host: (u16, u16),
-    ctr: Ipv4Addr,
-    ctr_port: u16,
-    to_one: bool,
-) -> PortRule {
-    PortRule {
-        slot,
-        generation: slot + 100,
-        proto,
-        host_ip,
-        host_port: host.0,
-        host_port_end: host.1,
-        ctr_ip: ctr,
-        ctr_port,
-        to_one,
-    }
-}
-
-/// The published rules of every test: (slot, rule).
-fn rules() -> Vec<PortRule> {
-    let any = Ipv4Addr::UNSPECIFIED;
-    vec![
-        rule(0, TCP, any, (8080, 8080), CTR, 80, false),
-        rule(1, UDP, any, (5353, 5353), CTR, 53, false),
-        rule(2, TCP, any, (9000, 9009), CTR, 9100, false),
-        rule(3, TCP, any, (7000, 7005), CTR, 80, true),
-        rule(4, TCP, HOST2, (8443, 8443), CTR, 443, false),
-        rule(5, TCP, Ipv4Addr::LOCALHOST, (8082, 8082), CTR, 80, false),
-    ]
-}
-
-/// The datapath with a network 172.30.0.0/16, two containers, two local
-/// addresses and the rules above.
-fn fixture() -> Bpf {
-    let mut bpf = Bpf::load();
-    let mut maps = Maps::new(bpf.ebpf_mut());
-    maps.set_config(&DatapathConfig {
-        subnet_be: [172, 30, 0, 0],
-        mask_be: [255, 255, 0, 0],
-        gateway_mac: GW_MAC,
-        _pad: [0; 2],
-        redirect: REDIRECT_PEER,
-    })
-    .expect("config");
-    maps.sync_local_addrs(&BTreeSet::from([HOST, HOST2]))
-        .expect("local addresses");
-    maps.set_endpoint(
-        CTR,
-        EndpointInfo {
-            ifindex: CTR_IFINDEX,
-            mac: CTR_MAC,
-            _pad: [0; 2],
-        },
-    )
-    .expect("endpoint");
-    maps.set_endpoint(
-        CTR2,
-        EndpointInfo {
-            ifindex: CTR2_IFINDEX,
-            mac: CTR2_MAC,
-            _pad: [0; 2],
-        },
-    )
-    .expect("endpoint");
-    for rule in rules() {
-        maps.install(&rule, true).expect("rule");
-    }
-    bpf
-}
-
-fn ct(bpf: &mut Bpf) -> Vec<(CtKey, netd_common::ct::CtEntry)> {
-    Maps::new(bpf.ebpf_mut()).ct_entries().expect("conntrack")
-}
-
-fn drops(bpf: &mut Bpf, code: u32) -> u64 {
-    Maps::new(bpf.ebpf_mut()).drops().expect("drops")[drop::index(code) as usize]
-}
-
-/// What a packet from the client must become on its way into the container:
-/// destination rewritten, TTL one less, MACs of the gateway and container.
-fn dnat(packet: &Ipv4Packet, to: Ipv4Addr, to_port: u16, mac: [u8; 6]) -> Vec<u8> {
-    let mut expected = packet.clone();
-    let (sport, _) = packet.l4.ports();
-    expected.dst = to;
-    expected.l4 = packet.l4.clone().with_ports(sport, to_port);
-    expected.ttl -= 1;
-    expected.eth_dst = mac;
-    expected.eth_src = GW_MAC;
-    expected.build()
-}
-
-fn syn(dst: Ipv4Addr, dport: u16) -> Ipv4Packet {
-    Ipv4Packet::new(CLIENT, dst, L4::tcp(40000, dport, tcp_flags::SYN))
-}
-
-/// A SYN from its own source port, as separate connections have.
-fn syn_from(sport: u16, dst: Ipv4Addr, dport: u16) -> Ipv4Packet {
-    Ipv4Packet::new(CLIENT, dst, L4::tcp(sport, dport, tcp_flags::SYN))
-}
-
-fn assert_untouched(run: &Run, frame: &[u8], verdict: i32, what: &str) {
-    assert_eq!(run.verdict, verdict, "{what}: verdict");
-    assert_eq!(run.data, frame, "{what}: the packet must leave unchanged");
-}
 
 #[test]
 fn uplink_tc_dnat_tcp_exact_bytes_and_conntrack() {
@@ -514,26 +380,8 @@ fn uplink_xdp_matches_tc_and_marks_for_tc() {
 #[test]
 fn endpoint_tc_reverse_nat_exact_bytes() {
     require_root!();
-    // The reply is routed by the FIB of the namespace the test runs in: give
-    // it a route and a neighbour for the client.
-    let ns = Netns::new("fib");
-    let peer = Netns::new("pr");
-    netd_tests::netns::veth(&ns, "up0", &peer, "eth0");
-    ns.ip("addr add 10.250.0.1/24 dev up0");
-    ns.ip("neigh add 10.250.0.2 lladdr 02:00:00:00:00:aa dev up0 nud permanent");
-    ns.sh("sysctl -qw net.ipv4.ip_forward=1");
-    let link: serde_json::Value =
-        serde_json::from_str(&ns.ip("-j link show up0")).expect("ip -j link");
-    let up0_mac: Vec<u8> = link[0]["address"]
-        .as_str()
-        .expect("address")
-        .split(':')
-        .map(|b| u8::from_str_radix(b, 16).expect("mac"))
-        .collect();
-    let up0_index = u32::try_from(link[0]["ifindex"].as_u64().expect("ifindex")).expect("u32");
-    let _inside = ns.enter();
-
-    let mut bpf = fixture();
+    let routed = Routed::new();
+    let mut bpf = routed.fixture();
     let request = syn(HOST, 8080);
     assert_eq!(
         bpf.run_tc(UPLINK, &request.build()).verdict,
@@ -544,30 +392,23 @@ fn endpoint_tc_reverse_nat_exact_bytes() {
         CTR,
         CLIENT,
         L4::tcp(80, 40000, tcp_flags::SYN | tcp_flags::ACK),
-    );
-    let run = bpf.run_tc_on(ENDPOINT, &reply.build(), up0_index);
+    )
+    .with_macs(GW_MAC, CTR_MAC);
+    let run = bpf.run_tc_on(ENDPOINT, &reply.build(), routed.hv1);
     assert_eq!(run.verdict, TC_ACT_REDIRECT, "routed out by the FIB");
-    let mut expected = reply.clone();
-    expected.src = HOST;
-    expected.l4 = reply.l4.clone().with_ports(8080, 40000);
-    expected.ttl -= 1;
-    expected.eth_dst = [0x02, 0, 0, 0, 0, 0xaa];
-    expected.eth_src = up0_mac.try_into().expect("6 bytes");
     assert_eq!(
         run.data,
-        expected.build(),
+        translated(
+            &reply,
+            Some((HOST, 8080)),
+            None,
+            (CLIENT_MAC, routed.up0_mac)
+        ),
         "source back to host:8080, MACs from the FIB"
     );
 
-    // A packet of the container that is not a reply goes on untouched, and
-    // a reply entry is not honoured at the uplink.
-    let other = Ipv4Packet::new(CTR, CLIENT, L4::tcp(81, 40000, tcp_flags::ACK)).build();
-    assert_untouched(
-        &bpf.run_tc_on(ENDPOINT, &other, up0_index),
-        &other,
-        TC_ACT_OK,
-        "not a reply",
-    );
+    // A reply-shaped packet from outside is not translated: it claims a
+    // container's source.
     let forged = reply.build();
     assert_untouched(
         &bpf.run_tc(UPLINK, &forged),

@@ -218,6 +218,36 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     }
     print!("{}", String::from_utf8_lossy(&page.stdout));
 
+    step("the container reaches the outside, masqueraded: curl from ctr to a server in out");
+    let outside = demo.dir.join("outside");
+    fs::create_dir_all(&outside)?;
+    fs::write(outside.join("index.html"), "Hello from the outside\n")?;
+    let log = demo.dir.join("outside.log");
+    let mut server = demo.in_ns("out", "python3");
+    server
+        .args(["-m", "http.server", "80", "--directory"])
+        .arg(&outside)
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log)?);
+    demo.spawn(server)?;
+    thread::sleep(Duration::from_millis(700));
+    let page = demo
+        .in_ns("ctr", "curl")
+        .args(["-sS", "-m", "5", "http://10.250.0.2/"])
+        .output()?;
+    if !page.status.success() {
+        bail!("curl failed: {}", String::from_utf8_lossy(&page.stderr));
+    }
+    print!("{}", String::from_utf8_lossy(&page.stdout));
+    let seen = fs::read_to_string(&log)?;
+    println!(
+        "the server saw the request come from: {}",
+        seen.lines()
+            .find(|l| l.contains("GET"))
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap_or("?")
+    );
+
     step("netd ps and netd ports: the mapping and its counters");
     print!("{}", netd_cli(&["ps"])?);
     print!("{}", netd_cli(&["ports"])?);

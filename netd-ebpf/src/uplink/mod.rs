@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT OR GPL-2.0-only
 //! Packets arriving from an uplink: published ports (DNAT into the
-//! container), replies to translated flows, and the rules that keep
-//! containers unreachable otherwise. Shared by the TC and XDP hooks.
+//! container), replies of masqueraded flows, ICMP errors about either, and
+//! the rules that keep containers unreachable otherwise. Shared by the TC
+//! and XDP hooks.
 
 pub mod tc;
 pub mod xdp;
@@ -9,6 +10,7 @@ pub mod xdp;
 use netd_common::{
     ct::{CT_AT_UPLINK, CT_KIND_PUBLISHED, CtEntry},
     drop,
+    endpoint::NET_INTERNAL,
 };
 
 use crate::{
@@ -22,51 +24,69 @@ use crate::{
 /// The metadata mark XDP leaves for TC: "netd" in ASCII.
 const XDP_MARK: u32 = 0x6e65_7464;
 
+/// The checks every packet from outside passes first: nothing addressed to
+/// loopback (never legitimate on an uplink; bindings to 127.0.0.1 must
+/// never answer there), nothing claiming a source inside the container
+/// network (forged: it lives behind the bridge).
+#[inline(always)]
+fn check_outside(flow: &Flow) -> Result<(), u32> {
+    if flow.daddr[0] == 127 {
+        return Err(drop::MARTIAN_LOOPBACK);
+    }
+    if deliver::in_network(&deliver::config(), flow.saddr) {
+        return Err(drop::SOURCE_IN_NETWORK);
+    }
+    Ok(())
+}
+
+/// What happens to a packet from outside that no conntrack entry
+/// translates: a container's address is not reachable (nor is anything of
+/// an internal network); the rest is the kernel's.
+#[inline(always)]
+fn untranslated(flow: &Flow) -> Result<Option<(*mut CtEntry, bool)>, u32> {
+    let cfg = deliver::config();
+    if deliver::in_network(&cfg, flow.daddr) {
+        return Err(if cfg.flags & NET_INTERNAL != 0 {
+            drop::INTERNAL_NETWORK
+        } else {
+            drop::DIRECT_TO_CONTAINER
+        });
+    }
+    Ok(None)
+}
+
 /// The conntrack entry that translates `flow` (and whether it was just
 /// created), `None` for a packet netd leaves to the kernel, or the drop
 /// reason.
 #[inline(always)]
 pub fn classify(flow: &Flow) -> Result<Option<(*mut CtEntry, bool)>, u32> {
-    // 127.0.0.0/8 never arrives legitimately on an uplink, and bindings to
-    // 127.0.0.1 must never answer there.
-    if flow.daddr[0] == 127 {
-        return Err(drop::MARTIAN_LOOPBACK);
-    }
-    let cfg = deliver::config();
-    let mask = u32::from_ne_bytes(cfg.mask_be);
-    let subnet = u32::from_ne_bytes(cfg.subnet_be);
-    let in_network = |addr: [u8; 4]| mask != 0 && u32::from_ne_bytes(addr) & mask == subnet;
-    if in_network(flow.saddr) {
-        return Err(drop::SOURCE_IN_NETWORK);
-    }
+    check_outside(flow)?;
     let key = ct::key_of(flow);
     if let Some(entry) = ct::lookup(&key) {
         // SAFETY: a live map value.
         if unsafe { (*entry).flags } & CT_AT_UPLINK != 0 {
             return Ok(Some((entry, false)));
         }
-    } else if let Some((slot, mapping)) = ports::lookup(flow) {
-        let endpoint = NETD_ENDPOINTS
-            .get_ptr(mapping.ctr_addr_be)
-            .ok_or(drop::NO_ENDPOINT)?;
-        // SAFETY: a live map value, copied out.
-        let endpoint = unsafe { *endpoint };
-        let new = NewFlow {
-            to_addr: mapping.ctr_addr_be,
-            to_port: mapping
-                .ctr_port_for(u16::from_be_bytes(flow.dport))
-                .to_be_bytes(),
-            ifindex: endpoint.ifindex,
-            dmac: endpoint.mac,
-            mapping: slot,
-            generation: mapping.generation,
-            kind: CT_KIND_PUBLISHED,
-        };
-        return ct::create(flow, &key, &new).map(|entry| Some((entry, true)));
+        return untranslated(flow);
     }
-    // Not translated: a container's address is not reachable from outside.
-    if in_network(flow.daddr) {
-        return Err(drop::DIRECT_TO_CONTAINER);
-    }
-    Ok(None)
+    let Some((slot, mapping)) = ports::lookup(flow) else {
+        return untranslated(flow);
+    };
+    let endpoint = NETD_ENDPOINTS
+        .get_ptr(mapping.ctr_addr_be)
+        .ok_or(drop::NO_ENDPOINT)?;
+    // SAFETY: a live map value, copied out.
+    let endpoint = unsafe { *endpoint };
+    let new = NewFlow {
+        to_addr: mapping.ctr_addr_be,
+        to_port: mapping
+            .ctr_port_for(u16::from_be_bytes(flow.dport))
+            .to_be_bytes(),
+        ifindex: endpoint.ifindex,
+        dmac: endpoint.mac,
+        mapping: slot,
+        generation: mapping.generation,
+        kind: CT_KIND_PUBLISHED,
+    };
+    ct::create(flow, &key, &new).map(|entry| Some((entry, true)))
 }

@@ -2,10 +2,15 @@
 //! TC ingress on an uplink.
 
 use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
-use netd_common::stats::hook;
+use netd_common::{ct::CT_AT_UPLINK, stats::hook};
 
-use super::{XDP_MARK, classify};
-use crate::{ct, deliver, nat, observe, parse};
+use super::{XDP_MARK, check_outside, classify, untranslated};
+use crate::{
+    ct, deliver, icmp,
+    nat::{self, Action},
+    observe,
+    parse::{self, Packet},
+};
 
 /// The container the XDP program already translated this packet for, read
 /// from the metadata it left in front of the packet. Packet bytes cannot
@@ -33,8 +38,23 @@ pub fn try_uplink_tc(ctx: &TcContext) -> Result<i32, u32> {
     if let Some(ifindex) = xdp_translated(ctx) {
         return deliver::redirect_into(ifindex, deliver::config().redirect);
     }
-    let Some(flow) = parse::forwardable(ctx) else {
-        return Ok(TC_ACT_OK);
+    let flow = match parse::forwardable(ctx) {
+        None => return Ok(TC_ACT_OK),
+        Some(Packet::Flow(flow)) => flow,
+        Some(Packet::IcmpError(err)) => {
+            check_outside(&err.outer)?;
+            let Some(entry) = ct::lookup(&ct::key_of_quoted(&err.inner)) else {
+                return untranslated(&err.outer).map(|_| TC_ACT_OK);
+            };
+            // SAFETY: a live map value, copied out.
+            let action = unsafe { Action::of(&*entry) };
+            if action.flags & CT_AT_UPLINK == 0 {
+                return untranslated(&err.outer).map(|_| TC_ACT_OK);
+            }
+            icmp::tc_translate(ctx, &err, &action.rewrite)?;
+            nat::tc_decrement_ttl(ctx, &err.outer)?;
+            return deliver::to_endpoint(ctx, action.ifindex, action.dmac);
+        }
     };
     let Some((entry, new_flow)) = classify(&flow)? else {
         return Ok(TC_ACT_OK);

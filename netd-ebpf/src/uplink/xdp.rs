@@ -31,7 +31,8 @@ fn mark(ctx: &XdpContext, ifindex: u32) -> Result<(), u32> {
 #[inline(always)]
 pub fn try_uplink_xdp(ctx: &XdpContext) -> Result<u32, u32> {
     observe::count(ctx, hook::UPLINK_XDP);
-    let Some(flow) = parse::forwardable(ctx) else {
+    // ICMP errors are TC's to translate.
+    let Some(parse::Packet::Flow(flow)) = parse::forwardable(ctx) else {
         return Ok(XDP_PASS);
     };
     let Some((entry, new_flow)) = classify(&flow)? else {

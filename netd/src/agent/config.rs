@@ -60,6 +60,33 @@ pub struct Flags {
     /// Seconds between conntrack garbage collections.
     #[arg(long, env = "NETD_CT_GC_INTERVAL", default_value_t = 10)]
     pub ct_gc_interval: u64,
+    /// A network option, as Docker's `docker network create -o`, repeatable:
+    /// com.docker.network.bridge.name, .enable_icc, .enable_ip_masquerade,
+    /// .host_binding_ipv4, com.docker.network.driver.mtu
+    #[arg(
+        short = 'o',
+        long = "opt",
+        env = "NETD_OPT",
+        value_delimiter = ',',
+        value_name = "KEY=VALUE"
+    )]
+    pub options: Vec<String>,
+    /// An internal network: no traffic to or from outside at all.
+    #[arg(long, env = "NETD_INTERNAL")]
+    pub internal: bool,
+    /// The source address masqueraded flows leave with [default: the
+    /// address of the uplink they leave by]
+    #[arg(long, env = "NETD_MASQUERADE_ADDRESS")]
+    pub masquerade_address: Option<Ipv4Addr>,
+    /// Source ports masquerade and hairpin choose from; keep them out of the
+    /// host's ephemeral range (ip_local_port_range).
+    #[arg(
+        long,
+        env = "NETD_MASQUERADE_PORTS",
+        default_value = "61000-65535",
+        value_name = "FIRST-LAST"
+    )]
+    pub masquerade_ports: String,
     /// A conntrack timeout, STATE=SECONDS, repeatable; STATE is one of
     /// syn_sent, syn_recv, established, fin_wait, time_wait, close, udp,
     /// udp_stream [default: netfilter's]
@@ -86,6 +113,92 @@ pub struct Config {
     pub ct_max: u32,
     pub ct_gc_interval: std::time::Duration,
     pub ct_timeouts: netd_common::ct::Timeouts,
+    pub masquerade_address: Option<Ipv4Addr>,
+    pub masquerade_ports: (u16, u16),
+}
+
+/// The network settings that `-o` options give.
+#[derive(Default)]
+struct NetworkOptions {
+    bridge: Option<String>,
+    mtu: Option<u32>,
+    icc: Option<bool>,
+    masquerade: Option<bool>,
+    host_binding: Option<Ipv4Addr>,
+}
+
+fn parse_bool(key: &str, value: &str) -> Result<bool, AgentError> {
+    match value {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(AgentError::OptionValue {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            why: "expected true or false",
+        }),
+    }
+}
+
+impl NetworkOptions {
+    /// Parses `-o KEY=VALUE` options, merged with the flags that say the
+    /// same (`--bridge`, `--mtu`): both given and different is an error.
+    fn parse(options: &[String], flags: &Flags) -> Result<Self, AgentError> {
+        let mut parsed = Self {
+            bridge: flags.bridge.clone(),
+            mtu: flags.mtu,
+            ..Self::default()
+        };
+        for option in options {
+            let Some((key, value)) = option.split_once('=') else {
+                return Err(AgentError::UnknownOption(option.clone()));
+            };
+            let bad = |why| AgentError::OptionValue {
+                key: key.to_owned(),
+                value: value.to_owned(),
+                why,
+            };
+            match key {
+                "com.docker.network.bridge.name" => {
+                    if parsed.bridge.as_deref().is_some_and(|b| b != value) {
+                        return Err(bad("it differs from --bridge"));
+                    }
+                    parsed.bridge = Some(value.to_owned());
+                }
+                "com.docker.network.driver.mtu" => {
+                    let mtu = value.parse().map_err(|_| bad("expected a number"))?;
+                    if parsed.mtu.is_some_and(|m| m != mtu) {
+                        return Err(bad("it differs from --mtu"));
+                    }
+                    parsed.mtu = Some(mtu);
+                }
+                "com.docker.network.bridge.enable_icc" => {
+                    parsed.icc = Some(parse_bool(key, value)?)
+                }
+                "com.docker.network.bridge.enable_ip_masquerade" => {
+                    parsed.masquerade = Some(parse_bool(key, value)?);
+                }
+                "com.docker.network.bridge.host_binding_ipv4" => {
+                    parsed.host_binding =
+                        Some(value.parse().map_err(|_| bad("expected an IPv4 address"))?);
+                }
+                _ => return Err(AgentError::UnknownOption(key.to_owned())),
+            }
+        }
+        Ok(parsed)
+    }
+}
+
+fn parse_port_range(text: &str) -> Result<(u16, u16), AgentError> {
+    let bad = || AgentError::MasqueradePorts(text.to_owned());
+    let (first, last) = text.split_once('-').ok_or_else(bad)?;
+    let (first, last): (u16, u16) = (
+        first.parse().map_err(|_| bad())?,
+        last.parse().map_err(|_| bad())?,
+    );
+    if first == 0 || last < first {
+        return Err(bad());
+    }
+    Ok((first, last))
 }
 
 pub const DEFAULT_BRIDGE: &str = "netd0";
@@ -147,15 +260,17 @@ impl Config {
         state_path: &std::path::Path,
         nl: &Netlink,
     ) -> Result<Self, AgentError> {
-        if let Some(bridge) = &flags.bridge {
+        let options = NetworkOptions::parse(&flags.options, flags)?;
+        if let Some(bridge) = &options.bridge {
             check_ifname(bridge).map_err(|why| AgentError::BridgeName {
                 name: bridge.clone(),
                 why,
             })?;
         }
-        if let Some(mtu) = flags.mtu {
+        if let Some(mtu) = options.mtu {
             check_mtu(mtu)?;
         }
+        let masquerade_ports = parse_port_range(&flags.masquerade_ports)?;
         let links = nl.links().await?;
         let uplinks = if flags.uplink.is_empty() {
             default_uplink(nl, &links).await?.into_iter().collect()
@@ -170,14 +285,38 @@ impl Config {
 
         let network = match saved {
             Some(saved) => {
-                mismatch("bridge", flags.bridge.clone(), &saved.bridge, state_path)?;
+                mismatch("bridge", options.bridge.clone(), &saved.bridge, state_path)?;
                 mismatch("subnet", flags.subnet, &saved.subnet, state_path)?;
                 mismatch("gateway", flags.gateway, &saved.gateway, state_path)?;
-                mismatch("mtu", flags.mtu, &saved.mtu, state_path)?;
+                mismatch("mtu", options.mtu, &saved.mtu, state_path)?;
+                mismatch(
+                    "opt com.docker.network.bridge.enable_icc",
+                    options.icc,
+                    &saved.icc,
+                    state_path,
+                )?;
+                mismatch(
+                    "opt com.docker.network.bridge.enable_ip_masquerade",
+                    options.masquerade,
+                    &saved.masquerade,
+                    state_path,
+                )?;
+                mismatch(
+                    "opt com.docker.network.bridge.host_binding_ipv4",
+                    options.host_binding,
+                    &saved.host_binding,
+                    state_path,
+                )?;
+                mismatch(
+                    "internal",
+                    flags.internal.then_some(true),
+                    &saved.internal,
+                    state_path,
+                )?;
                 saved.clone()
             }
             None => {
-                let bridge = flags
+                let bridge = options
                     .bridge
                     .clone()
                     .unwrap_or_else(|| DEFAULT_BRIDGE.to_owned());
@@ -218,7 +357,7 @@ impl Config {
                     .first()
                     .and_then(|name| links.iter().find(|l| &l.name == name))
                     .map(|l| l.mtu);
-                let mtu = check_mtu(flags.mtu.or(uplink_mtu).unwrap_or(DEFAULT_MTU))?;
+                let mtu = check_mtu(options.mtu.or(uplink_mtu).unwrap_or(DEFAULT_MTU))?;
                 NetworkState {
                     id: super::random_hex(32),
                     name: NETWORK_NAME.to_owned(),
@@ -228,6 +367,10 @@ impl Config {
                     subnet,
                     gateway,
                     mtu,
+                    icc: options.icc.unwrap_or(true),
+                    masquerade: options.masquerade.unwrap_or(true),
+                    internal: flags.internal,
+                    host_binding: options.host_binding.unwrap_or(Ipv4Addr::UNSPECIFIED),
                 }
             }
         };
@@ -267,6 +410,8 @@ impl Config {
             ct_max: flags.ct_max,
             ct_gc_interval: std::time::Duration::from_secs(flags.ct_gc_interval.max(1)),
             ct_timeouts,
+            masquerade_address: flags.masquerade_address,
+            masquerade_ports,
         })
     }
 }

@@ -9,7 +9,7 @@ use std::{
 
 use netd_common::{
     drop,
-    endpoint::{DatapathConfig, EndpointInfo},
+    endpoint::{DatapathConfig, EndpointInfo, NET_INTERNAL, NET_NO_ICC, NET_NO_MASQUERADE},
     stats::hook,
 };
 use tracing::{info, warn};
@@ -22,6 +22,15 @@ use crate::{
         conntrack::{self, Collect},
     },
 };
+
+/// What one garbage collection removed, in flows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Collected {
+    pub expired: usize,
+    pub stale: usize,
+    /// Not established, removed early to make room.
+    pub early: usize,
+}
 
 fn endpoint_pin(veth: &str) -> String {
     format!("endpoint-{veth}")
@@ -49,6 +58,16 @@ impl Agent {
             gateway_mac: bridge.and_then(|b| b.mac).map(|m| m.0).unwrap_or_default(),
             _pad: [0; 2],
             redirect: self.config.redirect,
+            gateway_be: net.gateway.octets(),
+            masquerade_be: self
+                .config
+                .masquerade_address
+                .map_or([0; 4], |addr| addr.octets()),
+            nat_port_min: self.config.masquerade_ports.0,
+            nat_port_max: self.config.masquerade_ports.1,
+            flags: if net.icc { 0 } else { NET_NO_ICC }
+                | if net.masquerade { 0 } else { NET_NO_MASQUERADE }
+                | if net.internal { NET_INTERNAL } else { 0 },
         };
         self.datapath.maps().set_config(&config)?;
 
@@ -71,9 +90,22 @@ impl Agent {
             wanted_pins.insert(endpoint_pin(&ep.host_ifname));
         }
         let known: BTreeSet<Ipv4Addr> = endpoints.iter().map(|ep| ep.ip).collect();
-        for (ip, _) in self.datapath.maps().endpoints()? {
+        for (ip, info) in self.datapath.maps().endpoints()? {
             if !known.contains(&ip) {
                 self.datapath.maps().remove_endpoint(ip)?;
+                self.datapath.maps().remove_veth(info.ifindex)?;
+            }
+        }
+        let veths: BTreeSet<u32> = self
+            .datapath
+            .maps()
+            .endpoints()?
+            .iter()
+            .map(|(_, i)| i.ifindex)
+            .collect();
+        for (ifindex, _) in self.datapath.maps().veths()? {
+            if !veths.contains(&ifindex) {
+                self.datapath.maps().remove_veth(ifindex)?;
             }
         }
         for pin in self.datapath.link_pins() {
@@ -113,18 +145,30 @@ impl Agent {
     }
 
     /// Keeps `NETD_LOCAL_ADDRS` equal to this namespace's IPv4 addresses
-    /// (loopback excluded: never reachable through an uplink).
+    /// (loopback excluded: never reachable through an uplink), and
+    /// `NETD_UPLINKS` to each uplink's first address (what masquerade
+    /// rewrites to).
     pub(super) async fn sync_local_addrs(&mut self) -> Result<(), AgentError> {
-        let addrs: BTreeSet<Ipv4Addr> = self
-            .nl
-            .addresses()
-            .await?
+        let addresses = self.nl.addresses().await?;
+        let addrs: BTreeSet<Ipv4Addr> = addresses
             .iter()
             .map(|a| a.ip)
             .filter(|ip| !ip.is_loopback())
             .collect();
         if self.datapath.maps().sync_local_addrs(&addrs)? {
             info!(addresses = ?addrs, "local addresses");
+        }
+        let links = self.nl.links().await?;
+        let mut uplinks = BTreeMap::new();
+        for name in &self.config.uplinks {
+            if let Some(link) = links.iter().find(|l| &l.name == name)
+                && let Some(addr) = addresses.iter().find(|a| a.index == link.index)
+            {
+                uplinks.insert(link.index, addr.ip);
+            }
+        }
+        if self.datapath.maps().sync_uplinks(&uplinks)? {
+            info!(uplinks = ?uplinks, "masquerade addresses (uplink ifindex: address)");
         }
         Ok(())
     }
@@ -140,6 +184,8 @@ impl Agent {
                 what: format!("veth {} is missing", ep.host_ifname),
                 source: std::io::Error::from(std::io::ErrorKind::NotFound),
             })?;
+        // What the container may send is known before its program runs.
+        self.datapath.maps().set_veth(link.index, ep.ip, ep.mac.0)?;
         self.datapath
             .attach_tc(ENDPOINT_TC, &ep.host_ifname, &endpoint_pin(&ep.host_ifname))?;
         self.datapath.maps().set_endpoint(
@@ -155,6 +201,16 @@ impl Agent {
 
     /// Undoes [`Self::connect_endpoint`].
     pub(super) fn disconnect_endpoint(&mut self, ep: &EndpointState) -> Result<(), AgentError> {
+        let ifindex = self
+            .datapath
+            .maps()
+            .endpoints()?
+            .into_iter()
+            .find(|(ip, _)| *ip == ep.ip)
+            .map(|(_, info)| info.ifindex);
+        if let Some(ifindex) = ifindex {
+            self.datapath.maps().remove_veth(ifindex)?;
+        }
         self.datapath.maps().remove_endpoint(ep.ip)?;
         self.datapath.detach(&endpoint_pin(&ep.host_ifname))?;
         Ok(())
@@ -183,24 +239,50 @@ impl Agent {
     }
 
     /// Periodic work: local addresses, and conntrack garbage collection when
-    /// it is due.
+    /// it is due, or at once when the table refused new flows (full).
     pub async fn tick(&mut self) {
         if let Err(err) = self.sync_local_addrs().await {
             warn!(error = %err, "syncing local addresses");
         }
-        if self.last_gc.elapsed() >= self.config.ct_gc_interval {
+        let refused = self
+            .datapath
+            .maps()
+            .drops()
+            .map(|d| d[drop::index(drop::CT_CREATE) as usize])
+            .unwrap_or_default();
+        let pressure = refused > self.ct_refused;
+        if pressure {
+            warn!(
+                refused = refused - self.ct_refused,
+                "conntrack full: new flows refused; making room"
+            );
+        }
+        self.ct_refused = refused;
+        if pressure || self.last_gc.elapsed() >= self.config.ct_gc_interval {
             self.last_gc = std::time::Instant::now();
-            match self.collect_garbage() {
-                Ok((0, 0)) => {}
-                Ok((expired, stale)) => info!(expired, stale, "conntrack garbage collected"),
+            match self.collect_garbage(pressure) {
+                Ok(Collected {
+                    expired: 0,
+                    stale: 0,
+                    early: 0,
+                }) => {}
+                Ok(c) => info!(
+                    expired = c.expired,
+                    stale = c.stale,
+                    early = c.early,
+                    "conntrack garbage collected"
+                ),
                 Err(err) => warn!(error = %err, "conntrack garbage collection"),
             }
         }
     }
 
-    /// Removes expired flows and flows of removed mappings. Returns how many
-    /// of each.
-    pub fn collect_garbage(&mut self) -> Result<(usize, usize), AgentError> {
+    /// Removes expired flows and flows of removed mappings; under
+    /// `pressure`, also the least recently seen flows that are not
+    /// established (TCP before ESTABLISHED or closing, UDP without reply,
+    /// ICMP), as netfilter's early drop does, until the table is at most
+    /// 80% full. Established flows are never evicted.
+    pub fn collect_garbage(&mut self, pressure: bool) -> Result<Collected, AgentError> {
         let live: BTreeSet<(u32, u32)> = self
             .state
             .endpoints
@@ -208,21 +290,43 @@ impl Agent {
             .flat_map(|ep| ep.ports.iter().map(|p| (p.slot, p.generation)))
             .collect();
         let now = conntrack::monotonic_ns();
-        let flows = conntrack::pair_up(self.datapath.maps().ct_entries()?);
-        let (mut expired, mut stale) = (0, 0);
-        for flow in &flows {
-            match conntrack::collect(flow, now, &self.config.ct_timeouts, |slot, generation| {
+        let entries = self.datapath.maps().ct_entries()?;
+        let mut remaining = entries.len();
+        let flows = conntrack::pair_up(entries);
+        let mut collected = Collected::default();
+        let mut kept = Vec::new();
+        for flow in flows {
+            match conntrack::collect(&flow, now, &self.config.ct_timeouts, |slot, generation| {
                 live.contains(&(slot, generation))
             }) {
-                Some(Collect::Expired) => expired += 1,
-                Some(Collect::Stale) => stale += 1,
-                None => continue,
+                Some(Collect::Expired) => collected.expired += 1,
+                Some(Collect::Stale) => collected.stale += 1,
+                None => {
+                    kept.push(flow);
+                    continue;
+                }
             }
             for key in flow.keys() {
                 self.datapath.maps().ct_remove(&key)?;
             }
+            remaining = remaining.saturating_sub(2);
         }
-        Ok((expired, stale))
+        let target = self.config.ct_max as usize / 5 * 4;
+        if pressure && remaining > target {
+            let mut candidates: Vec<_> = kept.iter().filter(|f| !f.assured()).collect();
+            candidates.sort_by_key(|f| f.last_seen_ns());
+            for flow in candidates {
+                if remaining <= target {
+                    break;
+                }
+                for key in flow.keys() {
+                    self.datapath.maps().ct_remove(&key)?;
+                }
+                remaining = remaining.saturating_sub(2);
+                collected.early += 1;
+            }
+        }
+        Ok(collected)
     }
 
     /// Removes the flows whose `(slot, generation)` `doomed` says.
@@ -261,8 +365,11 @@ impl Agent {
                     };
                 let reply = flow.reply.as_ref().map(|(_, e)| e);
                 api::Flow {
-                    proto: crate::portspec::Proto::from_number(key.proto)
-                        .map_or_else(|| key.proto.to_string(), |p| p.name().to_owned()),
+                    proto: match key.proto {
+                        1 => "icmp".to_owned(),
+                        other => crate::portspec::Proto::from_number(other)
+                            .map_or_else(|| other.to_string(), |p| p.name().to_owned()),
+                    },
                     src: addr_port(key.saddr_be, key.sport_be),
                     dst: addr_port(key.daddr_be, key.dport_be),
                     translated: addr_port(translated_addr, translated_port),

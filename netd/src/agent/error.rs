@@ -103,6 +103,22 @@ pub enum AgentError {
     Spec(#[from] crate::portspec::SpecError),
     #[error("host address {0} is not an address of this host")]
     HostIpNotLocal(Ipv4Addr),
+    #[error(
+        "the network is internal: nothing reaches it from outside, so no port can be published"
+    )]
+    InternalNetwork,
+    #[error(
+        "unsupported network option {0:?} (supported: com.docker.network.bridge.name, .enable_icc, .enable_ip_masquerade, .host_binding_ipv4, com.docker.network.driver.mtu)"
+    )]
+    UnknownOption(String),
+    #[error("invalid value {value:?} for network option {key}: {why}")]
+    OptionValue {
+        key: String,
+        value: String,
+        why: &'static str,
+    },
+    #[error("invalid --masquerade-ports {0:?}: expected FIRST-LAST within 1-65535")]
+    MasqueradePorts(String),
     #[error("{port} is already published by endpoint {holder} ({display})")]
     PortTaken {
         port: String,
@@ -171,7 +187,12 @@ impl AgentError {
             Self::Netns(NetnsError::NotFound { .. })
             | Self::UnknownEndpoint(_)
             | Self::UnknownTarget(_) => ErrorKind::NotFound,
-            Self::Spec(_) | Self::HostIpNotLocal(_) => ErrorKind::InvalidArgument,
+            Self::Spec(_)
+            | Self::HostIpNotLocal(_)
+            | Self::InternalNetwork
+            | Self::UnknownOption(_)
+            | Self::OptionValue { .. }
+            | Self::MasqueradePorts(_) => ErrorKind::InvalidArgument,
             Self::PortTaken { .. } | Self::PortInUse { .. } => ErrorKind::Conflict,
             Self::NoEphemeralPorts { .. } | Self::TooManyMappings(_) => ErrorKind::Exhausted,
             Self::Datapath(_) => ErrorKind::Internal,

@@ -66,6 +66,9 @@ pub struct Agent {
     datapath: Datapath,
     /// When conntrack was last garbage-collected.
     last_gc: std::time::Instant,
+    /// The `ct_create` drop count at the last tick: when it grows, the
+    /// table is full.
+    ct_refused: u64,
     /// Held for the agent's life: one agent per state directory.
     _lock: Flock<File>,
 }
@@ -115,6 +118,7 @@ impl Agent {
             bridge_index,
             datapath,
             last_gc: std::time::Instant::now(),
+            ct_refused: 0,
             _lock: lock,
         };
         agent.store.save(&agent.state)?;
@@ -243,6 +247,18 @@ impl Agent {
                 net.bridge.clone(),
             ),
             (
+                "com.docker.network.bridge.enable_icc".to_owned(),
+                net.icc.to_string(),
+            ),
+            (
+                "com.docker.network.bridge.enable_ip_masquerade".to_owned(),
+                net.masquerade.to_string(),
+            ),
+            (
+                "com.docker.network.bridge.host_binding_ipv4".to_owned(),
+                net.host_binding.to_string(),
+            ),
+            (
                 "com.docker.network.driver.mtu".to_owned(),
                 net.mtu.to_string(),
             ),
@@ -262,7 +278,7 @@ impl Agent {
                     gateway: net.gateway,
                 }],
             },
-            internal: false,
+            internal: net.internal,
             attachable: true,
             ingress: false,
             containers,

@@ -71,11 +71,11 @@ fn collides(a: &PublishedPort, b: &PublishedPort) -> bool {
 }
 
 /// Whether `spec` names `port` (for unpublish): same protocol and host
-/// address, and the same host range, or, for a spec without host ports, the
-/// same container range.
-fn names(spec: &PortSpec, port: &PublishedPort) -> bool {
+/// address (`default_ip` when the spec has none), and the same host range,
+/// or, for a spec without host ports, the same container range.
+fn names(spec: &PortSpec, default_ip: Ipv4Addr, port: &PublishedPort) -> bool {
     spec.proto == port.proto
-        && spec.host_ip == port.host_ip
+        && spec.host_ip.unwrap_or(default_ip) == port.host_ip
         && match spec.host {
             Some(host) => host == port.host,
             None => spec.ctr == port.ctr,
@@ -115,12 +115,13 @@ impl Agent {
         let mut used_slots: BTreeSet<u32> = taken.iter().map(|(p, _)| p.slot).collect();
         let mut generation = self.state.next_generation;
         let mut planned = Vec::new();
+        if self.state.network.internal {
+            return Err(AgentError::InternalNetwork);
+        }
         for spec in specs {
-            if !spec.host_ip.is_unspecified()
-                && !spec.host_ip.is_loopback()
-                && !local.contains(&spec.host_ip)
-            {
-                return Err(AgentError::HostIpNotLocal(spec.host_ip));
+            let host_ip = spec.host_ip.unwrap_or(self.state.network.host_binding);
+            if !host_ip.is_unspecified() && !host_ip.is_loopback() && !local.contains(&host_ip) {
+                return Err(AgentError::HostIpNotLocal(host_ip));
             }
             let check = |port: &PublishedPort,
                          taken: &[(PublishedPort, String)]|
@@ -150,7 +151,7 @@ impl Agent {
                 slot: 0,
                 generation,
                 proto: spec.proto,
-                host_ip: spec.host_ip,
+                host_ip,
                 host: spec.host.unwrap_or(spec.ctr),
                 ctr: spec.ctr,
             };
@@ -253,7 +254,11 @@ impl Agent {
         let removed: Vec<PublishedPort> = ep
             .ports
             .iter()
-            .filter(|p| specs.iter().any(|s| names(s, p)))
+            .filter(|p| {
+                specs
+                    .iter()
+                    .any(|s| names(s, self.state.network.host_binding, p))
+            })
             .cloned()
             .collect();
         self.unpublish_ports(&id, &removed).await
@@ -371,16 +376,20 @@ mod tests {
 
     #[test]
     fn unpublish_specs_name_mappings() {
-        let p = port(Ipv4Addr::UNSPECIFIED, 8080, 8080, Proto::Tcp);
-        assert!(names(&"8080:80".parse().expect("spec"), &p));
-        assert!(names(
-            &"80".parse().expect("spec"),
-            &PublishedPort {
-                host: PortRange::single(32768),
-                ..p.clone()
-            }
-        ));
-        assert!(!names(&"8080:80/udp".parse().expect("spec"), &p));
-        assert!(!names(&"127.0.0.1:8080:80".parse().expect("spec"), &p));
+        let any = Ipv4Addr::UNSPECIFIED;
+        let p = port(any, 8080, 8080, Proto::Tcp);
+        let spec = |s: &str| s.parse::<PortSpec>().expect("spec");
+        assert!(names(&spec("8080:80"), any, &p));
+        let ephemeral = PublishedPort {
+            host: PortRange::single(32768),
+            ..p.clone()
+        };
+        assert!(names(&spec("80"), any, &ephemeral));
+        assert!(!names(&spec("8080:80/udp"), any, &p));
+        assert!(!names(&spec("127.0.0.1:8080:80"), any, &p));
+        assert!(
+            !names(&spec("8080:80"), Ipv4Addr::LOCALHOST, &p),
+            "the network binds elsewhere by default"
+        );
     }
 }

@@ -95,6 +95,28 @@ pub struct NetworkState {
     pub subnet: Ipv4Net,
     pub gateway: Ipv4Addr,
     pub mtu: u32,
+    /// `com.docker.network.bridge.enable_icc`: containers may reach each
+    /// other.
+    #[serde(default = "yes")]
+    pub icc: bool,
+    /// `com.docker.network.bridge.enable_ip_masquerade`.
+    #[serde(default = "yes")]
+    pub masquerade: bool,
+    /// No traffic to or from outside at all.
+    #[serde(default)]
+    pub internal: bool,
+    /// `com.docker.network.bridge.host_binding_ipv4`: the host address of
+    /// published ports whose spec names none.
+    #[serde(default = "any_address")]
+    pub host_binding: Ipv4Addr,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn any_address() -> Ipv4Addr {
+    Ipv4Addr::UNSPECIFIED
 }
 
 /// Where an endpoint is in its life; see the module comment.
@@ -217,6 +239,10 @@ mod tests {
                 subnet: "172.17.0.0/16".parse().expect("subnet"),
                 gateway: Ipv4Addr::new(172, 17, 0, 1),
                 mtu: 1500,
+                icc: true,
+                masquerade: true,
+                internal: false,
+                host_binding: Ipv4Addr::UNSPECIFIED,
             },
             endpoints: BTreeMap::new(),
             next_generation: 1,

@@ -44,6 +44,24 @@ impl FlowPair {
         }
     }
 
+    /// Whether the flow is "assured", as netfilter says: TCP established,
+    /// UDP with replies. Only other flows are evicted to make room.
+    pub fn assured(&self) -> bool {
+        let orig = &self.original.1;
+        let reply = self.reply.as_ref().map(|(_, e)| e);
+        match orig.proto {
+            // A reply is required: a flow picked up mid-stream from one
+            // side only (an ACK flood) is not assured.
+            PROTO_TCP => {
+                reply.is_some_and(|r| r.packets > 0)
+                    && TcpState::of(orig.tcp_seen, reply.map_or(0, |r| r.tcp_seen))
+                        == TcpState::Established
+            }
+            PROTO_UDP => reply.is_some_and(|r| r.packets > 0),
+            _ => false,
+        }
+    }
+
     /// The last packet in either direction (CLOCK_MONOTONIC ns).
     pub fn last_seen_ns(&self) -> u64 {
         let reply = self.reply.as_ref().map_or(0, |(_, e)| e.last_seen_ns);

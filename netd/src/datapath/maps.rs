@@ -2,7 +2,10 @@
 //! Typed access to netd's maps, for the agent and for tests that seed maps
 //! before running a program.
 
-use std::{collections::BTreeSet, net::Ipv4Addr};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+};
 
 use aya::{
     Ebpf,
@@ -12,7 +15,7 @@ use aya::{
 use netd_common::{
     ct::{CtEntry, CtKey},
     drop,
-    endpoint::{DatapathConfig, EndpointInfo},
+    endpoint::{DatapathConfig, EndpointInfo, UplinkInfo, VethInfo},
     map_names as names,
     ports::{
         MAPPING_ACTIVE, MAPPING_TO_ONE, Mapping, MappingStats, PORT_KEY_FIXED_BITS, PortKey,
@@ -127,6 +130,75 @@ impl<'a> Maps<'a> {
             .map(|entry| entry.map(|(ip, info)| (Ipv4Addr::from(ip), info)))
             .collect::<Result<_, _>>()
             .map_err(Self::ctx(names::ENDPOINTS))
+    }
+
+    fn veths_map(&mut self) -> Result<HashMap<&mut MapData, u32, VethInfo>, DatapathError> {
+        HashMap::try_from(self.map(names::VETHS)?).map_err(Self::ctx(names::VETHS))
+    }
+
+    /// Records what the container behind host veth `ifindex` may send from.
+    pub fn set_veth(
+        &mut self,
+        ifindex: u32,
+        ip: Ipv4Addr,
+        mac: [u8; 6],
+    ) -> Result<(), DatapathError> {
+        let info = VethInfo {
+            addr_be: ip.octets(),
+            mac,
+            _pad: [0; 2],
+        };
+        self.veths_map()?
+            .insert(ifindex, info, 0)
+            .map_err(Self::ctx(names::VETHS))
+    }
+
+    /// Forgets host veth `ifindex`; absent is fine.
+    pub fn remove_veth(&mut self, ifindex: u32) -> Result<(), DatapathError> {
+        match self.veths_map()?.remove(&ifindex) {
+            Err(aya::maps::MapError::KeyNotFound) | Ok(()) => Ok(()),
+            Err(err) => Err(Self::ctx(names::VETHS)(err)),
+        }
+    }
+
+    /// The host veths recorded, by ifindex.
+    pub fn veths(&mut self) -> Result<Vec<(u32, VethInfo)>, DatapathError> {
+        self.veths_map()?
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(Self::ctx(names::VETHS))
+    }
+
+    /// Makes `NETD_UPLINKS` hold exactly `uplinks` (ifindex -> masquerade
+    /// address). Returns whether it changed anything.
+    pub fn sync_uplinks(
+        &mut self,
+        uplinks: &BTreeMap<u32, Ipv4Addr>,
+    ) -> Result<bool, DatapathError> {
+        let mut map: HashMap<&mut MapData, u32, UplinkInfo> =
+            HashMap::try_from(self.map(names::UPLINKS)?).map_err(Self::ctx(names::UPLINKS))?;
+        let present: BTreeMap<u32, Ipv4Addr> = map
+            .iter()
+            .map(|entry| entry.map(|(index, info)| (index, Ipv4Addr::from(info.addr_be))))
+            .collect::<Result<_, _>>()
+            .map_err(Self::ctx(names::UPLINKS))?;
+        if &present == uplinks {
+            return Ok(false);
+        }
+        for index in present.keys().filter(|index| !uplinks.contains_key(index)) {
+            map.remove(index).map_err(Self::ctx(names::UPLINKS))?;
+        }
+        for (index, addr) in uplinks {
+            map.insert(
+                index,
+                UplinkInfo {
+                    addr_be: addr.octets(),
+                },
+                0,
+            )
+            .map_err(Self::ctx(names::UPLINKS))?;
+        }
+        Ok(true)
     }
 
     /// Makes `NETD_LOCAL_ADDRS` hold exactly `addrs`. Returns whether it

@@ -76,6 +76,8 @@ fn expected_layout(name: &str) -> Option<(u32, u32)> {
         names::ENDPOINTS => sizes(4, size_of::<EndpointInfo>()),
         names::LOCAL_ADDRS => sizes(4, 4),
         names::CONFIG => sizes(4, size_of::<DatapathConfig>()),
+        names::VETHS => sizes(4, size_of::<netd_common::endpoint::VethInfo>()),
+        names::UPLINKS => sizes(4, size_of::<netd_common::endpoint::UplinkInfo>()),
         _ => None,
     }
 }
