@@ -143,6 +143,25 @@ impl Netlink {
         Ok(Self { handle })
     }
 
+    /// A stream of notifications of IPv4 address and link changes in the
+    /// calling thread's namespace (what `ip monitor address link` shows).
+    pub fn watch_addresses_and_links() -> Result<
+        futures::channel::mpsc::UnboundedReceiver<(
+            netlink_packet_core::NetlinkMessage<netlink_packet_route::RouteNetlinkMessage>,
+            netlink_sys::SocketAddr,
+        )>,
+        ConnectError,
+    > {
+        use rtnetlink::MulticastGroup;
+        let (connection, _, messages) = rtnetlink::new_multicast_connection(&[
+            MulticastGroup::Ipv4Ifaddr,
+            MulticastGroup::Link,
+        ])
+        .map_err(ConnectError::Socket)?;
+        tokio::spawn(connection);
+        Ok(messages)
+    }
+
     /// A socket inside `ns`.
     pub fn connect_in(ns: &Netns) -> Result<Self, ConnectError> {
         let runtime = tokio::runtime::Handle::current();

@@ -488,3 +488,59 @@ fn conntrack_garbage_collection_empties_the_table() {
     }
     assert!(t.agent.log().contains("conntrack garbage collected"));
 }
+
+#[test]
+fn host_binding_option_is_the_default_host_address() {
+    require_root!();
+    let t = Topology::new(&[
+        "-o",
+        "com.docker.network.bridge.host_binding_ipv4=10.250.0.1",
+    ]);
+    t.host.ip("addr add 10.250.0.11/24 dev up0");
+    let c1 = t.container("c1", &[]);
+    let _server = HttpServer::start(&c1, 80, "bound by default\n");
+    let out = t.agent.ok(&["publish", "8080:80", c1.name()]);
+    assert_eq!(out.trim(), format!("{HOST_IP}:8080->80/tcp"));
+    assert_eq!(
+        t.fetch(&format!("http://{HOST_IP}:8080/")).as_deref(),
+        Some("bound by default\n")
+    );
+    assert_eq!(
+        t.fetch("http://10.250.0.11:8080/"),
+        None,
+        "not on the host's other address"
+    );
+    // An explicit address still wins, and unpublish finds the default one.
+    t.agent.ok(&["publish", "0.0.0.0:8081:80", c1.name()]);
+    assert_eq!(
+        t.fetch("http://10.250.0.11:8081/").as_deref(),
+        Some("bound by default\n")
+    );
+    assert!(
+        t.agent
+            .ok(&["unpublish", "8080:80", c1.name()])
+            .contains("unpublished")
+    );
+}
+
+#[test]
+fn exhausted_masquerade_ports_are_logged() {
+    require_root!();
+    let t = Topology::new(&["--masquerade-ports", "62000-62001"]);
+    let c1 = t.container("c1", &[]);
+    let _echo = udp_echo(&t.out, 9000, "out");
+    for sport in [40000, 40001] {
+        assert!(udp_query(&c1, sport, OUT_IP, 9000, "q").is_some());
+    }
+    assert_eq!(
+        udp_query(&c1, 40002, OUT_IP, 9000, "q"),
+        None,
+        "two ports for this peer, both taken"
+    );
+    assert!(drops(&t, "nat_exhausted") >= 1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !t.agent.log().contains("masquerade ports exhausted") {
+        assert!(std::time::Instant::now() < deadline, "{}", t.agent.log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

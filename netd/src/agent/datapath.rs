@@ -148,7 +148,7 @@ impl Agent {
     /// (loopback excluded: never reachable through an uplink), and
     /// `NETD_UPLINKS` to each uplink's first address (what masquerade
     /// rewrites to).
-    pub(super) async fn sync_local_addrs(&mut self) -> Result<(), AgentError> {
+    pub async fn sync_local_addrs(&mut self) -> Result<(), AgentError> {
         let addresses = self.nl.addresses().await?;
         let addrs: BTreeSet<Ipv4Addr> = addresses
             .iter()
@@ -244,12 +244,14 @@ impl Agent {
         if let Err(err) = self.sync_local_addrs().await {
             warn!(error = %err, "syncing local addresses");
         }
-        let refused = self
-            .datapath
-            .maps()
-            .drops()
-            .map(|d| d[drop::index(drop::CT_CREATE) as usize])
-            .unwrap_or_default();
+        let drops = self.datapath.maps().drops().unwrap_or_default();
+        let count = |code| {
+            drops
+                .get(drop::index(code) as usize)
+                .copied()
+                .unwrap_or_default()
+        };
+        let (refused, exhausted) = (count(drop::CT_CREATE), count(drop::NAT_EXHAUSTED));
         let pressure = refused > self.ct_refused;
         if pressure {
             warn!(
@@ -257,7 +259,15 @@ impl Agent {
                 "conntrack full: new flows refused; making room"
             );
         }
+        if exhausted > self.nat_exhausted {
+            warn!(
+                refused = exhausted - self.nat_exhausted,
+                ports = ?self.config.masquerade_ports,
+                "masquerade ports exhausted for a peer: new flows refused; widen --masquerade-ports"
+            );
+        }
         self.ct_refused = refused;
+        self.nat_exhausted = exhausted;
         if pressure || self.last_gc.elapsed() >= self.config.ct_gc_interval {
             self.last_gc = std::time::Instant::now();
             match self.collect_garbage(pressure) {

@@ -69,6 +69,8 @@ pub struct Agent {
     /// The `ct_create` drop count at the last tick: when it grows, the
     /// table is full.
     ct_refused: u64,
+    /// The `nat_exhausted` drop count at the last tick.
+    nat_exhausted: u64,
     /// Held for the agent's life: one agent per state directory.
     _lock: Flock<File>,
 }
@@ -119,6 +121,7 @@ impl Agent {
             datapath,
             last_gc: std::time::Instant::now(),
             ct_refused: 0,
+            nat_exhausted: 0,
             _lock: lock,
         };
         agent.store.save(&agent.state)?;

@@ -245,14 +245,24 @@ pub async fn serve(agent: Agent) -> anyhow::Result<()> {
         stop: Arc::new(Notify::new()),
     };
     let stop = shared.stop.clone();
+    // Periodic work every second; address and link changes at once (a new
+    // address answers for published ports as soon as it exists).
+    let mut changes = crate::netlink::Netlink::watch_addresses_and_links()?;
     let ticker = {
         let agent = shared.agent.clone();
         tokio::spawn(async move {
+            use futures::StreamExt as _;
             let mut interval = tokio::time::interval(std::time::Duration::from_secs(1));
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                interval.tick().await;
-                agent.lock().await.tick().await;
+                tokio::select! {
+                    _ = interval.tick() => agent.lock().await.tick().await,
+                    Some(_) = changes.next() => {
+                        if let Err(err) = agent.lock().await.sync_local_addrs().await {
+                            tracing::warn!(error = %err, "syncing local addresses");
+                        }
+                    }
+                }
             }
         })
     };
