@@ -31,6 +31,9 @@ pub const NET_NO_MASQUERADE: u32 = 2;
 /// [`DatapathConfig::flags`]: an internal network: no traffic to or from
 /// outside at all.
 pub const NET_INTERNAL: u32 = 4;
+/// [`DatapathConfig::flags`]: refuse host processes binding a published
+/// port (EADDRINUSE) instead of letting them shadow it (`--protect-ports`).
+pub const NET_PROTECT_PORTS: u32 = 8;
 
 abi_type! {
     /// The network's settings, the only entry of the array `NETD_CONFIG`.
@@ -54,8 +57,12 @@ abi_type! {
         pub nat_port_max: u16,
         /// `NET_*`.
         pub flags: u32,
+        pub _pad2: u32,
+        /// The agent's network namespace (`SO_NETNS_COOKIE`): the socket
+        /// hooks translate only sockets of this namespace.
+        pub netns_cookie: u64,
     }
-    size = 36;
+    size = 48;
 }
 
 abi_type! {

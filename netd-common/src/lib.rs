@@ -62,9 +62,10 @@ pub mod map_names {
     pub const CONFIG: &str = "NETD_CONFIG";
     pub const VETHS: &str = "NETD_VETHS";
     pub const UPLINKS: &str = "NETD_UPLINKS";
+    pub const SOCK_REVNAT: &str = "NETD_SOCK_REVNAT";
 
     /// Every map that is pinned.
-    pub const PINNED: [&str; 11] = [
+    pub const PINNED: [&str; 12] = [
         PROTO_STATS,
         DROPS,
         PORTS,
@@ -76,5 +77,6 @@ pub mod map_names {
         CONFIG,
         VETHS,
         UPLINKS,
+        SOCK_REVNAT,
     ];
 }

@@ -193,3 +193,29 @@ mod tests {
         assert_eq!(m.ctr_port_for(8085), 80);
     }
 }
+
+abi_type! {
+    /// A socket that host-local translation sent to a container, and the
+    /// container's address it sees (`NETD_SOCK_REVNAT` key).
+    pub struct SockRevKey {
+        /// `bpf_get_socket_cookie`.
+        pub cookie: u64,
+        pub addr_be: [u8; 4],
+        pub port_be: [u8; 2],
+        pub _pad: [u8; 2],
+    }
+    size = 16;
+}
+
+abi_type! {
+    /// What that socket addressed, to show it back (`getpeername`,
+    /// `recvmsg`): an IPv4 address (`family` 4) in the first four bytes, or
+    /// an IPv6 one (`family` 6).
+    pub struct SockRevValue {
+        pub addr_be: [u8; 16],
+        pub port_be: [u8; 2],
+        pub family: u8,
+        pub _pad: [u8; 5],
+    }
+    size = 24;
+}

@@ -27,6 +27,8 @@ mod ports;
 #[cfg(target_arch = "bpf")]
 mod snat;
 #[cfg(target_arch = "bpf")]
+mod sock;
+#[cfg(target_arch = "bpf")]
 mod stats;
 #[cfg(target_arch = "bpf")]
 mod uplink;
@@ -35,13 +37,13 @@ mod uplink;
 mod programs {
     use aya_ebpf::{
         bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
-        macros::{classifier, xdp},
-        programs::{TcContext, XdpContext},
+        macros::{cgroup_sock_addr, classifier, xdp},
+        programs::{SockAddrContext, TcContext, XdpContext},
     };
     use aya_log_ebpf::debug;
     use netd_common::{drop, stats::hook};
 
-    use crate::{endpoint, observe, stats, uplink};
+    use crate::{endpoint, observe, sock, stats, uplink};
 
     /// Whether a drop reason is rare enough to log: failures of the
     /// datapath itself, not of the traffic (never per packet of a flood).
@@ -81,6 +83,62 @@ mod programs {
                 xdp_action::XDP_DROP
             }
         }
+    }
+
+    /// Host-local access: connect() of TCP and UDP sockets (IPv4).
+    #[cgroup_sock_addr(connect4)]
+    pub fn netd_connect4(ctx: SockAddrContext) -> i32 {
+        sock::to_container4(&ctx)
+    }
+
+    /// Host-local access: sendmsg() of unconnected UDP sockets (IPv4).
+    #[cgroup_sock_addr(sendmsg4)]
+    pub fn netd_sendmsg4(ctx: SockAddrContext) -> i32 {
+        sock::to_container4(&ctx)
+    }
+
+    /// Host-local access: the source recvmsg() reports (UDP, IPv4).
+    #[cgroup_sock_addr(recvmsg4)]
+    pub fn netd_recvmsg4(ctx: SockAddrContext) -> i32 {
+        sock::from_container4(&ctx)
+    }
+
+    /// Host-local access: the peer getpeername() reports (IPv4).
+    #[cgroup_sock_addr(getpeername4)]
+    pub fn netd_getpeername4(ctx: SockAddrContext) -> i32 {
+        sock::from_container4(&ctx)
+    }
+
+    /// Host-local access from IPv6 sockets: [::1] and IPv4-mapped addresses.
+    #[cgroup_sock_addr(connect6)]
+    pub fn netd_connect6(ctx: SockAddrContext) -> i32 {
+        sock::to_container6(&ctx)
+    }
+
+    #[cgroup_sock_addr(sendmsg6)]
+    pub fn netd_sendmsg6(ctx: SockAddrContext) -> i32 {
+        sock::to_container6(&ctx)
+    }
+
+    #[cgroup_sock_addr(recvmsg6)]
+    pub fn netd_recvmsg6(ctx: SockAddrContext) -> i32 {
+        sock::from_container6(&ctx)
+    }
+
+    #[cgroup_sock_addr(getpeername6)]
+    pub fn netd_getpeername6(ctx: SockAddrContext) -> i32 {
+        sock::from_container6(&ctx)
+    }
+
+    /// `--protect-ports`: host processes cannot bind a published port.
+    #[cgroup_sock_addr(bind4)]
+    pub fn netd_bind4(ctx: SockAddrContext) -> i32 {
+        sock::bind4(&ctx)
+    }
+
+    #[cgroup_sock_addr(bind6)]
+    pub fn netd_bind6(ctx: SockAddrContext) -> i32 {
+        sock::bind6(&ctx)
     }
 
     /// Packets leaving a container, on TC ingress of its host veth.

@@ -5,14 +5,14 @@
 //! them at load time (`max_entries` here are the defaults).
 
 use aya_ebpf::{
-    btf_maps::{Array, HashMap, LpmTrie, PerCpuArray},
+    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
 use netd_common::{
     ct::{CtEntry, CtKey},
     drop,
     endpoint::{DatapathConfig, EndpointInfo, UplinkInfo, VethInfo},
-    ports::{Mapping, MappingStats, PortKey, PortValue},
+    ports::{Mapping, MappingStats, PortKey, PortValue, SockRevKey, SockRevValue},
     stats::{ProtoStats, hook},
 };
 
@@ -68,3 +68,8 @@ pub static NETD_VETHS: HashMap<u32, VethInfo, 4096> = HashMap::new();
 /// each.
 #[btf_map]
 pub static NETD_UPLINKS: HashMap<u32, UplinkInfo, 64> = HashMap::new();
+
+/// Sockets host-local translation sent to a container: what each addressed,
+/// for `getpeername` and `recvmsg`. An LRU: closed sockets age out.
+#[btf_map]
+pub static NETD_SOCK_REVNAT: LruHashMap<SockRevKey, SockRevValue, 65536> = LruHashMap::new();

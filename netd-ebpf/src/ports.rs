@@ -11,28 +11,40 @@ use crate::{
 };
 
 /// The mapping slot and its translation for a packet to `flow.daddr`,
-/// `flow.dport`, if that port is published on that address or on any local
-/// address.
+/// `flow.dport`, if that port is published on that address or on any
+/// local address ("any address" bindings answer only on the host's own
+/// addresses, as Docker's `--dst-type LOCAL` rule does).
 #[inline(always)]
 pub fn lookup(flow: &Flow) -> Option<(u32, Mapping)> {
+    let local = NETD_LOCAL_ADDRS.get_ptr(flow.daddr).is_some();
+    lookup_at(flow.proto, flow.daddr, flow.dport, local)
+}
+
+/// The mapping for `proto` `addr:port`: bound to `addr`, or (if `local`:
+/// `addr` is the host's) to any address.
+#[inline(always)]
+pub fn lookup_at(
+    proto: u8,
+    addr: [u8; 4],
+    port_be: [u8; 2],
+    local: bool,
+) -> Option<(u32, Mapping)> {
     let mut key = Key::new(
         PORT_KEY_FIXED_BITS + 16,
         PortKey {
-            proto: flow.proto,
-            addr_be: flow.daddr,
-            port_be: flow.dport,
+            proto,
+            addr_be: addr,
+            port_be,
             _pad: 0,
         },
     );
     let slot = match NETD_PORTS.get(&key) {
         Some(value) => value.mapping,
-        None => {
-            // "Any address" bindings answer only on the host's own
-            // addresses, as Docker's `--dst-type LOCAL` rule does.
-            NETD_LOCAL_ADDRS.get_ptr(flow.daddr)?;
+        None if local => {
             key.data.addr_be = [0; 4];
             NETD_PORTS.get(&key)?.mapping
         }
+        None => return None,
     };
     let mapping = *NETD_MAPPINGS.get(slot)?;
     mapping.is_active().then_some((slot, mapping))

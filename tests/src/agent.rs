@@ -15,7 +15,7 @@ use std::{
 
 use nix::sys::signal::Signal;
 
-use crate::netns::{BpfFs, Netns, Process, unique_name};
+use crate::netns::{BpfFs, Cgroup, Netns, Process, unique_name};
 
 /// The `netd` binary under test: `NETD_BIN`, else the one next to this test
 /// executable's directory (target/debug/netd), which `cargo xtask test`
@@ -65,6 +65,9 @@ pub struct Agent {
     ns_path: PathBuf,
     dir: PathBuf,
     bpffs: BpfFs,
+    /// The agent's socket programs attach here, never to the machine's
+    /// root cgroup. Dropped after the agent (field order).
+    cgroup: Cgroup,
     args: Vec<String>,
     /// Extra environment for the next launch only (e.g. NETD_FAILPOINT).
     env: Vec<(String, String)>,
@@ -89,6 +92,7 @@ impl Agent {
             ns_path: ns.path(),
             dir,
             bpffs: BpfFs::new(),
+            cgroup: Cgroup::new(),
             args: args.iter().map(|a| (*a).to_owned()).collect(),
             env: Vec::new(),
             process: None,
@@ -109,6 +113,11 @@ impl Agent {
         self.bpffs.path().join("netd")
     }
 
+    /// The cgroup host-local access applies to: run clients in it.
+    pub fn cgroup(&self) -> &Cgroup {
+        &self.cgroup
+    }
+
     fn command(&self) -> Command {
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--net={}", self.ns_path.display()))
@@ -117,6 +126,7 @@ impl Agent {
             .env("NETD_SOCKET", self.socket())
             .env("NETD_STATE_DIR", self.state_dir())
             .env("NETD_BPFFS", self.bpffs())
+            .env("NETD_CGROUP", self.cgroup.path())
             .env_remove("RUST_LOG");
         cmd
     }

@@ -93,6 +93,8 @@ pub fn config() -> DatapathConfig {
         nat_port_min: 61000,
         nat_port_max: 61000,
         flags: 0,
+        _pad2: 0,
+        netns_cookie: 0,
     }
 }
 

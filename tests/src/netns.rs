@@ -356,3 +356,65 @@ impl Drop for BpfFs {
         let _ = fs::remove_dir(&self.path);
     }
 }
+
+/// A child cgroup v2 made for a test, under the hierarchy's root: the only
+/// kind of cgroup tests attach socket programs to. Processes moved into it
+/// are killed, and it is removed, on drop.
+#[derive(Debug)]
+pub struct Cgroup {
+    path: PathBuf,
+}
+
+impl Cgroup {
+    pub fn new() -> Self {
+        let root = netd::agent::config::cgroup2_root().expect("a cgroup2 hierarchy");
+        let path = root.join(unique_name("cg"));
+        fs::create_dir(&path).unwrap_or_else(|e| panic!("creating cgroup {}: {e}", path.display()));
+        Self { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A shell command line that runs `script` inside this cgroup.
+    pub fn wrap(&self, script: &str) -> String {
+        format!("echo $$ > {}/cgroup.procs && {script}", self.path.display())
+    }
+
+    fn pids(&self) -> Vec<i32> {
+        fs::read_to_string(self.path.join("cgroup.procs"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    }
+}
+
+impl Default for Cgroup {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        for pid in self.pids() {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match fs::remove_dir(&self.path) {
+                Ok(()) => return,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => return,
+                Err(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+                Err(err) => {
+                    if !thread::panicking() {
+                        panic!("removing cgroup {}: {err}", self.path.display());
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -38,6 +38,7 @@ struct Demo {
     children: Vec<Child>,
     dir: PathBuf,
     bpffs: Option<PathBuf>,
+    cgroup: Option<PathBuf>,
 }
 
 impl Demo {
@@ -51,6 +52,7 @@ impl Demo {
             children: Vec::new(),
             dir,
             bpffs: None,
+            cgroup: None,
         })
     }
 
@@ -107,9 +109,27 @@ impl Drop for Demo {
         if let Some(bpffs) = &self.bpffs {
             let _ = Command::new("umount").arg(bpffs).status();
         }
+        if let Some(cgroup) = &self.cgroup {
+            // Its processes were the demo's own children, stopped above.
+            let _ = fs::remove_dir(cgroup);
+        }
         let _ = fs::remove_dir_all(&self.dir);
         eprintln!("demo: removed namespaces {}", self.namespaces.join(", "));
     }
+}
+
+/// The root of the cgroup2 hierarchy.
+fn cgroup2_root() -> anyhow::Result<PathBuf> {
+    let mounts = fs::read_to_string("/proc/self/mountinfo")?;
+    mounts
+        .lines()
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let dash = fields.iter().position(|f| *f == "-")?;
+            (fields.get(dash + 1) == Some(&"cgroup2") && fields.get(3) == Some(&"/"))
+                .then(|| PathBuf::from(fields[4]))
+        })
+        .ok_or_else(|| anyhow::anyhow!("no cgroup2 hierarchy is mounted"))
 }
 
 fn step(text: &str) {
@@ -153,13 +173,19 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     cmd::run(Command::new("mount").args(["-t", "bpf", "bpf"]).arg(&bpffs))?;
     demo.bpffs = Some(bpffs.clone());
     let pins = bpffs.join("netd");
+    // A cgroup of the demo's own for host-local access: socket hooks never
+    // go on the machine's root cgroup.
+    let cgroup = cgroup2_root()?.join(&demo.prefix);
+    fs::create_dir(&cgroup)?;
+    demo.cgroup = Some(cgroup.clone());
 
     step("netd agent in the host namespace (uplink up0, bridge netd0, subnet 172.30.0.0/16)");
     let dir = demo.dir.clone();
     let netd_env = |cmd: &mut Command| {
         cmd.env("NETD_SOCKET", dir.join("netd.sock"))
             .env("NETD_STATE_DIR", dir.join("state"))
-            .env("NETD_BPFFS", &pins);
+            .env("NETD_BPFFS", &pins)
+            .env("NETD_CGROUP", &cgroup);
     };
     let mut agent = demo.in_ns("host", netd.to_str().unwrap_or("netd"));
     agent.args(["agent", "--subnet", "172.30.0.0/16", "--uplink", "up0"]);
@@ -217,6 +243,27 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         bail!("curl failed: {}", String::from_utf8_lossy(&page.stderr));
     }
     print!("{}", String::from_utf8_lossy(&page.stdout));
+
+    step(
+        "a host process (in the demo's cgroup) uses the same port, no proxy: curl http://127.0.0.1:8080/ and [::1]",
+    );
+    for url in ["http://127.0.0.1:8080/", "http://[::1]:8080/"] {
+        let page = demo
+            .in_ns("host", "sh")
+            .arg("-c")
+            .arg(format!(
+                "echo $$ > {}/cgroup.procs && exec curl -sS -m 5 -g '{url}'",
+                cgroup.display()
+            ))
+            .output()?;
+        if !page.status.success() {
+            bail!(
+                "curl {url} failed: {}",
+                String::from_utf8_lossy(&page.stderr)
+            );
+        }
+        print!("{url}: {}", String::from_utf8_lossy(&page.stdout));
+    }
 
     step("the container reaches the outside, masqueraded: curl from ctr to a server in out");
     let outside = demo.dir.join("outside");

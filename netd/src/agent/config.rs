@@ -97,6 +97,15 @@ pub struct Flags {
         value_name = "STATE=SECONDS"
     )]
     pub ct_timeouts: Vec<String>,
+    /// The cgroup v2 whose processes reach published ports through the
+    /// host's addresses (127.0.0.1, [::1], any local address) by socket-level
+    /// translation, or `none` [default: the root of the cgroup2 hierarchy]
+    #[arg(long, env = "NETD_CGROUP")]
+    pub cgroup: Option<PathBuf>,
+    /// Refuse host processes binding a published port (EADDRINUSE) instead
+    /// of letting them shadow it.
+    #[arg(long, env = "NETD_PROTECT_PORTS")]
+    pub protect_ports: bool,
 }
 
 /// What the agent runs with, once flags, saved state and the namespace
@@ -115,6 +124,24 @@ pub struct Config {
     pub ct_timeouts: netd_common::ct::Timeouts,
     pub masquerade_address: Option<Ipv4Addr>,
     pub masquerade_ports: (u16, u16),
+    /// Where the socket programs attach; `None`: host-local access off (no
+    /// cgroup2 here).
+    pub cgroup: Option<PathBuf>,
+    pub protect_ports: bool,
+}
+
+/// The root of the cgroup2 hierarchy, from /proc/self/mountinfo.
+pub fn cgroup2_root() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mounts.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let dash = fields.iter().position(|f| *f == "-")?;
+        // Field 4 is the mount's root inside the filesystem: "/" for the
+        // hierarchy's root.
+        let point = fields.get(4)?;
+        (fields.get(dash + 1) == Some(&"cgroup2") && fields.get(3) == Some(&"/"))
+            .then(|| PathBuf::from(point))
+    })
 }
 
 /// The network settings that `-o` options give.
@@ -412,6 +439,17 @@ impl Config {
             ct_timeouts,
             masquerade_address: flags.masquerade_address,
             masquerade_ports,
+            cgroup: match &flags.cgroup {
+                Some(path) if path.as_os_str() == "none" => None,
+                Some(path) => {
+                    if !path.join("cgroup.procs").exists() {
+                        return Err(AgentError::NotACgroup(path.clone()));
+                    }
+                    Some(path.clone())
+                }
+                None => cgroup2_root(),
+            },
+            protect_ports: flags.protect_ports,
         })
     }
 }

@@ -9,7 +9,10 @@ use std::{
 
 use netd_common::{
     drop,
-    endpoint::{DatapathConfig, EndpointInfo, NET_INTERNAL, NET_NO_ICC, NET_NO_MASQUERADE},
+    endpoint::{
+        DatapathConfig, EndpointInfo, NET_INTERNAL, NET_NO_ICC, NET_NO_MASQUERADE,
+        NET_PROTECT_PORTS,
+    },
     stats::hook,
 };
 use tracing::{info, warn};
@@ -18,10 +21,40 @@ use super::{Agent, error::AgentError, ports, state::EndpointState};
 use crate::{
     api,
     datapath::{
-        ENDPOINT_TC, UPLINK_TC,
+        ENDPOINT_TC, SOCKET_PROGRAMS, UPLINK_TC,
         conntrack::{self, Collect},
     },
 };
+
+/// The cookie of the calling thread's network namespace: what the socket
+/// programs compare a socket's namespace with.
+fn netns_cookie() -> std::io::Result<u64> {
+    use std::os::fd::AsRawFd as _;
+    // Unbound: a namespace whose loopback is down has no address to bind.
+    let socket = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(std::io::Error::from)?;
+    let mut cookie = 0u64;
+    let mut len = size_of::<u64>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cookie`.
+    let ret = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NETNS_COOKIE,
+            (&raw mut cookie).cast(),
+            &mut len,
+        )
+    };
+    if ret != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(cookie)
+}
 
 /// What one garbage collection removed, in flows.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -67,12 +100,32 @@ impl Agent {
             nat_port_max: self.config.masquerade_ports.1,
             flags: if net.icc { 0 } else { NET_NO_ICC }
                 | if net.masquerade { 0 } else { NET_NO_MASQUERADE }
-                | if net.internal { NET_INTERNAL } else { 0 },
+                | if net.internal { NET_INTERNAL } else { 0 }
+                | if self.config.protect_ports {
+                    NET_PROTECT_PORTS
+                } else {
+                    0
+                },
+            _pad2: 0,
+            netns_cookie: netns_cookie().map_err(|source| AgentError::Io {
+                what: "reading this namespace's cookie (SO_NETNS_COOKIE, kernel >= 5.14)"
+                    .to_owned(),
+                source,
+            })?,
         };
         self.datapath.maps().set_config(&config)?;
+        let mut wanted_pins = BTreeSet::new();
+        match self.config.cgroup.clone() {
+            Some(cgroup) => {
+                self.datapath.attach_cgroup(&cgroup)?;
+                wanted_pins.extend(SOCKET_PROGRAMS.iter().map(|p| format!("cgroup-{p}")));
+            }
+            None => warn!(
+                "no cgroup (--cgroup none, or no cgroup2 hierarchy): host-local access to published ports is off"
+            ),
+        }
 
         let uplinks = self.config.uplinks.clone();
-        let mut wanted_pins = BTreeSet::new();
         for uplink in &uplinks {
             let pin = uplink_pin("tc", uplink);
             self.datapath.attach_tc(UPLINK_TC, uplink, &pin)?;

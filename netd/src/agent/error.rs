@@ -119,6 +119,8 @@ pub enum AgentError {
     },
     #[error("invalid --masquerade-ports {0:?}: expected FIRST-LAST within 1-65535")]
     MasqueradePorts(String),
+    #[error("--cgroup {0} is not a cgroup v2 directory")]
+    NotACgroup(PathBuf),
     #[error("{port} is already published by endpoint {holder} ({display})")]
     PortTaken {
         port: String,
@@ -192,7 +194,8 @@ impl AgentError {
             | Self::InternalNetwork
             | Self::UnknownOption(_)
             | Self::OptionValue { .. }
-            | Self::MasqueradePorts(_) => ErrorKind::InvalidArgument,
+            | Self::MasqueradePorts(_)
+            | Self::NotACgroup(_) => ErrorKind::InvalidArgument,
             Self::PortTaken { .. } | Self::PortInUse { .. } => ErrorKind::Conflict,
             Self::NoEphemeralPorts { .. } | Self::TooManyMappings(_) => ErrorKind::Exhausted,
             Self::Datapath(_) => ErrorKind::Internal,

@@ -104,6 +104,7 @@ impl Agent {
             bpffs: config.bpffs.clone(),
             xdp: config.xdp,
             ct_max: config.ct_max,
+            sockets: config.cgroup.is_some(),
         })?;
         let bridge_index = ensure_bridge(&nl, &state.network).await?;
         enable_forwarding()?;

@@ -46,6 +46,19 @@ use crate::error::DatapathError;
 pub const UPLINK_TC: &str = "netd_uplink_tc";
 pub const UPLINK_XDP: &str = "netd_uplink_xdp";
 pub const ENDPOINT_TC: &str = "netd_endpoint_tc";
+/// The cgroup socket-address programs of host-local access.
+pub const SOCKET_PROGRAMS: [&str; 10] = [
+    "netd_connect4",
+    "netd_sendmsg4",
+    "netd_recvmsg4",
+    "netd_getpeername4",
+    "netd_connect6",
+    "netd_sendmsg6",
+    "netd_recvmsg6",
+    "netd_getpeername6",
+    "netd_bind4",
+    "netd_bind6",
+];
 
 /// `BPF_FS_MAGIC` from linux/magic.h.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -59,6 +72,8 @@ pub struct Options {
     pub xdp: bool,
     /// Conntrack entries (both directions of a flow count).
     pub ct_max: u32,
+    /// Also load the cgroup socket programs (host-local access).
+    pub sockets: bool,
 }
 
 /// The expected key and value sizes of each pinned map, to detect pins
@@ -78,6 +93,10 @@ fn expected_layout(name: &str) -> Option<(u32, u32)> {
         names::CONFIG => sizes(4, size_of::<DatapathConfig>()),
         names::VETHS => sizes(4, size_of::<netd_common::endpoint::VethInfo>()),
         names::UPLINKS => sizes(4, size_of::<netd_common::endpoint::UplinkInfo>()),
+        names::SOCK_REVNAT => sizes(
+            size_of::<netd_common::ports::SockRevKey>(),
+            size_of::<netd_common::ports::SockRevValue>(),
+        ),
         _ => None,
     }
 }
@@ -260,6 +279,9 @@ impl Datapath {
         if options.xdp {
             programs.push(UPLINK_XDP);
         }
+        if options.sockets {
+            programs.extend(SOCKET_PROGRAMS);
+        }
         for name in programs {
             let program = ebpf
                 .program_mut(name)
@@ -267,6 +289,7 @@ impl Datapath {
             match program {
                 aya::programs::Program::SchedClassifier(p) => p.load()?,
                 aya::programs::Program::Xdp(p) => p.load()?,
+                aya::programs::Program::CgroupSockAddr(p) => p.load()?,
                 _ => return Err(DatapathError::MissingProgram(name)),
             }
         }
@@ -319,6 +342,50 @@ impl Datapath {
             .ok_or(DatapathError::MissingProgram(UPLINK_XDP))?
             .try_into()?;
         attach_pinned(prog, UPLINK_XDP, interface, &path)
+    }
+
+    /// Attaches the socket programs to the cgroup v2 at `cgroup`, through
+    /// links pinned as `cgroup-<program>`. Each new link is made (cgroup
+    /// links coexist) before the old pin goes, so connects are translated
+    /// throughout an agent restart.
+    pub fn attach_cgroup(&mut self, cgroup: &Path) -> Result<(), DatapathError> {
+        let dir = fs::File::open(cgroup).map_err(|source| DatapathError::Io {
+            what: format!("opening cgroup {}", cgroup.display()),
+            source,
+        })?;
+        for program in SOCKET_PROGRAMS {
+            let path = self.link_pin(&format!("cgroup-{program}"));
+            let prog: &mut aya::programs::CgroupSockAddr = self
+                .ebpf
+                .program_mut(program)
+                .ok_or(DatapathError::MissingProgram(program))?
+                .try_into()?;
+            let attach = |source| DatapathError::Attach {
+                program,
+                interface: cgroup.display().to_string(),
+                source,
+            };
+            // Mode "single" is what BPF links ask for: cgroup links always
+            // coexist (link_create refuses BPF_F_ALLOW_MULTI).
+            let id = prog
+                .attach(&dir, aya::programs::links::CgroupAttachMode::Single)
+                .map_err(attach)?;
+            let link =
+                FdLink::try_from(prog.take_link(id)?).map_err(|_| DatapathError::NotPinnable {
+                    program,
+                    interface: cgroup.display().to_string(),
+                })?;
+            let replaced = path.exists();
+            let _ = fs::remove_file(&path);
+            link.pin(&path)
+                .map_err(|source| DatapathError::Pin { path, source })?;
+            if replaced {
+                info!(program, cgroup = %cgroup.display(), "replaced the cgroup link");
+            } else {
+                info!(program, cgroup = %cgroup.display(), "attached");
+            }
+        }
+        Ok(())
     }
 
     /// Detaches the link pinned as `pin`; absent is fine.
