@@ -76,9 +76,10 @@ fn route(ctx: &TcContext, flow: &Flow) -> (i64, bpf_fib_lookup) {
     params.l4_protocol = flow.proto;
     params.sport = u16::from_ne_bytes(flow.sport);
     params.dport = u16::from_ne_bytes(flow.dport);
-    // tot_len is in host byte order, unlike everything around it.
-    params.__bindgen_anon_1.tot_len =
-        (ctx.len() as usize).saturating_sub(crate::parse::ETH_HLEN) as u16;
+    // tot_len stays 0: the kernel then checks the skb itself against the
+    // egress MTU, which knows GSO (a 64 KiB TCP super-packet leaves as
+    // MTU-sized segments). A tot_len of the skb's length would fail every
+    // such packet with FRAG_NEEDED.
     // SAFETY: the context's skb pointer is valid for the program's life.
     params.ifindex = unsafe { (*ctx.skb.skb).ingress_ifindex };
     params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(flow.saddr);

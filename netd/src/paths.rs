@@ -13,5 +13,7 @@ pub const NETNS_DIR: &str = "/run/netns";
 
 /// The state file inside the state directory.
 pub const STATE_FILE: &str = "state.json";
+/// Port changes since `state.json` was written (see `agent::state`).
+pub const JOURNAL_FILE: &str = "state.journal";
 /// The lock file inside the state directory: one agent per state.
 pub const LOCK_FILE: &str = "agent.lock";

@@ -8,9 +8,9 @@
 use std::time::Duration;
 
 use aya::{
-    Ebpf, EbpfLoader, Pod,
+    Ebpf, EbpfError, EbpfLoader, Pod,
     maps::{MapData, PerCpuArray},
-    programs::{Program, SchedClassifier, TestRun as _, TestRunOptions, Xdp},
+    programs::{Program, ProgramError, SchedClassifier, TestRun as _, TestRunOptions, Xdp},
 };
 
 /// Room for the program to grow the packet (encapsulation, adjust_head).
@@ -28,6 +28,13 @@ pub struct Run {
     pub duration: Duration,
 }
 
+/// The kind of hook a program is written for, for [`Bpf::try_run`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    Tc,
+    Xdp,
+}
+
 pub struct Bpf {
     ebpf: Ebpf,
 }
@@ -40,6 +47,16 @@ impl Bpf {
             .load(netd::ebpf::object())
             .unwrap_or_else(|e| panic!("loading netd's eBPF object: {e:?}"));
         Self { ebpf }
+    }
+
+    /// [`Bpf::load`] with room for `ct_max` entries in the conntrack table
+    /// (`NETD_CT`), as `netd agent --ct-max` sizes it; the kernel's refusal
+    /// (a table too large for the memory) is returned, not a panic.
+    pub fn load_with_ct_max(ct_max: u32) -> Result<Self, EbpfError> {
+        let ebpf = EbpfLoader::new()
+            .map_max_entries(netd_common::map_names::CT, ct_max)
+            .load(netd::ebpf::object())?;
+        Ok(Self { ebpf })
     }
 
     fn program(&mut self, name: &str) -> &mut Program {
@@ -85,11 +102,7 @@ impl Bpf {
     /// that FIB lookups have an input device.
     pub fn run_tc_on(&mut self, name: &str, frame: &[u8], ifindex: u32) -> Run {
         let prog = self.tc(name);
-        // struct __sk_buff: ingress_ifindex at offset 36, ifindex at 40;
-        // everything else must be zero.
-        let mut ctx = [0u8; 192];
-        ctx[36..40].copy_from_slice(&ifindex.to_ne_bytes());
-        ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+        let ctx = tc_ctx_on(ifindex);
         run(|opts| prog.test_run(opts), frame, 1, Some(&ctx))
     }
 
@@ -108,6 +121,51 @@ impl Bpf {
     pub fn time_tc(&mut self, name: &str, frame: &[u8], repeat: u32) -> Run {
         let prog = self.tc(name);
         run(|opts| prog.test_run(opts), frame, repeat, None)
+    }
+
+    /// Runs TC program `name` `repeat` times on `frame` as if it had
+    /// arrived on interface `ifindex` (see [`Bpf::run_tc_on`]), for timing.
+    pub fn time_tc_on(&mut self, name: &str, frame: &[u8], ifindex: u32, repeat: u32) -> Run {
+        self.try_run(Hook::Tc, name, frame, Some(ifindex), repeat)
+            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN: {e:?}"))
+    }
+
+    /// Runs XDP program `name` `repeat` times on `frame` (for timing).
+    pub fn time_xdp(&mut self, name: &str, frame: &[u8], repeat: u32) -> Run {
+        let prog = self.xdp(name);
+        run(|opts| prog.test_run(opts), frame, repeat, None)
+    }
+
+    /// Runs program `name` of `hook` `repeat` times on `frame`, for TC as
+    /// if it had arrived on `ifindex` when given (see [`Bpf::run_tc_on`];
+    /// XDP takes no interface). The kernel runs every repetition on the
+    /// same buffer, so a program that rewrites the packet sees its own
+    /// output from the second repetition on. A failing `BPF_PROG_TEST_RUN`
+    /// is returned, not a panic.
+    pub fn try_run(
+        &mut self,
+        hook: Hook,
+        name: &str,
+        frame: &[u8],
+        ifindex: Option<u32>,
+        repeat: u32,
+    ) -> Result<Run, ProgramError> {
+        match hook {
+            Hook::Tc => {
+                let ctx = ifindex.map(tc_ctx_on);
+                let prog = self.tc(name);
+                try_run(
+                    |opts| prog.test_run(opts),
+                    frame,
+                    repeat,
+                    ctx.as_ref().map(|c| &c[..]),
+                )
+            }
+            Hook::Xdp => {
+                let prog = self.xdp(name);
+                try_run(|opts| prog.test_run(opts), frame, repeat, None)
+            }
+        }
     }
 
     /// The map `name`, for reading and seeding.
@@ -134,25 +192,42 @@ impl Bpf {
     }
 }
 
+/// A `struct __sk_buff` for a packet that arrived on `ifindex`:
+/// `ingress_ifindex` at offset 36, `ifindex` at 40, everything else zero
+/// (as the kernel requires).
+fn tc_ctx_on(ifindex: u32) -> [u8; 192] {
+    let mut ctx = [0u8; 192];
+    ctx[36..40].copy_from_slice(&ifindex.to_ne_bytes());
+    ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+    ctx
+}
+
 fn run(
-    test_run: impl FnOnce(
-        TestRunOptions<'_>,
-    ) -> Result<aya::programs::TestRunResult, aya::programs::ProgramError>,
+    test_run: impl FnOnce(TestRunOptions<'_>) -> Result<aya::programs::TestRunResult, ProgramError>,
     frame: &[u8],
     repeat: u32,
     ctx_in: Option<&[u8]>,
 ) -> Run {
+    try_run(test_run, frame, repeat, ctx_in).unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN: {e:?}"))
+}
+
+fn try_run(
+    test_run: impl FnOnce(TestRunOptions<'_>) -> Result<aya::programs::TestRunResult, ProgramError>,
+    frame: &[u8],
+    repeat: u32,
+    ctx_in: Option<&[u8]>,
+) -> Result<Run, ProgramError> {
     let mut out = vec![0u8; frame.len() + HEADROOM];
     let mut opts = TestRunOptions::new();
     opts.data_in = Some(frame);
     opts.data_out = Some(&mut out);
     opts.repeat = repeat;
     opts.ctx_in = ctx_in;
-    let result = test_run(opts).unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN: {e:?}"));
+    let result = test_run(opts)?;
     out.truncate(result.data_size_out as usize);
-    Run {
+    Ok(Run {
         verdict: result.return_value as i32,
         data: out,
         duration: result.duration,
-    }
+    })
 }

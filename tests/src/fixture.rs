@@ -5,6 +5,7 @@
 
 use std::{collections::BTreeSet, net::Ipv4Addr};
 
+use anyhow::Context as _;
 use netd::datapath::{Maps, PortRule};
 use netd_common::{
     ct::{CtEntry, CtKey},
@@ -101,11 +102,27 @@ pub fn config() -> DatapathConfig {
 /// The datapath with the network, its two containers behind host veths
 /// `ifindexes`, both local addresses and the rules.
 pub fn fixture_on(ifindexes: (u32, u32)) -> Bpf {
-    let mut bpf = Bpf::load();
+    fixture_on_with(ifindexes, None, &rules()).expect("the fixture")
+}
+
+/// [`fixture_on`] with `rules` instead of [`rules`] and, when `ct_max` is
+/// given, a conntrack table of that many entries (else the object's
+/// default); errors are returned, not panics (a large table may not fit).
+pub fn fixture_on_with(
+    ifindexes: (u32, u32),
+    ct_max: Option<u32>,
+    rules: &[PortRule],
+) -> anyhow::Result<Bpf> {
+    let mut bpf = match ct_max {
+        Some(ct_max) => Bpf::load_with_ct_max(ct_max).with_context(|| {
+            format!("loading netd's eBPF object with {ct_max} conntrack entries")
+        })?,
+        None => Bpf::load(),
+    };
     let mut maps = Maps::new(bpf.ebpf_mut());
-    maps.set_config(&config()).expect("config");
+    maps.set_config(&config()).context("config")?;
     maps.sync_local_addrs(&BTreeSet::from([HOST, HOST2, GATEWAY]))
-        .expect("local addresses");
+        .context("local addresses")?;
     for (ip, mac, ifindex) in [(CTR, CTR_MAC, ifindexes.0), (CTR2, CTR2_MAC, ifindexes.1)] {
         maps.set_endpoint(
             ip,
@@ -115,13 +132,14 @@ pub fn fixture_on(ifindexes: (u32, u32)) -> Bpf {
                 _pad: [0; 2],
             },
         )
-        .expect("endpoint");
-        maps.set_veth(ifindex, ip, mac).expect("veth");
+        .context("endpoint")?;
+        maps.set_veth(ifindex, ip, mac).context("veth")?;
     }
-    for rule in rules() {
-        maps.install(&rule, true).expect("rule");
+    for rule in rules {
+        maps.install(rule, true)
+            .with_context(|| format!("rule {rule:?}"))?;
     }
-    bpf
+    Ok(bpf)
 }
 
 /// [`fixture_on`] with made-up ifindexes (for programs that do not route).
@@ -245,11 +263,18 @@ impl Routed {
     /// The fixture with the containers behind `hv1` and `hv2`, and `up0`
     /// as the uplink masquerade uses (address 10.250.0.1).
     pub fn fixture(&self) -> Bpf {
-        let mut bpf = fixture_on((self.hv1, self.hv2));
+        self.fixture_with(None, &rules())
+            .expect("the routed fixture")
+    }
+
+    /// [`Routed::fixture`] with `rules` and a conntrack table of `ct_max`
+    /// entries, as [`fixture_on_with`].
+    pub fn fixture_with(&self, ct_max: Option<u32>, rules: &[PortRule]) -> anyhow::Result<Bpf> {
+        let mut bpf = fixture_on_with((self.hv1, self.hv2), ct_max, rules)?;
         Maps::new(bpf.ebpf_mut())
             .sync_uplinks(&std::collections::BTreeMap::from([(self.up0, HOST)]))
-            .expect("uplinks");
-        bpf
+            .context("uplinks")?;
+        Ok(bpf)
     }
 }
 

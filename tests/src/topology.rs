@@ -217,3 +217,36 @@ pub fn mac_of(ns: &Netns, link: &str) -> String {
         serde_json::from_str(&ns.ip(&format!("-j link show {link}"))).expect("ip -j link");
     json[0]["address"].as_str().expect("address").to_owned()
 }
+
+/// A TCP server on `port` in `ns` that reads each connection to its end
+/// and answers with the number of bytes it read.
+pub fn byte_counter(ns: &Netns, port: u16) -> Process {
+    let script = format!(
+        "import socket\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1); s.bind(('0.0.0.0',{port})); s.listen(8)\nwhile True:\n c,_=s.accept(); n=0\n while True:\n  d=c.recv(1<<20)\n  if not d: break\n  n+=len(d)\n c.sendall(str(n).encode()); c.close()\n"
+    );
+    let process = ns.spawn(&format!("python3 -c \"{script}\""));
+    wait_listening(ns, port, false);
+    process
+}
+
+/// Sends `bytes` bytes from `ns` to `addr:port` in one TCP stream and
+/// returns what the peer says it read (see [`byte_counter`]).
+pub fn send_bytes(ns: &Netns, addr: &str, port: u16, bytes: usize) -> Option<u64> {
+    let script = format!(
+        "import socket\ns=socket.create_connection(('{addr}',{port}),timeout=10)\nbuf=bytes(1<<20)\nleft={bytes}\nwhile left>0:\n n=min(left,len(buf)); s.sendall(buf[:n]); left-=n\ns.shutdown(socket.SHUT_WR)\nprint(s.recv(64).decode())\n"
+    );
+    let out = ns.try_sh(&format!("python3 -c \"{script}\""));
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+/// Downloads `url` from `ns` with curl; the number of bytes received, or
+/// `None` if it failed.
+pub fn download_size(ns: &Netns, url: &str) -> Option<u64> {
+    let out = ns.try_sh(&format!(
+        "curl -sS -m 20 -o /dev/null -w '%{{size_download}}' {url}"
+    ));
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
+        .flatten()
+}

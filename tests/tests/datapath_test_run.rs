@@ -418,3 +418,56 @@ fn endpoint_tc_reverse_nat_exact_bytes() {
     );
     assert_eq!(drops(&mut bpf, drop::SOURCE_IN_NETWORK), 1);
 }
+
+/// The agent reads and prunes conntrack in batches (thousands of entries a
+/// system call): every entry comes back exactly once, and deleting skips
+/// keys that are already gone.
+#[test]
+fn conntrack_batch_walk_and_delete() {
+    require_root!();
+    let mut bpf = fixture();
+    let mut maps = Maps::new(bpf.ebpf_mut());
+    // More than one batch, and more than one bucket's worth per batch.
+    let keys: Vec<CtKey> = (0..10_000u32)
+        .map(|i| CtKey {
+            saddr_be: [10, 99, (i >> 8) as u8, i as u8],
+            daddr_be: HOST.octets(),
+            sport_be: ((i % 50_000) as u16 + 1024).to_be_bytes(),
+            dport_be: 8080u16.to_be_bytes(),
+            proto: TCP,
+            _pad: [0; 3],
+        })
+        .collect();
+    for (i, key) in keys.iter().enumerate() {
+        let entry = netd_common::ct::CtEntry {
+            packets: i as u64,
+            ..Default::default()
+        };
+        maps.ct_insert(key, &entry).expect("insert");
+    }
+    let mut seen = maps.ct_entries().expect("walk");
+    assert_eq!(seen.len(), keys.len(), "every entry once");
+    seen.sort_by_key(|(_, e)| e.packets);
+    for (i, (key, entry)) in seen.iter().enumerate() {
+        assert_eq!((key, entry.packets), (&keys[i], i as u64));
+    }
+
+    // Delete the even ones, with some keys twice and some never inserted
+    // in between.
+    let mut doomed: Vec<CtKey> = keys.iter().step_by(2).copied().collect();
+    doomed.insert(100, keys[0]);
+    doomed.insert(
+        5000,
+        CtKey {
+            proto: 99,
+            ..keys[1]
+        },
+    );
+    maps.ct_remove_all(&doomed).expect("delete");
+    let left = maps.ct_entries().expect("walk");
+    assert_eq!(left.len(), keys.len() / 2);
+    assert!(
+        left.iter().all(|(_, e)| e.packets % 2 == 1),
+        "only odd ones left"
+    );
+}

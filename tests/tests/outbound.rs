@@ -11,7 +11,10 @@ use std::{
 use netd_tests::{
     netns::Netns,
     require_root,
-    topology::{HOST_IP, HttpServer, OUT_IP, Topology, fetch, udp_echo, udp_query},
+    topology::{
+        HOST_IP, HttpServer, OUT_IP, Topology, byte_counter, download_size, fetch, send_bytes,
+        udp_echo, udp_query,
+    },
 };
 use serde_json::Value;
 
@@ -403,4 +406,39 @@ fn a_full_conntrack_refuses_new_flows_and_keeps_established_ones() {
             .all(|(i, l)| l == format!("ping{i}")),
         "in order, intact"
     );
+}
+
+/// Bulk streams, whose segments are far larger than the MTU (GSO/GRO), in
+/// every translated direction: the container uploading through masquerade,
+/// the outside downloading from a published port (reverse NAT), the
+/// container downloading (masquerade replies). Every byte arrives.
+#[test]
+fn bulk_tcp_through_masquerade_and_reverse_nat() {
+    require_root!();
+    const SIZE: usize = 32 << 20;
+    let t = Topology::new(&[]);
+    let c1 = t.container("c1", &[]);
+    let _counter = byte_counter(&t.out, 7000);
+    assert_eq!(
+        send_bytes(&c1, OUT_IP, 7000, SIZE),
+        Some(SIZE as u64),
+        "upload through masquerade"
+    );
+
+    let body = "x".repeat(SIZE);
+    let _inside = HttpServer::start(&c1, 80, &body);
+    t.agent.ok(&["publish", "8080:80", c1.name()]);
+    assert_eq!(
+        download_size(&t.out, &format!("http://{HOST_IP}:8080/")),
+        Some(SIZE as u64),
+        "download from the published port"
+    );
+
+    let _outside = HttpServer::start(&t.out, 80, &body);
+    assert_eq!(
+        download_size(&c1, &format!("http://{OUT_IP}/")),
+        Some(SIZE as u64),
+        "download through masquerade"
+    );
+    assert_eq!(drops(&t, "fib_lookup"), 0);
 }

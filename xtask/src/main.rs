@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: MIT OR GPL-2.0-only
 //! Developer tasks that cargo cannot do alone: installing the eBPF
-//! toolchain, the privileged test suite, the demo.
+//! toolchain, the privileged test suite, the demo, the benchmarks.
 //!
 //! Every task that needs a tool installs it first (see `setup`), so each
 //! command works on a fresh machine.
 
+mod bench;
 mod cmd;
 mod demo;
 mod leftovers;
@@ -30,6 +31,9 @@ enum Task {
     /// Run every check: fmt, clippy (userspace and eBPF), unit tests, the
     /// privileged BPF and namespace tests, and the leftover check.
     Test(test::Options),
+    /// Measure netd side by side with Docker's iptables rules, nftables,
+    /// docker-proxy and no NAT; results in target/bench.
+    Bench(bench::Options),
     /// Show netd's main job end to end, inside network namespaces it creates
     /// and removes.
     Demo(demo::Options),
@@ -41,6 +45,7 @@ fn main() -> ExitCode {
         Task::Setup => setup::run(),
         Task::Test(options) => test::run(&options),
         Task::Demo(options) => demo::run(&options),
+        Task::Bench(options) => bench::run(&options),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

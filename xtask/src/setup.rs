@@ -6,11 +6,15 @@
 //! time and its LLVM major must be at least the nightly rustc's (22 here);
 //! Debian bookworm ships llvm-22-dev through bookworm-security.
 
-use std::process::Command;
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::{Context as _, bail};
 
-use crate::cmd::{self, is_root, output};
+use crate::cmd::{self, is_root, output, workspace_root};
 
 /// Debian packages: the LLVM that bpf-linker links against, and the tools the
 /// tests and the demo drive.
@@ -128,4 +132,63 @@ fn bpf_linker() -> anyhow::Result<()> {
             .args(["--no-default-features", "--features", "llvm-22"]),
     )
     .context("installing bpf-linker")
+}
+
+/// Where Debian's docker.io installs docker-proxy.
+const DOCKER_PROXY: &str = "/usr/sbin/docker-proxy";
+
+/// docker-proxy, the peer of host-local access in the benchmarks: the
+/// installed one, else one unpacked from Debian's docker.io package into
+/// target/bench-tools. Installing docker.io itself would start dockerd on
+/// some machines, and dockerd rewrites the host's firewall: the benchmark
+/// needs only the proxy binary.
+pub fn docker_proxy() -> anyhow::Result<PathBuf> {
+    if Path::new(DOCKER_PROXY).exists() {
+        present(DOCKER_PROXY);
+        return Ok(DOCKER_PROXY.into());
+    }
+    let tools = workspace_root().join("target/bench-tools");
+    let unpacked = tools
+        .join("root")
+        .join(DOCKER_PROXY.trim_start_matches('/'));
+    if unpacked.exists() {
+        present(&unpacked.display().to_string());
+        return Ok(unpacked);
+    }
+    installing(
+        "docker-proxy",
+        "the benchmarks compare host-local access with it",
+    );
+    fs::create_dir_all(&tools)?;
+    let download = || {
+        cmd::run(
+            Command::new("apt-get")
+                .args(["download", "-q", "docker.io"])
+                .current_dir(&tools),
+        )
+    };
+    if download().is_err() {
+        // Stale package lists on a fresh machine.
+        cmd::run(Command::new("apt-get").args(["update", "-q"]))?;
+        download().context("downloading Debian's docker.io package")?;
+    }
+    let deb = fs::read_dir(&tools)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("docker.io_"))
+        })
+        .context("apt-get download left no docker.io package")?;
+    cmd::run(
+        Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(&deb)
+            .arg(tools.join("root")),
+    )?;
+    let _ = fs::remove_file(&deb);
+    if !unpacked.exists() {
+        bail!("docker.io's package holds no {DOCKER_PROXY}");
+    }
+    Ok(unpacked)
 }

@@ -7,6 +7,7 @@ use std::{fs, process::Command};
 use anyhow::bail;
 
 use crate::{
+    bench,
     cmd::{self, cargo, is_root, output, workspace_root},
     leftovers::{self, Snapshot},
     setup,
@@ -20,6 +21,10 @@ pub struct Options {
     /// Skip fmt and clippy (quicker iterations on tests).
     #[arg(long)]
     no_lint: bool,
+    /// Skip the quick benchmark (`cargo xtask bench --quick`) that otherwise
+    /// runs last, as root, when no filter is given.
+    #[arg(long)]
+    no_bench: bool,
     /// Run only tests whose names match these filters (passed to the runner).
     filters: Vec<String>,
 }
@@ -104,6 +109,14 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     }
     eprintln!("leftover check: nothing left behind");
     result?;
+    if privileged && options.filters.is_empty() && !options.no_bench {
+        // Speed regressions, as ratios measured side by side.
+        bench::run(&bench::Options {
+            quick: true,
+            no_setup: true,
+            ..bench::Options::default()
+        })?;
+    }
     if !privileged {
         eprintln!("*** privileged tests were SKIPPED (not root) ***");
     }

@@ -63,6 +63,8 @@ pub struct Collected {
     pub stale: usize,
     /// Not established, removed early to make room.
     pub early: usize,
+    /// Entries left in the table.
+    pub remaining: usize,
 }
 
 fn endpoint_pin(veth: &str) -> String {
@@ -321,13 +323,25 @@ impl Agent {
         }
         self.ct_refused = refused;
         self.nat_exhausted = exhausted;
-        if pressure || self.last_gc.elapsed() >= self.config.ct_gc_interval {
+        // A table more than half full is collected every tick: flows that
+        // come and go fast (a connection per request) must not fill it.
+        let interval = if self.ct_fill > self.config.ct_max as usize / 2 {
+            std::time::Duration::ZERO
+        } else {
+            self.config.ct_gc_interval
+        };
+        if pressure || self.last_gc.elapsed() >= interval {
             self.last_gc = std::time::Instant::now();
-            match self.collect_garbage(pressure) {
+            let collected = self.collect_garbage(pressure);
+            if let Ok(c) = &collected {
+                self.ct_fill = c.remaining;
+            }
+            match collected {
                 Ok(Collected {
                     expired: 0,
                     stale: 0,
                     early: 0,
+                    ..
                 }) => {}
                 Ok(c) => info!(
                     expired = c.expired,
@@ -357,6 +371,7 @@ impl Agent {
         let mut remaining = entries.len();
         let flows = conntrack::pair_up(entries);
         let mut collected = Collected::default();
+        let mut doomed = Vec::new();
         let mut kept = Vec::new();
         for flow in flows {
             match conntrack::collect(&flow, now, &self.config.ct_timeouts, |slot, generation| {
@@ -369,9 +384,7 @@ impl Agent {
                     continue;
                 }
             }
-            for key in flow.keys() {
-                self.datapath.maps().ct_remove(&key)?;
-            }
+            doomed.extend(flow.keys());
             remaining = remaining.saturating_sub(2);
         }
         let target = self.config.ct_max as usize / 5 * 4;
@@ -382,13 +395,13 @@ impl Agent {
                 if remaining <= target {
                     break;
                 }
-                for key in flow.keys() {
-                    self.datapath.maps().ct_remove(&key)?;
-                }
+                doomed.extend(flow.keys());
                 remaining = remaining.saturating_sub(2);
                 collected.early += 1;
             }
         }
+        self.datapath.maps().ct_remove_all(&doomed)?;
+        collected.remaining = remaining;
         Ok(collected)
     }
 
@@ -398,11 +411,12 @@ impl Agent {
         doomed: impl Fn((u32, u32)) -> bool,
     ) -> Result<(), AgentError> {
         let flows = conntrack::pair_up(self.datapath.maps().ct_entries()?);
-        for flow in flows.iter().filter(|f| f.mapping().is_some_and(&doomed)) {
-            for key in flow.keys() {
-                self.datapath.maps().ct_remove(&key)?;
-            }
-        }
+        let keys: Vec<_> = flows
+            .iter()
+            .filter(|f| f.mapping().is_some_and(&doomed))
+            .flat_map(|f| f.keys())
+            .collect();
+        self.datapath.maps().ct_remove_all(&keys)?;
         Ok(())
     }
 

@@ -69,6 +69,8 @@ pub struct Agent {
     /// The `ct_create` drop count at the last tick: when it grows, the
     /// table is full.
     ct_refused: u64,
+    /// Conntrack entries after the last garbage collection.
+    ct_fill: usize,
     /// The `nat_exhausted` drop count at the last tick.
     nat_exhausted: u64,
     /// Held for the agent's life: one agent per state directory.
@@ -79,7 +81,7 @@ impl Agent {
     /// Reconciles flags, saved state and the namespace; creates or adopts
     /// the bridge; finishes what a killed agent left half-done.
     pub async fn start(flags: &Flags) -> Result<Self, AgentError> {
-        let store = StateStore::new(&flags.state_dir);
+        let mut store = StateStore::new(&flags.state_dir);
         fs::create_dir_all(store.dir()).map_err(|source| AgentError::Io {
             what: format!("creating the state directory {}", store.dir().display()),
             source,
@@ -99,6 +101,7 @@ impl Agent {
             network: config.network.clone(),
             endpoints: BTreeMap::new(),
             next_generation: 1,
+            journal_seq: 0,
         });
         let datapath = Datapath::load(&DatapathOptions {
             bpffs: config.bpffs.clone(),
@@ -122,10 +125,11 @@ impl Agent {
             datapath,
             last_gc: std::time::Instant::now(),
             ct_refused: 0,
+            ct_fill: 0,
             nat_exhausted: 0,
             _lock: lock,
         };
-        agent.store.save(&agent.state)?;
+        agent.store.save(&mut agent.state)?;
         agent.recover().await?;
         agent.sync_datapath().await?;
         Ok(agent)
@@ -178,7 +182,7 @@ impl Agent {
 
     fn forget(&mut self, id: &str) -> Result<(), AgentError> {
         self.state.endpoints.remove(id);
-        self.store.save(&self.state)?;
+        self.store.save(&mut self.state)?;
         Ok(())
     }
 
@@ -385,7 +389,7 @@ impl Agent {
             ports: Vec::new(),
         };
         self.state.endpoints.insert(id.clone(), endpoint.clone());
-        self.store.save(&self.state)?;
+        self.store.save(&mut self.state)?;
         failpoint::hit("attach:recorded");
 
         let plumbed = match self.plumb(&endpoint, &ns).await {
@@ -400,7 +404,7 @@ impl Agent {
         let ready = self.state.endpoints.get_mut(&id).expect("recorded above");
         ready.phase = Phase::Ready;
         let ready = ready.clone();
-        self.store.save(&self.state)?;
+        self.store.save(&mut self.state)?;
         info!(endpoint = %ready.name, netns = %ready.netns.display(), ip = %ready.ip, veth = %ready.host_ifname, "attached");
         if !specs.is_empty()
             && let Err(err) = self.publish_specs(&id, &specs).await
@@ -510,7 +514,7 @@ impl Agent {
         let ep = self.state.endpoints.get_mut(id).expect("caller found it");
         ep.phase = Phase::Removing;
         let ep = ep.clone();
-        self.store.save(&self.state)?;
+        self.store.save(&mut self.state)?;
         failpoint::hit("detach:recorded");
         self.disconnect_endpoint(&ep)?;
         if let Some(link) = self.nl.link(&ep.host_ifname).await? {

@@ -34,7 +34,7 @@ impl Down {
         let report: DownReport = match ctx.client.post("/v1/down", &()).await {
             Ok(report) => report,
             Err(ClientError::Unreachable { .. }) => {
-                let store = StateStore::new(&self.state_dir);
+                let mut store = StateStore::new(&self.state_dir);
                 let state = store.load()?;
                 let nl = Netlink::connect()?;
                 agent::down(&nl, state.as_ref(), &store, &self.bpffs).await

@@ -24,6 +24,7 @@ use netd_common::{
     stats::{ProtoStats, hook},
 };
 
+use super::batch;
 use crate::error::DatapathError;
 
 /// One published mapping, as the datapath sees it.
@@ -86,6 +87,14 @@ impl<'a> Maps<'a> {
         self.ebpf
             .map_mut(name)
             .ok_or(DatapathError::MissingMap(name))
+    }
+
+    /// The map `name` itself, for what aya has no typed call for.
+    fn map_data(&mut self, name: &'static str) -> Result<&MapData, DatapathError> {
+        match self.map(name)? {
+            Map::HashMap(data) | Map::LruHashMap(data) => Ok(data),
+            _ => Err(DatapathError::MissingMap(name)),
+        }
     }
 
     fn ctx(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> DatapathError {
@@ -372,9 +381,20 @@ impl<'a> Maps<'a> {
         HashMap::try_from(self.map(names::CT)?).map_err(Self::ctx(names::CT))
     }
 
-    /// Every conntrack entry. Entries that vanish during the walk (LRU
-    /// eviction, the datapath deleting a stale flow) are skipped.
+    /// Every conntrack entry, read in batches where the kernel can. Entries
+    /// that vanish during the walk (the datapath deleting a stale flow) are
+    /// skipped.
     pub fn ct_entries(&mut self) -> Result<Vec<(CtKey, CtEntry)>, DatapathError> {
+        if let Some(entries) =
+            batch::lookup_all(self.map_data(names::CT)?.fd()).map_err(|source| {
+                DatapathError::Io {
+                    what: format!("reading {} in batches", names::CT),
+                    source,
+                }
+            })?
+        {
+            return Ok(entries);
+        }
         let map = self.ct_map()?;
         let mut entries = Vec::new();
         for entry in map.iter() {
@@ -385,6 +405,23 @@ impl<'a> Maps<'a> {
             }
         }
         Ok(entries)
+    }
+
+    /// Removes conntrack entries, in batches where the kernel can; absent
+    /// ones are fine.
+    pub fn ct_remove_all(&mut self, keys: &[CtKey]) -> Result<(), DatapathError> {
+        let batched = batch::delete(self.map_data(names::CT)?.fd(), keys).map_err(|source| {
+            DatapathError::Io {
+                what: format!("deleting from {} in batches", names::CT),
+                source,
+            }
+        })?;
+        if !batched {
+            for key in keys {
+                self.ct_remove(key)?;
+            }
+        }
+        Ok(())
     }
 
     pub fn ct_get(&mut self, key: &CtKey) -> Result<Option<CtEntry>, DatapathError> {

@@ -9,6 +9,7 @@
 //! entry lost) and swaps its freshly loaded programs into the pinned links
 //! atomically (BPF_LINK_UPDATE), so packets never stop being translated.
 
+mod batch;
 pub mod conntrack;
 mod logs;
 pub mod maps;

@@ -1,0 +1,146 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
+//! `BPF_MAP_LOOKUP_BATCH` and `BPF_MAP_DELETE_BATCH` on hash maps, which
+//! aya does not offer: the conntrack table is walked thousands of entries
+//! per system call instead of two calls per entry, so garbage collection
+//! of a table of hundreds of thousands of flows costs milliseconds, not a
+//! second of CPU.
+//!
+//! Batch operations exist since Linux 5.6; [`lookup_all`] returns `None`
+//! where they do not, and the caller walks the map the slow way.
+
+use std::{
+    io,
+    mem::{MaybeUninit, size_of},
+    os::fd::{AsFd, AsRawFd as _},
+};
+
+use aya::Pod;
+
+/// `enum bpf_cmd` (include/uapi/linux/bpf.h).
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
+/// Entries asked for per call.
+const CHUNK: usize = 4096;
+
+/// The `batch` member of `union bpf_attr`. The kernel accepts an attr
+/// shorter than the whole union and treats the rest as zero.
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+fn bpf(cmd: libc::c_long, attr: &mut BatchAttr) -> io::Result<()> {
+    // SAFETY: `attr` is a valid `bpf_attr.batch` whose pointers the caller
+    // made valid for `count` keys and values.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut BatchAttr,
+            size_of::<BatchAttr>() as libc::c_uint,
+        )
+    };
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Every entry of the hash map `map`, or `None` if the kernel has no batch
+/// operations. Concurrent updates may be seen or not, as with any walk.
+pub fn lookup_all<K: Pod, V: Pod>(map: impl AsFd) -> io::Result<Option<Vec<(K, V)>>> {
+    let fd = map.as_fd().as_raw_fd() as u32;
+    let mut out = Vec::new();
+    let mut chunk = CHUNK;
+    let mut keys: Vec<MaybeUninit<K>> = Vec::with_capacity(chunk);
+    let mut values: Vec<MaybeUninit<V>> = Vec::with_capacity(chunk);
+    // Hash maps use a bucket index as the batch token.
+    let mut token_in: u32 = 0;
+    let mut token_out: u32 = 0;
+    let mut first = true;
+    loop {
+        let mut attr = BatchAttr {
+            in_batch: if first { 0 } else { &raw const token_in as u64 },
+            out_batch: &raw mut token_out as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: chunk as u32,
+            map_fd: fd,
+            ..BatchAttr::default()
+        };
+        let result = bpf(BPF_MAP_LOOKUP_BATCH, &mut attr);
+        let done = match result {
+            Ok(()) => false,
+            // The last batch: `count` holds what it returned.
+            Err(err) if err.raw_os_error() == Some(libc::ENOENT) => true,
+            Err(err) if first && is_unsupported(&err) => return Ok(None),
+            // A bucket larger than the chunk: ask again with more room.
+            Err(err) if err.raw_os_error() == Some(libc::ENOSPC) => {
+                chunk *= 2;
+                keys = Vec::with_capacity(chunk);
+                values = Vec::with_capacity(chunk);
+                continue;
+            }
+            Err(err) => return Err(err),
+        };
+        let count = attr.count as usize;
+        // SAFETY: the kernel wrote `count` keys and values.
+        out.extend((0..count).map(|i| unsafe {
+            (
+                keys.as_ptr().add(i).read().assume_init(),
+                values.as_ptr().add(i).read().assume_init(),
+            )
+        }));
+        if done {
+            return Ok(Some(out));
+        }
+        token_in = token_out;
+        first = false;
+    }
+}
+
+/// Deletes `keys` from the hash map `map`; keys already gone are fine.
+/// Returns `false` if the kernel has no batch operations (nothing was
+/// deleted then).
+pub fn delete<K: Pod>(map: impl AsFd, keys: &[K]) -> io::Result<bool> {
+    let fd = map.as_fd().as_raw_fd() as u32;
+    let mut rest = keys;
+    while !rest.is_empty() {
+        let chunk = &rest[..rest.len().min(CHUNK)];
+        let mut attr = BatchAttr {
+            keys: chunk.as_ptr() as u64,
+            count: chunk.len() as u32,
+            map_fd: fd,
+            ..BatchAttr::default()
+        };
+        let deleted = match bpf(BPF_MAP_DELETE_BATCH, &mut attr) {
+            Ok(()) => chunk.len(),
+            // The kernel stops at a missing key; `count` says how many went
+            // before it. Skip it and go on.
+            Err(err) if err.raw_os_error() == Some(libc::ENOENT) => attr.count as usize + 1,
+            Err(err) if rest.len() == keys.len() && is_unsupported(&err) => return Ok(false),
+            Err(err) => return Err(err),
+        };
+        rest = &rest[deleted.min(rest.len())..];
+    }
+    Ok(true)
+}
+
+/// The kernel's own ENOTSUPP, which some BPF paths let out.
+const KERNEL_ENOTSUPP: i32 = 524;
+
+fn is_unsupported(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EINVAL | libc::EOPNOTSUPP | KERNEL_ENOTSUPP)
+    )
+}
