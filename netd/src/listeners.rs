@@ -10,6 +10,7 @@
 //! (udp_diag is a module some kernels lack).
 
 use std::{
+    collections::BTreeSet,
     fs, io,
     net::{IpAddr, Ipv4Addr},
 };
@@ -106,8 +107,8 @@ pub fn parse(text: &str, proto: Proto, v6: bool) -> Vec<Listener> {
     listeners
 }
 
-/// Every bound socket in this thread's network namespace.
-pub fn current() -> Vec<Listener> {
+/// Every bound socket of `protos` in this thread's network namespace.
+pub fn current(protos: &BTreeSet<Proto>) -> Vec<Listener> {
     let mut all = Vec::new();
     for (file, proto, v6) in [
         ("tcp", Proto::Tcp, false),
@@ -115,6 +116,9 @@ pub fn current() -> Vec<Listener> {
         ("udp", Proto::Udp, false),
         ("udp6", Proto::Udp, true),
     ] {
+        if !protos.contains(&proto) {
+            continue;
+        }
         match diag(proto, v6) {
             Ok(found) => all.extend(found),
             Err(_) => {

@@ -96,6 +96,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         }
         bail!("leftover check failed: {} item(s) left behind", left.len());
     }
+    eprintln!("leftover check: nothing left behind");
     result?;
     if options.docs {
         let docs = root.join("docs/bench");

@@ -54,8 +54,8 @@ pub struct Flags {
     /// (bpf_redirect to the host veth, any kernel).
     #[arg(long, env = "NETD_REDIRECT", default_value = "peer", value_parser = ["peer", "egress"])]
     pub redirect: String,
-    /// Conntrack entries (two per flow), allocated up front: about 140
-    /// bytes each, 70 MiB at the default, which holds as many flows as
+    /// Conntrack entries (two per flow), allocated up front: 168 bytes
+    /// each, 84 MiB at the default, which holds as many flows as
     /// netfilter's nf_conntrack_max does on a host of a few GiB.
     #[arg(long, env = "NETD_CT_MAX", default_value_t = 524_288)]
     pub ct_max: u32,

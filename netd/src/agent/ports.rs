@@ -79,10 +79,11 @@ fn collides(a: &PublishedPort, b: &PublishedPort) -> bool {
 /// port held: publishing stays cheap with tens of thousands published.
 #[derive(Default)]
 struct Taken<'a> {
-    /// What the endpoints hold (borrowed from the state); sorted when the
-    /// request is large enough for sorting to pay.
-    held: Vec<((Proto, u16), &'a PublishedPort, &'a str)>,
-    sorted: bool,
+    /// The endpoints, scanned directly for a small request.
+    endpoints: Vec<&'a EndpointState>,
+    /// What the endpoints hold, sorted, for a large request (empty for a
+    /// small one).
+    sorted: Vec<((Proto, u16), &'a PublishedPort, &'a str)>,
     /// What this request planned so far.
     planned: BTreeMap<(Proto, u16), Vec<PublishedPort>>,
     /// The longest host range in either: how far back a colliding range
@@ -97,19 +98,21 @@ impl<'a> Taken<'a> {
     /// The index of what `endpoints` hold, for a request of `checks` port
     /// checks: a few are answered faster by a scan than by sorting first.
     fn new(endpoints: impl Iterator<Item = &'a EndpointState>, checks: usize) -> Self {
-        let mut taken = Self::default();
-        for ep in endpoints {
+        let mut taken = Self {
+            endpoints: endpoints.collect(),
+            ..Self::default()
+        };
+        for ep in &taken.endpoints {
             for port in &ep.ports {
                 taken.longest = taken.longest.max(port.host.last - port.host.first);
-                taken
-                    .held
-                    .push(((port.proto, port.host.first), port, ep.name.as_str()));
+                if checks > 16 {
+                    taken
+                        .sorted
+                        .push(((port.proto, port.host.first), port, ep.name.as_str()));
+                }
             }
         }
-        if checks > 16 {
-            taken.held.sort_unstable_by_key(|(key, _, _)| *key);
-            taken.sorted = true;
-        }
+        taken.sorted.sort_unstable_by_key(|(key, _, _)| *key);
         taken
     }
 
@@ -125,22 +128,27 @@ impl<'a> Taken<'a> {
     fn colliding(&self, port: &PublishedPort) -> Option<(&PublishedPort, &str)> {
         let from = (port.proto, port.host.first.saturating_sub(self.longest));
         let to = (port.proto, port.host.last);
-        let candidates = if self.sorted {
-            let start = self.held.partition_point(|(key, _, _)| *key < from);
-            let end = start + self.held[start..].partition_point(|(key, _, _)| *key <= to);
-            &self.held[start..end]
-        } else {
-            &self.held[..]
-        };
-        candidates
-            .iter()
-            .map(|(_, p, holder)| (*p, *holder))
-            .chain(
-                self.planned
-                    .range(from..=to)
-                    .flat_map(|(_, ports)| ports.iter().map(|p| (p, THIS_REQUEST))),
+        let held: Box<dyn Iterator<Item = (&PublishedPort, &str)>> = if self.sorted.is_empty() {
+            Box::new(
+                self.endpoints
+                    .iter()
+                    .flat_map(|ep| ep.ports.iter().map(|p| (p, ep.name.as_str()))),
             )
-            .find(|(other, _)| collides(port, other))
+        } else {
+            let start = self.sorted.partition_point(|(key, _, _)| *key < from);
+            let end = start + self.sorted[start..].partition_point(|(key, _, _)| *key <= to);
+            Box::new(
+                self.sorted[start..end]
+                    .iter()
+                    .map(|(_, p, holder)| (*p, *holder)),
+            )
+        };
+        held.chain(
+            self.planned
+                .range(from..=to)
+                .flat_map(|(_, ports)| ports.iter().map(|p| (p, THIS_REQUEST))),
+        )
+        .find(|(other, _)| collides(port, other))
     }
 }
 
@@ -203,8 +211,20 @@ impl Agent {
     /// Resolves `specs` for endpoint `id` into mappings, checking everything.
     /// Changes nothing.
     async fn plan(&mut self, specs: &[PortSpec]) -> Result<Vec<PublishedPort>, AgentError> {
-        let local: BTreeSet<Ipv4Addr> = self.nl.addresses().await?.iter().map(|a| a.ip).collect();
-        let host_sockets: Vec<Listener> = listeners::current();
+        // Only what the request needs is asked of the kernel: each query
+        // is a netlink dump, and publishing one port should cost little.
+        let default_ip = self.state.network.host_binding;
+        let names_address = specs.iter().any(|s| {
+            let ip = s.host_ip.unwrap_or(default_ip);
+            !ip.is_unspecified() && !ip.is_loopback()
+        });
+        let local: BTreeSet<Ipv4Addr> = if names_address {
+            self.nl.addresses().await?.iter().map(|a| a.ip).collect()
+        } else {
+            BTreeSet::new()
+        };
+        let protos: BTreeSet<Proto> = specs.iter().map(|s| s.proto).collect();
+        let host_sockets: Vec<Listener> = listeners::current(&protos);
         // An ephemeral host port is searched for, port by port.
         let checks = specs
             .iter()

@@ -338,7 +338,7 @@ impl Bed {
         let mut stats = BTreeMap::new();
         for info in loaded_programs().filter_map(Result::ok) {
             if ids.contains(&info.id()) {
-                let name = info.name_as_str().unwrap_or("?").to_owned();
+                let name = full_name(info.name_as_str().unwrap_or("?"));
                 let entry = stats.entry(name).or_insert((0, 0));
                 entry.0 += info.run_time().as_nanos() as u64;
                 entry.1 += info.run_count();
@@ -346,6 +346,17 @@ impl Bed {
         }
         Ok(stats)
     }
+}
+
+/// The kernel keeps 15 bytes of a program's name: the whole name of the
+/// netd program it is the start of.
+fn full_name(kernel_name: &str) -> String {
+    const PROGRAMS: [&str; 3] = ["netd_uplink_tc", "netd_uplink_xdp", "netd_endpoint_tc"];
+    PROGRAMS
+        .iter()
+        .find(|p| p.starts_with(kernel_name))
+        .map_or(kernel_name, |p| p)
+        .to_owned()
 }
 
 /// Runs `script` in `ns` with `input` on its stdin.

@@ -234,7 +234,9 @@ impl Traffic<'_> {
                 for (program, (time, count)) in after {
                     let (t0, c0) = before.get(&program).copied().unwrap_or_default();
                     let runs = count - c0;
-                    if runs > 0 {
+                    // A program this traffic hardly touches (an ARP now and
+                    // then) says nothing about its cost.
+                    if runs >= 1000 {
                         costs.push(InTraffic {
                             variant: kind.label(),
                             traffic: what.to_owned(),
