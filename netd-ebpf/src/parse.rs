@@ -285,10 +285,21 @@ fn icmp_error<F: Frame>(frame: &F, ip: &Ipv4Head, l4: usize, len: usize) -> Opti
 /// kernel's to answer (time exceeded). `None`: pass it on untouched.
 #[inline(always)]
 pub fn forwardable<F: Frame>(frame: &F) -> Option<Packet> {
-    if frame.end() - frame.start() < MAX_HEADERS as usize {
-        frame.pull(frame.len().min(MAX_HEADERS));
-    }
-    let packet = parse(frame)?;
+    // Parse what is linear first, and pull only if that was not enough: a
+    // pull linearizes (copying the payload a TCP segment carries in page
+    // fragments) and makes the skb writable (copying the header of a
+    // cloned skb), costs the usual packet, whose headers are all linear,
+    // must not pay.
+    let packet = match parse(frame) {
+        Some(packet) => packet,
+        None => {
+            let wanted = frame.len().min(MAX_HEADERS);
+            if frame.end() - frame.start() >= wanted as usize || !frame.pull(wanted) {
+                return None;
+            }
+            parse(frame)?
+        }
+    };
     let ttl = match &packet {
         Packet::Flow(flow) => flow.ttl,
         Packet::IcmpError(err) => err.outer.ttl,

@@ -40,7 +40,9 @@ pub const EGRESS_PORT: u16 = 7000;
 pub const SERVER_CPU: u32 = 1;
 
 /// The datapaths compared.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Kind {
     /// Routed straight to the container: the limit of this topology.
     NoNat,

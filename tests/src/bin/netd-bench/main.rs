@@ -51,6 +51,10 @@ struct Options {
     /// Where results.md, results.json and b3.svg go.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
+    /// Measure nothing: write the report of an earlier run's results.json
+    /// anew (after a change to the report's form).
+    #[arg(long, value_name = "RESULTS_JSON")]
+    render: Option<PathBuf>,
 }
 
 /// The quick mode's floors: far below the targets, so only a real
@@ -72,6 +76,13 @@ fn main() -> ExitCode {
 }
 
 fn run(options: &Options) -> anyhow::Result<()> {
+    if let Some(path) = &options.render {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let results: Results = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a netd-bench results.json", path.display()))?;
+        return report::write(&results, &options.out);
+    }
     if !netd_tests::is_root() {
         bail!("benchmarks need root (namespaces, BPF, netfilter)");
     }
@@ -173,7 +184,7 @@ fn run(options: &Options) -> anyhow::Result<()> {
             .series
             .extend(publish::b4(traffic.beds, rounds, MANY_PORTS));
     }
-    results.series.sort_by_key(|s| s.bench);
+    results.series.sort_by(|a, b| a.bench.cmp(&b.bench));
     if series::stopped() {
         bail!("interrupted");
     }

@@ -17,7 +17,7 @@ use serde_json::Value;
 pub const CLIENT_CPU: u32 = 0;
 
 /// What one run of a client measured.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Measure {
     /// The benchmark's figure (transactions/s, Gbit/s, ...).
     pub value: f64,

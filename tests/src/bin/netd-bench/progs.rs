@@ -93,7 +93,7 @@ pub struct ProgOptions {
 }
 
 /// One program, case and scale.
-#[derive(serde::Serialize, Clone, Debug)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug)]
 pub struct ProgCase {
     /// The program, e.g. "netd_uplink_tc".
     pub program: String,

@@ -16,7 +16,7 @@ use crate::{
 };
 
 /// Everything one run measured.
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct Results {
     pub quick: bool,
     pub rounds: usize,
@@ -235,7 +235,7 @@ fn markdown(results: &Results) -> String {
     );
     md.push_str("| machine | |\n|---|---|\n");
     for (key, value) in &results.facts {
-        let _ = writeln!(md, "| {key} | {value} |");
+        let _ = writeln!(md, "| {key} | {} |", value.replace('\n', ", "));
     }
 
     let targets = results.targets();
@@ -260,7 +260,7 @@ fn markdown(results: &Results) -> String {
     let mut bench = "";
     for series in &results.series {
         if series.bench != bench {
-            bench = series.bench;
+            bench = &series.bench;
             let _ = writeln!(md, "\n## {bench}: {}", title(bench));
         }
         series_table(&mut md, series);
@@ -353,8 +353,10 @@ fn table_row(series: &Series, row: &Row, latency: bool) -> String {
         let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.0}"));
         let _ = write!(line, " {} | {} |", opt(row.p50_us), opt(row.p99_us));
     }
-    let _ = write!(line, " {} | {} |", figure(row.cpu_per_op), row.rounds);
-    let _ = series;
+    if !series.cpu_unit.is_empty() {
+        let _ = write!(line, " {} |", figure(row.cpu_per_op));
+    }
+    let _ = write!(line, " {} |", row.rounds);
     line
 }
 
@@ -466,6 +468,7 @@ fn b3_chart(results: &Results, path: &Path) -> anyhow::Result<()> {
             ("sans-serif", 18),
         )
         .margin(12)
+        .margin_right(28)
         .x_label_area_size(40)
         .y_label_area_size(56)
         .build_cartesian_2d((1.0_f64..10_000.0_f64).log_scale(), 0.0_f64..top)
@@ -537,7 +540,7 @@ pub fn machine_facts() -> Vec<(String, String)> {
         ),
         (
             "iptables".into(),
-            sh("iptables-legacy --version; iptables-nft --version | tr '\\n' ' '"),
+            sh("(iptables-legacy --version; iptables-nft --version) | paste -sd ','"),
         ),
         ("nftables".into(), sh("nft --version")),
         (

@@ -34,7 +34,7 @@ pub fn rotation(rounds: usize, items: usize) -> impl Iterator<Item = (usize, usi
 }
 
 /// One variant's figure in one round.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Sample {
     pub kind: Kind,
     pub round: usize,
@@ -42,18 +42,18 @@ pub struct Sample {
 }
 
 /// The figures of one benchmark case over all rounds.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Series {
     /// "B1" ... "B8".
-    pub bench: &'static str,
+    pub bench: String,
     pub case: String,
-    pub unit: &'static str,
+    pub unit: String,
     pub higher_is_better: bool,
     /// What the ratios compare against.
     pub baselines: Vec<Kind>,
     /// How busy CPU time per operation is shown: unit and scale from
     /// seconds per operation.
-    pub cpu_unit: &'static str,
+    pub cpu_unit: String,
     pub cpu_scale: f64,
     pub samples: Vec<Sample>,
     /// Runs that failed, with why.
@@ -95,12 +95,12 @@ impl Series {
         baselines: &[Kind],
     ) -> Self {
         Self {
-            bench,
+            bench: bench.to_owned(),
             case: case.into(),
-            unit,
+            unit: unit.to_owned(),
             higher_is_better,
             baselines: baselines.to_vec(),
-            cpu_unit: "CPU µs/op",
+            cpu_unit: "CPU µs/op".to_owned(),
             cpu_scale: 1e6,
             samples: Vec::new(),
             failures: Vec::new(),
@@ -109,7 +109,7 @@ impl Series {
 
     /// Shows CPU time per operation in `unit`, `scale` times seconds.
     pub fn cpu(mut self, unit: &'static str, scale: f64) -> Self {
-        self.cpu_unit = unit;
+        self.cpu_unit = unit.to_owned();
         self.cpu_scale = scale;
         self
     }

@@ -195,9 +195,9 @@ impl Traffic<'_> {
 /// kernel's run-time statistics (BPF_ENABLE_STATS: on only while the
 /// returned descriptor lives, and only here, since it slows every program a
 /// little and would tax netd in the comparisons).
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct InTraffic {
-    pub variant: &'static str,
+    pub variant: String,
     pub traffic: String,
     pub program: String,
     pub runs: u64,
@@ -238,7 +238,7 @@ impl Traffic<'_> {
                     // then) says nothing about its cost.
                     if runs >= 1000 {
                         costs.push(InTraffic {
-                            variant: kind.label(),
+                            variant: kind.label().to_owned(),
                             traffic: what.to_owned(),
                             program,
                             runs,
