@@ -25,6 +25,12 @@ pub enum DatapathError {
     },
     #[error("counting CPUs")]
     Cpus(#[source] std::io::Error),
+    #[error("pinning map {path}")]
+    MapPin {
+        path: std::path::PathBuf,
+        #[source]
+        source: aya::pin::PinError,
+    },
     #[error("{what}")]
     Io {
         what: String,

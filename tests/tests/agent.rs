@@ -8,6 +8,7 @@ use netd_tests::{
     agent::Agent,
     netns::{Netns, check},
     require_root,
+    topology::Scratch,
 };
 use serde_json::Value;
 
@@ -312,7 +313,8 @@ fn bad_attach_requests_change_nothing() {
     agent.ok(&["attach", taken.name(), "--name", "holder"]);
     let target = Netns::new("tg");
     let target_path = target.path().display().to_string();
-    let not_netns = std::env::temp_dir().join(format!("{}-file", target.name()));
+    let scratch = Scratch::new();
+    let not_netns = scratch.0.join("not-a-netns");
     std::fs::write(&not_netns, "not a namespace").expect("write");
     let not_netns = not_netns.display().to_string();
     let taken_name = taken.name().to_owned();
@@ -460,14 +462,14 @@ fn bridge_port_limit_is_a_clear_error() {
     let batch: String = (1..=1023)
         .map(|i| format!("link add vx{i} master netd0 type vxlan id {i} dstport 4789\n"))
         .collect();
-    let file = std::env::temp_dir().join(format!("{}-batch", host.name()));
+    let scratch = Scratch::new();
+    let file = scratch.0.join("batch");
     std::fs::write(&file, batch).expect("batch file");
     check(
         Command::new("ip")
             .args(["-n", host.name(), "-batch"])
             .arg(&file),
     );
-    let _ = std::fs::remove_file(&file);
     let c = Netns::new("c");
     let before = snapshot(&agent, &host, Some(&c));
     let run = agent.cli(&["attach", c.name()]);
@@ -754,7 +756,8 @@ fn api_speaks_http_and_json_on_a_root_only_socket() {
         assert!(err["kind"].is_string());
     }
     // Bodies over 1 MiB are refused before parsing.
-    let big = std::env::temp_dir().join(format!("{}-big.json", host.name()));
+    let scratch = Scratch::new();
+    let big = scratch.0.join("big.json");
     std::fs::write(&big, vec![b' '; 2 << 20]).expect("write");
     let (body, code) = curl(&[
         "-X",
@@ -763,7 +766,6 @@ fn api_speaks_http_and_json_on_a_root_only_socket() {
         &format!("@{}", big.display()),
         "http://netd/v1/endpoints",
     ]);
-    let _ = std::fs::remove_file(&big);
     assert_eq!(code, "413", "{body}");
     assert_eq!(
         agent.json(&["ps"]).as_array().map(Vec::len),

@@ -12,8 +12,8 @@ use netd_tests::{
     netns::Netns,
     require_root,
     topology::{
-        HOST_IP, HttpServer, OUT_IP, Topology, byte_counter, download_size, fetch, send_bytes,
-        udp_echo, udp_query,
+        HOST_IP, HttpServer, OUT_IP, Scratch, Topology, byte_counter, download_size, fetch,
+        send_bytes, udp_echo, udp_query,
     },
 };
 use serde_json::Value;
@@ -362,8 +362,8 @@ fn a_full_conntrack_refuses_new_flows_and_keeps_established_ones() {
     let echo = "import socket\nl=socket.socket(); l.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1); l.bind(('0.0.0.0',7000)); l.listen(8)\nwhile True:\n c,_=l.accept()\n while True:\n  d=c.recv(100)\n  if not d: break\n  c.sendall(d)\n";
     let _server = t.out.spawn(&format!("python3 -c \"{echo}\""));
     netd_tests::topology::wait_listening(&t.out, 7000, false);
-    let fifo = std::env::temp_dir().join(format!("{}-fifo", c1.name()));
-    let out_file = std::env::temp_dir().join(format!("{}-out", c1.name()));
+    let scratch = Scratch::new();
+    let out_file = scratch.0.join("client-out");
     let client = format!(
         "import socket,time\ns=socket.create_connection(('{OUT_IP}',7000),timeout=5)\nf=open('{}','w')\nfor i in range(60):\n s.sendall(b'ping%d' % i); f.write(s.recv(100).decode()+chr(10)); f.flush(); time.sleep(0.1)\n",
         out_file.display()
@@ -396,8 +396,6 @@ fn a_full_conntrack_refuses_new_flows_and_keeps_established_ones() {
         .expect("the client finished");
     assert!(status.success(), "the established connection never broke");
     let echoed = std::fs::read_to_string(&out_file).expect("client output");
-    let _ = std::fs::remove_file(&out_file);
-    let _ = std::fs::remove_file(&fifo);
     assert_eq!(echoed.lines().count(), 60, "every ping echoed");
     assert!(
         echoed

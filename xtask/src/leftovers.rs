@@ -34,6 +34,16 @@ impl Snapshot {
             }
         }
         walk_bpffs(Path::new("/sys/fs/bpf"), &mut items);
+        // Scratch files and directories: test helpers name them like their
+        // namespaces (`nt<pid>x<seq><tag>`).
+        if let Ok(entries) = fs::read_dir(std::env::temp_dir()) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if is_test_name(&name) {
+                    items.insert(format!("temporary file {}", entry.path().display()));
+                }
+            }
+        }
         for root in CGROUP_ROOTS {
             list_cgroups(Path::new(root), 0, &mut items);
         }
@@ -58,6 +68,13 @@ impl Snapshot {
     pub fn new_in(&self, after: &Self) -> Vec<String> {
         after.items.difference(&self.items).cloned().collect()
     }
+}
+
+/// Whether `name` looks like `nt<pid>x<seq><tag>`, the tests' unique names.
+fn is_test_name(name: &str) -> bool {
+    name.strip_prefix("nt")
+        .and_then(|rest| rest.split_once('x'))
+        .is_some_and(|(pid, _)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn walk_bpffs(dir: &Path, items: &mut BTreeSet<String>) {

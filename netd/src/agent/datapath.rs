@@ -17,7 +17,12 @@ use netd_common::{
 };
 use tracing::{info, warn};
 
-use super::{Agent, error::AgentError, ports, state::EndpointState};
+use super::{
+    Agent,
+    error::AgentError,
+    ports,
+    state::{EndpointState, Phase},
+};
 use crate::{
     api,
     datapath::{
@@ -199,6 +204,52 @@ impl Agent {
         Ok(())
     }
 
+    /// Puts back what was removed behind netd's back: a map pin (which a
+    /// restarted agent needs to find its flows), a link pin (removing it
+    /// detaches the program). A firewall flush, a `tc qdisc del` or a
+    /// `tc filter del` cannot touch netd: its programs hang on BPF links
+    /// (TCX, XDP, cgroup), not on qdiscs or netfilter.
+    pub(super) fn heal_datapath(&mut self) -> Result<(), AgentError> {
+        for map in self.datapath.repin_maps()? {
+            warn!(map, "a map pin was removed; pinned it again");
+        }
+        if let Some(cgroup) = self.config.cgroup.clone()
+            && SOCKET_PROGRAMS
+                .iter()
+                .any(|p| !self.datapath.has_link_pin(&format!("cgroup-{p}")))
+        {
+            warn!(cgroup = %cgroup.display(), "a cgroup link was removed; attaching again");
+            self.datapath.attach_cgroup(&cgroup)?;
+        }
+        for uplink in self.config.uplinks.clone() {
+            let pin = uplink_pin("tc", &uplink);
+            if !self.datapath.has_link_pin(&pin) {
+                warn!(uplink = %uplink, "the uplink's TC link was removed; attaching again");
+                self.datapath.attach_tc(UPLINK_TC, &uplink, &pin)?;
+            }
+            let pin = uplink_pin("xdp", &uplink);
+            if self.config.xdp && !self.datapath.has_link_pin(&pin) {
+                warn!(uplink = %uplink, "the uplink's XDP link was removed; attaching again");
+                self.datapath.attach_xdp(&uplink, &pin)?;
+            }
+        }
+        let ready: Vec<String> = self
+            .state
+            .endpoints
+            .values()
+            .filter(|ep| ep.phase == Phase::Ready)
+            .map(|ep| ep.host_ifname.clone())
+            .collect();
+        for veth in ready {
+            let pin = endpoint_pin(&veth);
+            if !self.datapath.has_link_pin(&pin) {
+                warn!(veth = %veth, "an endpoint's TC link was removed; attaching again");
+                self.datapath.attach_tc(ENDPOINT_TC, &veth, &pin)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Keeps `NETD_LOCAL_ADDRS` equal to this namespace's IPv4 addresses
     /// (loopback excluded: never reachable through an uplink), and
     /// `NETD_UPLINKS` to each uplink's first address (what masquerade
@@ -298,6 +349,9 @@ impl Agent {
     pub async fn tick(&mut self) {
         if let Err(err) = self.sync_local_addrs().await {
             warn!(error = %err, "syncing local addresses");
+        }
+        if let Err(err) = self.heal_datapath() {
+            warn!(error = %err, "restoring the datapath");
         }
         let drops = self.datapath.maps().drops().unwrap_or_default();
         let count = |code| {

@@ -402,6 +402,31 @@ impl Datapath {
         }
     }
 
+    /// Whether the link pin `pin` is there.
+    pub fn has_link_pin(&self, pin: &str) -> bool {
+        self.link_pin(pin).exists()
+    }
+
+    /// Pins again the maps whose pins were removed (by hand, behind netd's
+    /// back): without them a restarted agent would start from empty maps.
+    /// Returns the maps pinned again.
+    pub fn repin_maps(&mut self) -> Result<Vec<&'static str>, DatapathError> {
+        let mut repinned = Vec::new();
+        for name in names::PINNED {
+            let path = self.bpffs.join(name);
+            if path.exists() {
+                continue;
+            }
+            let map = self.ebpf.map(name).ok_or(DatapathError::MissingMap(name))?;
+            map.pin(&path).map_err(|source| DatapathError::MapPin {
+                path: path.clone(),
+                source,
+            })?;
+            repinned.push(name);
+        }
+        Ok(repinned)
+    }
+
     /// The names of the pinned links.
     pub fn link_pins(&self) -> Vec<String> {
         fs::read_dir(self.bpffs.join("links"))
