@@ -105,6 +105,16 @@ pub struct Stats {
     pub conntrack_entries: u64,
     pub conntrack_max: u32,
     pub xdp: bool,
+    /// Each pinned map's capacity and kernel memory: what the datapath can
+    /// ever take, however much traffic comes.
+    pub maps: Vec<MapMemory>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MapMemory {
+    pub name: String,
+    pub max_entries: u32,
+    pub memory_bytes: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

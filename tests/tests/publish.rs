@@ -524,9 +524,16 @@ fn host_binding_option_is_the_default_host_address() {
 }
 
 #[test]
-fn exhausted_masquerade_ports_are_logged() {
+fn exhausted_masquerade_ports_are_logged_and_recovered() {
     require_root!();
-    let t = Topology::new(&["--masquerade-ports", "62000-62001"]);
+    let t = Topology::new(&[
+        "--masquerade-ports",
+        "62000-62001",
+        "--ct-timeout",
+        "udp=2",
+        "--ct-gc-interval",
+        "1",
+    ]);
     let c1 = t.container("c1", &[]);
     let _echo = udp_echo(&t.out, 9000, "out");
     for sport in [40000, 40001] {
@@ -542,5 +549,15 @@ fn exhausted_masquerade_ports_are_logged() {
     while !t.agent.log().contains("masquerade ports exhausted") {
         assert!(std::time::Instant::now() < deadline, "{}", t.agent.log());
         std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Once the two flows expire and are collected, their ports serve again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while udp_query(&c1, 40002, OUT_IP, 9000, "q").is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ports never freed:\n{}",
+            t.agent.ok(&["conntrack"])
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
     }
 }

@@ -554,6 +554,16 @@ impl Agent {
             conntrack_entries,
             conntrack_max: self.config.ct_max,
             xdp: self.config.xdp,
+            maps: self
+                .datapath
+                .map_usage()
+                .into_iter()
+                .map(|m| api::MapMemory {
+                    name: m.name.to_owned(),
+                    max_entries: m.max_entries,
+                    memory_bytes: m.memory_bytes,
+                })
+                .collect(),
         })
     }
 }

@@ -21,6 +21,12 @@ impl Stats {
             stats.conntrack_entries, stats.conntrack_max
         );
         println!("xdp:       {}", if stats.xdp { "on" } else { "off" });
+        let memory: u64 = stats.maps.iter().map(|m| m.memory_bytes).sum();
+        println!(
+            "maps:      {:.1} MiB in {} maps (fixed: preallocated or capped)",
+            memory as f64 / f64::from(1 << 20),
+            stats.maps.len()
+        );
         println!("\ndrops:");
         for (reason, count) in &stats.drops {
             println!("  {reason:<20} {count}");

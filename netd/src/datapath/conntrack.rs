@@ -9,6 +9,10 @@ use netd_common::{
     ports::{PROTO_TCP, PROTO_UDP},
 };
 
+/// How long after its first packet a replied UDP flow must still be active
+/// to be a stream (netfilter's 2 s, nf_conntrack_proto_udp.c).
+const UDP_STREAM_AFTER_NS: u64 = 2_000_000_000;
+
 /// Both directions of one flow (the reply may be missing: evicted, or not
 /// created yet).
 #[derive(Clone, Debug)]
@@ -39,9 +43,24 @@ impl FlowPair {
             PROTO_TCP => {
                 TcpState::of(orig.tcp_seen, reply.map_or(0, |r| r.tcp_seen)).timeout_secs(timeouts)
             }
-            PROTO_UDP if reply.is_some_and(|r| r.packets > 0) => timeouts.udp_stream,
+            PROTO_UDP if self.is_udp_stream() => timeouts.udp_stream,
             _ => timeouts.udp,
         }
+    }
+
+    /// Whether a UDP flow is a stream, as netfilter decides: replied, and
+    /// still active [`UDP_STREAM_AFTER_NS`] after it began. A one-shot
+    /// exchange (a DNS query and its answer) keeps the short timeout, so
+    /// it does not hold its masquerade port for two minutes.
+    fn is_udp_stream(&self) -> bool {
+        let replied = self.reply.as_ref().is_some_and(|(_, r)| r.packets > 0);
+        replied
+            && self.last_seen_ns()
+                > self
+                    .original
+                    .1
+                    .created_ns
+                    .saturating_add(UDP_STREAM_AFTER_NS)
     }
 
     /// Whether the flow is "assured", as netfilter says: TCP established,
@@ -257,5 +276,27 @@ mod tests {
             collect(&established, now, &t, replaced),
             Some(Collect::Stale)
         );
+    }
+
+    #[test]
+    fn udp_is_a_stream_only_when_still_active_two_seconds_in() {
+        let t = Timeouts::default();
+        let udp = |last_seen: u64, reply_packets: u64| {
+            let mut entries = flow(0, 0, last_seen);
+            for (_, entry) in &mut entries {
+                entry.proto = PROTO_UDP;
+                entry.created_ns = 10 * S;
+            }
+            entries[1].1.packets = reply_packets;
+            pair_up(entries).remove(0)
+        };
+        assert_eq!(udp(10 * S, 0).timeout_secs(&t), t.udp, "unreplied");
+        assert_eq!(
+            udp(11 * S, 1).timeout_secs(&t),
+            t.udp,
+            "a query and its answer"
+        );
+        assert_eq!(udp(13 * S, 1).timeout_secs(&t), t.udp_stream, "a stream");
+        assert_eq!(udp(11 * S, 1).state(), "REPLIED");
     }
 }

@@ -17,6 +17,7 @@ pub mod observe;
 
 use std::{
     fs, io,
+    os::fd::{AsFd as _, AsRawFd as _},
     path::{Path, PathBuf},
 };
 
@@ -75,6 +76,14 @@ pub struct Options {
     pub ct_max: u32,
     /// Also load the cgroup socket programs (host-local access).
     pub sockets: bool,
+}
+
+/// One pinned map's capacity and memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapUsage {
+    pub name: &'static str,
+    pub max_entries: u32,
+    pub memory_bytes: u64,
 }
 
 /// The expected key and value sizes of each pinned map, to detect pins
@@ -425,6 +434,31 @@ impl Datapath {
             repinned.push(name);
         }
         Ok(repinned)
+    }
+
+    /// What each pinned map may hold and the kernel memory it is charged
+    /// (`memlock` in its fdinfo): bounded by `max_entries`, whatever the
+    /// traffic, since every map is preallocated or capped.
+    pub fn map_usage(&self) -> Vec<MapUsage> {
+        names::PINNED
+            .iter()
+            .filter_map(|&name| {
+                let info = MapInfo::from_pin(self.bpffs.join(name)).ok()?;
+                let fd = info.fd().ok()?;
+                let fdinfo =
+                    fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd()))
+                        .ok()?;
+                let memory_bytes = fdinfo
+                    .lines()
+                    .find_map(|line| line.strip_prefix("memlock:"))
+                    .and_then(|value| value.trim().parse().ok())?;
+                Some(MapUsage {
+                    name,
+                    max_entries: info.max_entries(),
+                    memory_bytes,
+                })
+            })
+            .collect()
     }
 
     /// The names of the pinned links.

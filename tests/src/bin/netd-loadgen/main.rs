@@ -25,6 +25,7 @@
 //! receives. Two payloads are control requests, not counted, answered to the
 //! sender: `!reset` zeroes the counters and is answered `ok`; `?count` is
 //! answered `{"datagrams":N,"bytes":B}`, the counts since the last reset.
+//! A datagram starting with `E` is echoed to its sender, not counted.
 //!
 //! # Output
 //!
@@ -58,6 +59,9 @@ use nix::{
 use serde::{Deserialize, Serialize};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+mod flood;
+mod hold;
 
 /// Timeout of every client socket operation (connect, read, write).
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
@@ -120,6 +124,11 @@ enum Client {
     Bulk(BulkArgs),
     /// Datagrams blasted round-robin over several UDP flows.
     Udp(UdpArgs),
+    /// Long-lived TCP and UDP flows echoing with checks, and new
+    /// connections alongside, until a stop file appears.
+    Hold(hold::HoldArgs),
+    /// TCP SYNs with spoofed sources, through a raw socket.
+    SynFlood(flood::FloodArgs),
 }
 
 /// Bounds shared by all clients.
@@ -475,6 +484,7 @@ async fn count_datagrams(socket: tokio::net::UdpSocket) {
                 b"ok".to_vec()
             }
             b"?count" => serde_json::to_vec(&counts).expect("counts serialize to JSON"),
+            [b'E', ..] => buf[..len].to_vec(),
             _ => {
                 counts.datagrams += 1;
                 counts.bytes += len as u64;
@@ -491,12 +501,14 @@ async fn count_datagrams(socket: tokio::net::UdpSocket) {
 
 /// A client's report, printed as one JSON object.
 #[derive(Debug, Serialize)]
-#[serde(tag = "mode", rename_all = "lowercase")]
+#[serde(tag = "mode", rename_all = "kebab-case")]
 enum Report {
     Rr(RrReport),
     Crr(CrrReport),
     Bulk(BulkReport),
     Udp(UdpReport),
+    Hold(hold::HoldReport),
+    SynFlood(flood::FloodReport),
 }
 
 /// What a client prints when it could not run at all.
@@ -555,6 +567,8 @@ impl Report {
             Self::Crr(report) => report.connections > 0,
             Self::Bulk(report) => report.bytes > 0,
             Self::Udp(report) => report.received > 0,
+            Self::Hold(report) => report.succeeded(),
+            Self::SynFlood(report) => report.succeeded(),
         }
     }
 }
@@ -566,6 +580,8 @@ impl Client {
             Self::Crr(_) => "crr",
             Self::Bulk(_) => "bulk",
             Self::Udp(_) => "udp",
+            Self::Hold(_) => "hold",
+            Self::SynFlood(_) => "syn-flood",
         }
     }
 
@@ -575,6 +591,8 @@ impl Client {
             Self::Crr(args) => crr(args).map(Report::Crr),
             Self::Bulk(args) => Ok(Report::Bulk(bulk(args))),
             Self::Udp(args) => udp(args).map(Report::Udp),
+            Self::Hold(args) => hold::hold(args).map(Report::Hold),
+            Self::SynFlood(args) => flood::flood(args).map(Report::SynFlood),
         }
     }
 }
