@@ -440,3 +440,37 @@ fn bulk_tcp_through_masquerade_and_reverse_nat() {
     );
     assert_eq!(drops(&t, "fib_lookup"), 0);
 }
+
+/// A container attached after another was detached gets its address (the
+/// lowest free one) and may reuse its 5-tuples: a UDP flow of the old
+/// container, still within its timeout, must not steer the newcomer's
+/// replies to the old, deleted veth. Detach takes the flows with it.
+#[test]
+fn a_reused_address_does_not_inherit_the_old_containers_flows() {
+    require_root!();
+    let t = Topology::new(&[]);
+    let _echo = udp_echo(&t.out, 9000, "out");
+    let first = t.container("c1", &[]);
+    assert!(udp_query(&first, 40000, OUT_IP, 9000, "old").is_some());
+    let ip = |ns: &Netns| {
+        t.agent
+            .json(&["ps"])
+            .as_array()
+            .expect("ps")
+            .iter()
+            .find(|e| e["name"] == ns.name())
+            .expect("attached")["ip"]
+            .clone()
+    };
+    let old_ip = ip(&first);
+    t.agent.ok(&["detach", first.name()]);
+    let second = t.container("c2", &[]);
+    assert_eq!(ip(&second), old_ip, "the address is reused");
+    let reply = udp_query(&second, 40000, OUT_IP, 9000, "new").map(|(reply, _)| reply);
+    assert!(
+        reply
+            .as_deref()
+            .is_some_and(|r| r.starts_with(&format!("out:{HOST_IP}:")) && r.ends_with(":new")),
+        "{reply:?}"
+    );
+}

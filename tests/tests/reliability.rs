@@ -10,6 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use aya::programs::{SchedClassifier, tc::TcAttachType};
 use netd_tests::{
     netns::{Netns, Process},
     require_root,
@@ -416,4 +417,113 @@ fn a_syn_flood_resets_no_established_flow() {
         report["tcp"]["max_gap_ms"],
         report["tcp"]["stalls"],
     );
+}
+
+/// Programs attached to `dev` in `ns`: TCX (both directions, asked of the
+/// kernel: this bpftool predates TCX) and XDP (from `bpftool net show`).
+fn attached_programs(ns: &Netns, dev: &str) -> usize {
+    let tcx = {
+        let _inside = ns.enter();
+        [TcAttachType::Ingress, TcAttachType::Egress]
+            .into_iter()
+            .map(|direction| {
+                SchedClassifier::query_tcx(dev, direction).map_or(0, |(_, programs)| programs.len())
+            })
+            .sum::<usize>()
+    };
+    let out = ns.sh("bpftool -j net show");
+    let json: serde_json::Value = serde_json::from_str(out.trim()).expect("bpftool net json");
+    let xdp = json[0]["xdp"].as_array().map_or(0, |list| {
+        list.iter().filter(|a| a["devname"] == dev).count()
+    });
+    let clsact = json[0]["tc"].as_array().map_or(0, |list| {
+        list.iter().filter(|a| a["devname"] == dev).count()
+    });
+    tcx + xdp + clsact
+}
+
+/// Issue 8's leak promise for `netd down`: with every feature in use (XDP
+/// and TC on the uplink, TC on endpoints, cgroup socket programs, published
+/// ports, flows in conntrack), nothing of netd is left: no link, qdisc, TC
+/// or XDP or cgroup attachment, pin, state, or process.
+#[test]
+fn down_leaves_nothing_behind() {
+    require_root!();
+    let mut t = Topology::new(&["--xdp"]);
+    let c1 = t.container("c1", &["-p", "8080:80"]);
+    let c2 = t.container("c2", &["-p", "127.0.0.1:8081:80"]);
+    let _server = HttpServer::start(&c1, 80, "leak check\n");
+    assert_eq!(
+        t.fetch(&format!("http://{HOST_IP}:8080/")).as_deref(),
+        Some("leak check\n")
+    );
+    let cgroup = t.agent.cgroup().path().to_owned();
+    let cgroup_programs = || {
+        let out = Command::new("bpftool")
+            .args(["-j", "cgroup", "show"])
+            .arg(&cgroup)
+            .output()
+            .expect("bpftool");
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .ok()
+            .and_then(|list| list.as_array().map(Vec::len))
+            .unwrap_or(0)
+    };
+    let veths: Vec<String> = t
+        .agent
+        .json(&["ps"])
+        .as_array()
+        .expect("ps")
+        .iter()
+        .map(|e| e["host_ifname"].as_str().expect("veth").to_owned())
+        .collect();
+    assert_eq!(attached_programs(&t.host, "up0"), 2, "uplink TC and XDP");
+    for veth in &veths {
+        assert_eq!(attached_programs(&t.host, veth), 1, "{veth}");
+    }
+    assert!(cgroup_programs() > 0);
+    let qdiscs_before = t.out.sh("tc qdisc show dev eth0");
+    let pid = t.agent.pid().expect("running");
+
+    t.agent.ok(&["down"]);
+    assert_eq!(t.agent.wait_exit(), Some(0));
+    assert_eq!(
+        attached_programs(&t.host, "up0"),
+        0,
+        "nothing on the uplink"
+    );
+    assert_eq!(cgroup_programs(), 0);
+    let links = t.host.ip("-o link show");
+    assert_eq!(
+        links.lines().count(),
+        2,
+        "only lo and the uplink are left: {links}"
+    );
+    for ns in [&c1, &c2] {
+        assert_eq!(
+            ns.ip("-o link show").lines().count(),
+            1,
+            "only lo in {}",
+            ns.name()
+        );
+    }
+    for qdisc in t.host.sh("tc qdisc show").lines() {
+        assert!(
+            !qdisc.contains("clsact") && !qdisc.contains("ingress"),
+            "{qdisc}"
+        );
+    }
+    assert_eq!(t.out.sh("tc qdisc show dev eth0"), qdiscs_before);
+    assert!(!t.agent.bpffs().exists(), "pins removed");
+    assert!(!t.agent.state_dir().exists(), "state removed");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the agent is gone"
+    );
+    let children = fs::read_dir(&cgroup)
+        .expect("cgroup")
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .count();
+    assert_eq!(children, 0, "no cgroup created under the test's");
 }

@@ -52,6 +52,18 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// Builds every userspace target (netd, the tests, the load generator);
+/// the eBPF object is built by netd's build script.
+pub fn build_workspace() -> anyhow::Result<()> {
+    run(cargo().args([
+        "build",
+        "--workspace",
+        "--exclude",
+        "netd-ebpf",
+        "--all-targets",
+    ]))
+}
+
 /// A `cargo` command run from the workspace root.
 pub fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));

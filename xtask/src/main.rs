@@ -10,6 +10,7 @@ mod cmd;
 mod demo;
 mod leftovers;
 mod setup;
+mod soak;
 mod test;
 
 use std::process::ExitCode;
@@ -37,6 +38,10 @@ enum Task {
     /// Show netd's main job end to end, inside network namespaces it creates
     /// and removes.
     Demo(demo::Options),
+    /// Attach, publish, unpublish and detach under traffic for minutes:
+    /// conntrack must return to its baseline and the agent's memory stay
+    /// flat; report in target/soak/report.json.
+    Soak(soak::Options),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +51,7 @@ fn main() -> ExitCode {
         Task::Test(options) => test::run(&options),
         Task::Demo(options) => demo::run(&options),
         Task::Bench(options) => bench::run(&options),
+        Task::Soak(options) => soak::run(&options),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

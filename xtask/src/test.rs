@@ -46,13 +46,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         lint()?;
     }
 
-    cmd::run(cargo().args([
-        "build",
-        "--workspace",
-        "--exclude",
-        "netd-ebpf",
-        "--all-targets",
-    ]))?;
+    cmd::build_workspace()?;
 
     let ledger = workspace_root().join("target/netd-test-ledger");
     let _ = fs::remove_dir_all(&ledger);

@@ -27,7 +27,7 @@ use crate::{
     api,
     datapath::{
         ENDPOINT_TC, SOCKET_PROGRAMS, UPLINK_TC,
-        conntrack::{self, Collect},
+        conntrack::{self, Collect, FlowPair},
     },
 };
 
@@ -319,6 +319,13 @@ impl Agent {
         }
         self.datapath.maps().remove_endpoint(ep.ip)?;
         self.datapath.detach(&endpoint_pin(&ep.host_ifname))?;
+        // Its flows go with it: a container attached next may get the same
+        // address and open the same 5-tuples, and must not have its
+        // replies steered to this veth. (Garbage collection catches what a
+        // crash here leaves.)
+        if let Some(ifindex) = ifindex {
+            self.sweep_conntrack(|flow| flow.endpoint_ifindex() == Some(ifindex))?;
+        }
         Ok(())
     }
 
@@ -420,6 +427,13 @@ impl Agent {
             .values()
             .flat_map(|ep| ep.ports.iter().map(|p| (p.slot, p.generation)))
             .collect();
+        let veths: BTreeSet<u32> = self
+            .datapath
+            .maps()
+            .veths()?
+            .into_iter()
+            .map(|(ifindex, _)| ifindex)
+            .collect();
         let now = conntrack::monotonic_ns();
         let entries = self.datapath.maps().ct_entries()?;
         let mut remaining = entries.len();
@@ -428,9 +442,13 @@ impl Agent {
         let mut doomed = Vec::new();
         let mut kept = Vec::new();
         for flow in flows {
-            match conntrack::collect(&flow, now, &self.config.ct_timeouts, |slot, generation| {
-                live.contains(&(slot, generation))
-            }) {
+            match conntrack::collect(
+                &flow,
+                now,
+                &self.config.ct_timeouts,
+                |slot, generation| live.contains(&(slot, generation)),
+                |ifindex| veths.contains(&ifindex),
+            ) {
                 Some(Collect::Expired) => collected.expired += 1,
                 Some(Collect::Stale) => collected.stale += 1,
                 None => {
@@ -459,15 +477,15 @@ impl Agent {
         Ok(collected)
     }
 
-    /// Removes the flows whose `(slot, generation)` `doomed` says.
+    /// Removes the flows `doomed` picks.
     pub(super) fn sweep_conntrack(
         &mut self,
-        doomed: impl Fn((u32, u32)) -> bool,
+        doomed: impl Fn(&FlowPair) -> bool,
     ) -> Result<(), AgentError> {
         let flows = conntrack::pair_up(self.datapath.maps().ct_entries()?);
         let keys: Vec<_> = flows
             .iter()
-            .filter(|f| f.mapping().is_some_and(&doomed))
+            .filter(|f| doomed(f))
             .flat_map(|f| f.keys())
             .collect();
         self.datapath.maps().ct_remove_all(&keys)?;

@@ -417,7 +417,7 @@ impl Agent {
             info!(endpoint = %ep.name, mapping = %form(port), "unpublished");
         }
         let slots: BTreeSet<(u32, u32)> = ports.iter().map(|p| (p.slot, p.generation)).collect();
-        self.sweep_conntrack(|mapping| slots.contains(&mapping))?;
+        self.sweep_conntrack(|flow| flow.mapping().is_some_and(|m| slots.contains(&m)))?;
         Ok(views)
     }
 

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use netd_common::{
-    ct::{CT_ORIGINAL, CtEntry, CtKey, NO_MAPPING, TcpState, Timeouts},
+    ct::{CT_ORIGINAL, CT_TO_ENDPOINT, CtEntry, CtKey, NO_MAPPING, TcpState, Timeouts},
     ports::{PROTO_TCP, PROTO_UDP},
 };
 
@@ -81,6 +81,15 @@ impl FlowPair {
         }
     }
 
+    /// The host veth (ifindex) this flow delivers to in either direction,
+    /// if it delivers to a container.
+    pub fn endpoint_ifindex(&self) -> Option<u32> {
+        std::iter::once(&self.original.1)
+            .chain(self.reply.as_ref().map(|(_, e)| e))
+            .find(|e| e.flags & CT_TO_ENDPOINT != 0)
+            .map(|e| e.ifindex)
+    }
+
     /// The last packet in either direction (CLOCK_MONOTONIC ns).
     pub fn last_seen_ns(&self) -> u64 {
         let reply = self.reply.as_ref().map_or(0, |(_, e)| e.last_seen_ns);
@@ -142,7 +151,9 @@ pub fn pair_up(entries: Vec<(CtKey, CtEntry)>) -> Vec<FlowPair> {
 pub enum Collect {
     /// Idle past its timeout.
     Expired,
-    /// Its mapping was removed or replaced.
+    /// Its mapping was removed or replaced, or the container it delivers
+    /// to was detached (a new one may get its address: the flow must not
+    /// steer the newcomer's packets to the old veth).
     Stale,
 }
 
@@ -153,9 +164,16 @@ pub fn collect(
     now_ns: u64,
     timeouts: &Timeouts,
     live: impl Fn(u32, u32) -> bool,
+    live_veth: impl Fn(u32) -> bool,
 ) -> Option<Collect> {
     if let Some((slot, generation)) = flow.mapping()
         && !live(slot, generation)
+    {
+        return Some(Collect::Stale);
+    }
+    if flow
+        .endpoint_ifindex()
+        .is_some_and(|ifindex| !live_veth(ifindex))
     {
         return Some(Collect::Stale);
     }
@@ -260,7 +278,7 @@ mod tests {
         ))
         .remove(0);
         assert_eq!(
-            collect(&established, now, &t, live),
+            collect(&established, now, &t, live, |_| true),
             None,
             "an hour idle is fine when established"
         );
@@ -270,11 +288,25 @@ mod tests {
             now - 121 * S,
         ))
         .remove(0);
-        assert_eq!(collect(&time_wait, now, &t, live), Some(Collect::Expired));
+        assert_eq!(
+            collect(&time_wait, now, &t, live, |_| true),
+            Some(Collect::Expired)
+        );
         let replaced = |_, _| false;
         assert_eq!(
-            collect(&established, now, &t, replaced),
+            collect(&established, now, &t, replaced, |_| true),
             Some(Collect::Stale)
+        );
+        let mut delivering = flow(SEEN_SYN | SEEN_ACK, SEEN_SYN | SEEN_ACK, now);
+        delivering[0].1.flags |= CT_TO_ENDPOINT;
+        delivering[0].1.ifindex = 42;
+        let delivering = pair_up(delivering).remove(0);
+        assert_eq!(delivering.endpoint_ifindex(), Some(42));
+        assert_eq!(collect(&delivering, now, &t, live, |i| i == 42), None);
+        assert_eq!(
+            collect(&delivering, now, &t, live, |_| false),
+            Some(Collect::Stale),
+            "its container was detached"
         );
     }
 
