@@ -35,6 +35,10 @@ pub struct AttachRequest {
     /// Ports to publish, as Docker's `-p` specs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<String>,
+    /// Who attached it: `cni` or `docker` for the runtimes' plugins, so
+    /// that their garbage collection touches only their own endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// `POST /v1/ports` (publish) and `POST /v1/ports/unpublish`.
@@ -152,6 +156,8 @@ pub struct Endpoint {
     /// Published ports in Docker's form.
     #[serde(default)]
     pub ports: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// `POST /v1/detach`'s answer: what was detached (nothing, if the namespace

@@ -75,11 +75,7 @@ async fn client_run(client: &Client, c: usize, namespaces: &[String]) -> Model {
                 let ns = (*random.pick(&detached).expect("some")).clone();
                 let request = AttachRequest {
                     netns: ns.clone(),
-                    ip: None,
-                    mac: None,
-                    ifname: None,
-                    name: None,
-                    ports: Vec::new(),
+                    ..AttachRequest::default()
                 };
                 let _: Endpoint = client
                     .post("/v1/endpoints", &request)

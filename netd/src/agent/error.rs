@@ -44,6 +44,8 @@ pub enum AgentError {
     Ifname { name: String, why: &'static str },
     #[error("invalid endpoint name {name:?}: {why}")]
     Name { name: String, why: &'static str },
+    #[error("invalid owner {0:?}: use up to 32 lowercase letters, digits and '-'")]
+    Owner(String),
     #[error("the name {name} is already used by endpoint {id}")]
     NameTaken { name: String, id: String },
     #[error("namespace {netns} is already attached as endpoint {name} ({ip})")]
@@ -207,6 +209,7 @@ impl AgentError {
             | Self::Mac(_)
             | Self::Ifname { .. }
             | Self::Name { .. }
+            | Self::Owner(_)
             | Self::BridgeName { .. }
             | Self::GatewayOutsideSubnet { .. }
             | Self::Mtu(_)

@@ -199,6 +199,7 @@ impl Agent {
             mac: ep.mac,
             created: ep.created.clone(),
             ports: ep.ports.iter().map(ports::form).collect(),
+            owner: ep.owner.clone(),
         }
     }
 
@@ -330,6 +331,9 @@ impl Agent {
         if let Some(name) = &req.name {
             check_name(name)?;
         }
+        if let Some(owner) = &req.owner {
+            check_owner(owner)?;
+        }
         let ns = Netns::open(&req.netns)?;
         self.release_stale().await?;
         if let Some(existing) = self
@@ -387,6 +391,7 @@ impl Agent {
             created: now_rfc3339(),
             phase: Phase::Creating,
             ports: Vec::new(),
+            owner: req.owner.clone(),
         };
         self.state.endpoints.insert(id.clone(), endpoint.clone());
         self.store.save(&mut self.state)?;
@@ -596,6 +601,20 @@ fn check_name(name: &str) -> Result<(), AgentError> {
             why,
         }),
         None => Ok(()),
+    }
+}
+
+/// Owners are short tags a plugin sets; they are matched exactly.
+fn check_owner(owner: &str) -> Result<(), AgentError> {
+    let valid = !owner.is_empty()
+        && owner.len() <= 32
+        && owner
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if valid {
+        Ok(())
+    } else {
+        Err(AgentError::Owner(owner.to_owned()))
     }
 }
 

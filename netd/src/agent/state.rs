@@ -215,6 +215,9 @@ pub struct EndpointState {
     pub phase: Phase,
     #[serde(default)]
     pub ports: Vec<PublishedPort>,
+    /// Who attached it (`cni`, `docker`), if a runtime's plugin did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 impl EndpointState {
@@ -233,6 +236,7 @@ impl EndpointState {
             created: self.created.clone(),
             phase: self.phase,
             ports: Vec::new(),
+            owner: self.owner.clone(),
         }
     }
 }
@@ -436,6 +440,7 @@ pub(crate) fn sample_endpoint() -> EndpointState {
         created: "2026-11-28T00:00:00Z".into(),
         phase: Phase::Ready,
         ports: Vec::new(),
+        owner: None,
     }
 }
 

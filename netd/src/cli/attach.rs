@@ -42,6 +42,7 @@ impl Attach {
             ifname: Some(self.ifname),
             name: self.name,
             ports: self.ports,
+            owner: None,
         };
         let endpoint: Endpoint = ctx.client.post("/v1/endpoints", &request).await?;
         if ctx.json {
