@@ -91,7 +91,13 @@ abi_type! {
         pub tcp_seen: u8,
         pub kind: u8,
         pub proto: u8,
-        pub _pad: [u8; 5],
+        /// TCP: the acknowledgment number of this direction's last segment
+        /// with ACK (network order), i.e. the sequence number its sender
+        /// expects next from the other direction. A reset or FIN of the
+        /// other direction only closes the flow near it (see
+        /// `netd-ebpf`'s `ct::touch`).
+        pub tcp_ack_be: [u8; 4],
+        pub _pad: [u8; 1],
     }
     size = 88;
 }

@@ -5,7 +5,8 @@
 //! Concurrency: entries are updated in place by every CPU that sees a
 //! packet of the flow, without atomics. `last_seen_ns` and `tcp_seen` are
 //! only ever moved forward (a lost update delays garbage collection by one
-//! packet at most); `packets` and `bytes` may undercount under contention.
+//! packet at most); `packets` and `bytes` may undercount under contention;
+//! `tcp_ack_be` may be left one packet behind (see `may_close`).
 //! Exact per-mapping counters live in the per-CPU `NETD_MAPPING_STATS`.
 
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns};
@@ -91,6 +92,53 @@ pub fn account(entry: *mut CtEntry, flow: &Flow, len: u32, new_flow: bool) -> Ac
     action
 }
 
+/// Whether `flow`'s packet may start a flow. TCP, as netfilter decides
+/// (`tcp_conntracks`, state NONE): a SYN without ACK, FIN or RST, or
+/// (picked up mid-stream, `nf_conntrack_tcp_loose`) a plain ACK. SYN+FIN,
+/// SYN+RST, the null and Xmas scans, resets, FINs and SYN-ACKs start
+/// nothing: netfilter calls them invalid and never translates them.
+#[inline(always)]
+pub fn may_start(flow: &Flow) -> bool {
+    if flow.proto != crate::parse::PROTO_TCP {
+        return true;
+    }
+    let flags = flow.tcp_flags & (TCP_FIN | TCP_SYN | TCP_RST | TCP_ACK);
+    flags == TCP_SYN || flags == TCP_ACK
+}
+
+/// How far a reset's or FIN's sequence number may be from what its
+/// receiver last acknowledged and still close the flow: ahead by what a
+/// receive window holds (16 MiB, past Linux's default `tcp_rmem` maximum),
+/// behind by 64 KiB (a retransmission of what was acknowledged already).
+const CLOSE_AHEAD: u32 = 1 << 24;
+const CLOSE_BEHIND: u32 = 1 << 16;
+
+/// Whether a reset or FIN of `flow`, a segment of `entry`'s direction, is
+/// near the sequence number the other direction last acknowledged, so that
+/// it may close the flow. A reset forged with the flow's addresses and
+/// ports but a blind sequence number is not: the receiving stack refuses
+/// it (RFC 5961), and netd must not forget the flow because of it (which
+/// would break the connection once it idles for the `close` timeout).
+/// Also true while the other direction has acknowledged nothing (the reset
+/// that refuses a SYN), and when it has no entry to ask.
+#[inline(always)]
+fn may_close(entry: *const CtEntry, flow: &Flow) -> bool {
+    // SAFETY: a live map value, its key copied out.
+    let reverse = unsafe { (*entry).reverse };
+    let Some(other) = NETD_CT.get_ptr(reverse) else {
+        return true;
+    };
+    // SAFETY: a live map value; another CPU may be updating the
+    // acknowledgment as it is read, leaving it a packet behind at worst,
+    // well within the window.
+    let (seen, ack) = unsafe { ((*other).tcp_seen, (*other).tcp_ack_be) };
+    if seen & SEEN_ACK == 0 {
+        return true;
+    }
+    let ahead = u32::from_be_bytes(flow.tcp_seq).wrapping_sub(u32::from_be_bytes(ack));
+    ahead < CLOSE_AHEAD || ahead.wrapping_neg() <= CLOSE_BEHIND
+}
+
 /// Records one packet of `len` bytes on `entry`.
 #[inline(always)]
 fn touch(entry: *mut CtEntry, flow: &Flow, len: u32) {
@@ -102,11 +150,18 @@ fn touch(entry: *mut CtEntry, flow: &Flow, len: u32) {
         if flow.proto == crate::parse::PROTO_TCP {
             let seen = (*entry).tcp_seen;
             let closed = seen & (SEEN_FIN | SEEN_RST) != 0;
+            let closing = flow.tcp_flags & (TCP_FIN | TCP_RST) != 0;
             // A fresh SYN on a closed tuple starts a new connection.
             if closed && flow.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
                 (*entry).tcp_seen = SEEN_SYN;
+            } else if closing && !may_close(entry, flow) {
+                // Delivered (the receiver judges it) but not recorded:
+                // neither its flags nor its acknowledgment.
             } else {
                 (*entry).tcp_seen = seen | seen_bits(flow.tcp_flags);
+                if flow.tcp_flags & (TCP_ACK | TCP_RST) == TCP_ACK {
+                    (*entry).tcp_ack_be = flow.tcp_ack;
+                }
             }
         }
     }

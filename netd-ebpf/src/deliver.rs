@@ -65,6 +65,17 @@ pub fn in_network(cfg: &DatapathConfig, addr: [u8; 4]) -> bool {
     mask != 0 && u32::from_ne_bytes(addr) & mask == u32::from_ne_bytes(cfg.subnet_be)
 }
 
+/// Whether `addr` can be the far end of a flow netd creates: not
+/// 0.0.0.0/8, loopback, multicast, or class E and the limited broadcast.
+/// The kernel's input route lookup refuses those as sources and never
+/// forwards to them (`ip_route_input_slow`: martians; broadcast and
+/// multicast stay on the link or are delivered locally), so a flow with
+/// such a peer would exist only because netd bypasses that lookup.
+#[inline(always)]
+pub fn unicast_peer(addr: [u8; 4]) -> bool {
+    !matches!(addr[0], 0 | 127 | 224..=255)
+}
+
 /// Looks `flow` up in the FIB of the host's namespace, as if it arrived on
 /// the interface the packet came in by. Returns the helper's verdict and the
 /// filled parameters.

@@ -136,6 +136,15 @@ fn new_flow(
     if deliver::in_network(&cfg, flow.daddr) && flow.daddr != cfg.gateway_be {
         return Ok(None);
     }
+    // Broadcast and multicast (DHCP, mDNS) are the link's and the host's,
+    // 0.0.0.0/8 and loopback destinations are martians: none is a peer to
+    // masquerade to (the FIB would hand them to the default route).
+    if !deliver::unicast_peer(flow.daddr) {
+        return Ok(None);
+    }
+    if !crate::ct::may_start(flow) {
+        return Ok(None);
+    }
     let src = NETD_ENDPOINTS.get_ptr(flow.saddr);
     let Some(src) = src else {
         return Ok(None);

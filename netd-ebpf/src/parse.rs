@@ -6,10 +6,13 @@
 //! handles it as it would without netd: non-IPv4 (ARP, IPv6, VLAN-tagged),
 //! malformed IPv4 (IHL < 5, total length shorter than the header or longer
 //! than the packet), fragments (first and later), other protocols and ICMP
-//! types, truncated TCP/UDP/ICMP headers (or a TCP data offset < 5), ICMP
-//! errors whose quoted packet is truncated, malformed or itself an ICMP
-//! error (RFC 1122: never answer an error with an error). IP options are
-//! fine: the L4 header is found after them.
+//! types, truncated TCP/UDP/ICMP headers (a TCP data offset < 5 or past
+//! the segment, a UDP length < 8 or past the datagram: the kernel discards
+//! those, netfilter calls them invalid), ICMP errors whose quoted packet is
+//! truncated, malformed or itself an ICMP error (RFC 1122: never answer an
+//! error with an error), or that is not addressed to the source of the
+//! packet it quotes. IP options are fine: the L4 header is found after
+//! them.
 //!
 //! ICMP echo takes part in conntrack like a port pair: an echo request's
 //! identifier is its "source port" (destination port 0), an echo reply's its
@@ -67,6 +70,10 @@ pub struct Flow {
     pub dport_off: usize,
     /// TCP flags (0 for others).
     pub tcp_flags: u8,
+    /// TCP sequence and acknowledgment numbers, as in the packet (zero for
+    /// others and for quoted segments).
+    pub tcp_seq: [u8; 4],
+    pub tcp_ack: [u8; 4],
     pub ttl: u8,
 }
 
@@ -86,6 +93,8 @@ impl Flow {
             sport_off: 0,
             dport_off: 0,
             tcp_flags: 0,
+            tcp_seq: [0; 4],
+            tcp_ack: [0; 4],
             ttl: ip.ttl,
         }
     }
@@ -177,10 +186,13 @@ fn transport<F: Frame>(
             let head: [u8; 8] = read(frame, l4)?;
             if !quoted {
                 let rest: [u8; 6] = read(frame, l4 + 8)?;
-                if len < 20 || rest[4] >> 4 < 5 {
+                let header_len = usize::from(rest[4] >> 4) * 4;
+                if len < 20 || header_len < 20 || header_len > len {
                     return None;
                 }
                 flow.tcp_flags = rest[TCP_FLAGS - 8];
+                flow.tcp_seq = [head[4], head[5], head[6], head[7]];
+                flow.tcp_ack = [rest[0], rest[1], rest[2], rest[3]];
             } else if len < 8 {
                 return None;
             }
@@ -191,7 +203,10 @@ fn transport<F: Frame>(
         }
         PROTO_UDP => {
             let head: [u8; 8] = read(frame, l4)?;
-            if len < 8 {
+            // A quote holds the first 8 bytes; its length field describes
+            // the whole datagram the quote was cut from.
+            let udp_len = usize::from(u16::from_be_bytes([head[4], head[5]]));
+            if len < 8 || (!quoted && (udp_len < 8 || udp_len > len)) {
                 return None;
             }
             flow.sport = [head[0], head[1]];
@@ -254,6 +269,13 @@ fn icmp_error<F: Frame>(frame: &F, ip: &Ipv4Head, l4: usize, len: usize) -> Opti
     let inner_l3 = l4 + 8;
     let quoted = len.checked_sub(8)?;
     let (inner_ip, inner_ihl, inner_len) = ipv4(frame, inner_l3, quoted)?;
+    // An error is sent to the source of the datagram it quotes (RFC 792).
+    // One addressed elsewhere is about no flow of this destination's,
+    // whatever it quotes: translated with the quoted flow's entry, it would
+    // leave with that flow's address for a peer that never was the flow's.
+    if inner_ip.saddr != ip.daddr {
+        return None;
+    }
     let inner_l4 = inner_l3 + inner_ihl;
     if inner_ip.proto == PROTO_ICMP {
         // Quoting an error: never translated. (Two bytes read, not one:

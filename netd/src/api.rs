@@ -181,6 +181,21 @@ pub struct Status {
     pub endpoints: usize,
     pub state_dir: String,
     pub bpffs: String,
+    /// The running kernel's release.
+    #[serde(default)]
+    pub kernel: String,
+    /// How the TC programs are attached: `tcx` or `netlink`.
+    #[serde(default)]
+    pub tc_attach: String,
+    /// How packets enter containers: `peer` or `egress`.
+    #[serde(default)]
+    pub redirect: String,
+    /// Whether the cgroup socket programs serve host-local access.
+    #[serde(default)]
+    pub host_local: bool,
+    /// What this kernel lacks and what netd does instead, one line each.
+    #[serde(default)]
+    pub degraded: Vec<String>,
 }
 
 /// `POST /v1/down`'s answer, also printed by a local `netd down`.

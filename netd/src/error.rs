@@ -54,6 +54,12 @@ pub enum DatapathError {
         found: u32,
         expected: u32,
     },
+    #[error("adding a clsact qdisc to {interface}")]
+    Qdisc {
+        interface: String,
+        #[source]
+        source: aya::programs::tc::TcError,
+    },
     #[error("attaching {program} to {interface}")]
     Attach {
         program: &'static str,

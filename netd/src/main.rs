@@ -6,5 +6,10 @@ use std::process::ExitCode;
 use clap::Parser as _;
 
 fn main() -> ExitCode {
+    // A runtime runs netd as its CNI plugin with CNI_COMMAND set (and the
+    // binary installed as its plugin directory's `netd`).
+    if netd::cni::invoked_as_plugin() {
+        return netd::cni::main();
+    }
     netd::cli::Cli::parse().execute()
 }

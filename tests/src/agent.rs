@@ -178,7 +178,9 @@ impl Agent {
         cmd.stdout(log.try_clone().expect("log fd")).stderr(log);
         self.env.clear();
         let mut process = Process::spawn(cmd, "netd agent");
-        let deadline = Instant::now() + Duration::from_secs(15);
+        // Generous: under emulation (`cargo xtask test --kernel`) on a
+        // loaded machine, a start takes many seconds.
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if self.cli(&["status"]).success() {
                 break;

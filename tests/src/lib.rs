@@ -17,6 +17,8 @@ pub mod bpf;
 pub mod fixture;
 pub mod netns;
 pub mod pktgen;
+pub mod probe;
+pub mod rootfs;
 pub mod topology;
 
 /// Whether the tests run as root.

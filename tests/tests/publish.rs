@@ -337,7 +337,14 @@ fn mappings_survive_the_agent_and_traffic_flows_while_it_is_down() {
     }
     t.agent.launch();
     assert!(t.agent.log().contains("reused pinned maps"));
-    assert!(t.agent.log().contains("adopted pinned link"));
+    // TCX (6.6+): the pinned link is adopted; before, the program in
+    // netd's clsact filter is replaced.
+    let log = t.agent.log();
+    assert!(
+        log.contains("adopted pinned link")
+            || log.contains("replaced the program of netd's TC filter"),
+        "{log}"
+    );
     let ports = t.agent.json(&["ports"]);
     assert_eq!(ports[0]["display"], "0.0.0.0:8080->80/tcp");
     assert!(

@@ -95,6 +95,15 @@ fn client(ns: &netd_tests::netns::Netns, args: &str) -> serde_json::Value {
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{args}: {e}: {stdout}"))
 }
 
+/// A crr run's connections all succeeded but for at most 0.1%: the soak
+/// measures memory and conntrack, on a shared machine where a connection
+/// may time out (2 s) when the CPUs are taken; a broken path fails them
+/// all.
+fn check_crr(what: &str, crr: &serde_json::Value) {
+    let (ok, errors) = (count(&crr["connections"]), count(&crr["errors"]));
+    assert!(ok > 0 && errors * 1000 <= ok, "{what}: {crr}");
+}
+
 #[test]
 fn soak_attach_publish_detach_under_traffic() {
     require_root!();
@@ -153,7 +162,7 @@ fn soak_attach_publish_detach_under_traffic() {
                     port + i
                 ),
             );
-            assert_eq!(count(&crr["errors"]), 0, "inbound: {crr}");
+            check_crr("inbound", &crr);
             connections += count(&crr["connections"]);
             let udp = client(
                 &t.out,
@@ -168,11 +177,7 @@ fn soak_attach_publish_detach_under_traffic() {
             &t.out,
             &format!("crr --to {HOST_IP}:8999 --duration 0.2 --concurrency 2"),
         );
-        assert_eq!(
-            count(&resident_crr["errors"]),
-            0,
-            "resident: {resident_crr}"
-        );
+        check_crr("resident", &resident_crr);
         connections += count(&resident_crr["connections"]);
         let resident_udp = client(
             &resident,
@@ -183,7 +188,7 @@ fn soak_attach_publish_detach_under_traffic() {
             &containers[0],
             &format!("crr --to {OUT_IP}:7001 --duration 0.4 --concurrency 2"),
         );
-        assert_eq!(count(&masq["errors"]), 0, "masquerade: {masq}");
+        check_crr("masquerade", &masq);
         connections += count(&masq["connections"]);
         // Half the cycles unpublish before detaching; detach removes the
         // ports of the others.

@@ -12,6 +12,7 @@ mod leftovers;
 mod setup;
 mod soak;
 mod test;
+mod vm;
 
 use std::process::ExitCode;
 

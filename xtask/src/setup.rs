@@ -26,8 +26,25 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("curl", "HTTP client in tests and the demo"),
     ("iputils-ping", "ICMP in tests"),
     ("python3", "HTTP and UDP servers in tests and the demo"),
+    (
+        "python3-venv",
+        "a venv for Scapy, the malformed-packet tests' reference",
+    ),
     ("nftables", "tests check netd adds no nftables rule"),
     ("iptables", "tests check netd adds no iptables rule"),
+    ("podman", "the CNI plugin's test with a real runtime"),
+    (
+        "crun",
+        "Podman's runtime in tests: runs containers without cgroups",
+    ),
+    (
+        "containernetworking-plugins",
+        "host-local, the IPAM plugin the CNI tests delegate to",
+    ),
+    (
+        "busybox-static",
+        "the one-binary image the Docker and Podman tests import",
+    ),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -38,6 +55,7 @@ pub fn run() -> anyhow::Result<()> {
     debian_packages()?;
     nightly_rust_src()?;
     bpf_linker()?;
+    scapy_venv()?;
     Ok(())
 }
 
@@ -134,6 +152,47 @@ fn bpf_linker() -> anyhow::Result<()> {
     .context("installing bpf-linker")
 }
 
+/// Scapy, pinned: the malformed-packet tests (tests/tests/malformed.rs)
+/// compare netd's translations byte for byte with Scapy's, so a new Scapy
+/// must not change the reference unnoticed.
+const SCAPY_VERSION: &str = "2.8.0";
+
+/// Scapy from PyPI in a venv of its own, `target/venv`, where the tests
+/// look for it. Debian's Python builds the venv (a Python earlier on PATH,
+/// such as pyenv's, may lack `venv`).
+fn scapy_venv() -> anyhow::Result<()> {
+    let venv = workspace_root().join("target/venv");
+    let python = venv.join("bin/python3");
+    let what = format!("Scapy {SCAPY_VERSION} in {}", venv.display());
+    let installed =
+        output(Command::new(&python).args(["-c", "import scapy; print(scapy.VERSION)"]));
+    if installed.as_deref().map(str::trim) == Some(SCAPY_VERSION) {
+        present(&what);
+        return Ok(());
+    }
+    installing(
+        &what,
+        "the reference the malformed-packet tests compare netd's translations with",
+    );
+    if !python.exists() {
+        cmd::run(
+            Command::new("/usr/bin/python3")
+                .args(["-m", "venv"])
+                .arg(&venv),
+        )
+        .context("creating the Scapy venv")?;
+    }
+    cmd::run(Command::new(&python).args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        &format!("scapy=={SCAPY_VERSION}"),
+    ]))
+    .context("installing Scapy from PyPI")
+}
+
 /// Where Debian's docker.io installs docker-proxy.
 const DOCKER_PROXY: &str = "/usr/sbin/docker-proxy";
 
@@ -191,4 +250,80 @@ pub fn docker_proxy() -> anyhow::Result<PathBuf> {
         bail!("docker.io's package holds no {DOCKER_PROXY}");
     }
     Ok(unpacked)
+}
+
+/// Debian's backports suite, where QEMU for `cargo xtask test --kernel`
+/// comes from: bookworm's own QEMU 7.2 cannot be installed next to the
+/// qemu-utils 10.0 these machines carry from backports.
+const BACKPORTS_SUITE: &str = "bookworm-backports";
+/// Added only when no configured source names the backports suite.
+const BACKPORTS_SOURCE: &str = "/etc/apt/sources.list.d/netd-bookworm-backports.sources";
+
+/// What `cargo xtask test --kernel` needs to boot another kernel, installed
+/// only when it is used so that plain `cargo xtask test` never pulls in
+/// QEMU: qemu-system-x86 from bookworm-backports, and busybox-static for the
+/// VM's initramfs.
+pub fn vm() -> anyhow::Result<()> {
+    const BUSYBOX: &str = "busybox-static";
+    const QEMU: &str = "qemu-system-x86";
+    let mut missing_main = Vec::new();
+    if package_installed(BUSYBOX) {
+        present(BUSYBOX);
+    } else {
+        installing(BUSYBOX, "the shell and tools of the VM's initramfs");
+        missing_main.push(BUSYBOX);
+    }
+    let qemu_missing = !package_installed(QEMU);
+    if qemu_missing {
+        installing(QEMU, "boots the kernel under test, software-emulated");
+    } else {
+        present(QEMU);
+    }
+    if missing_main.is_empty() && !qemu_missing {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "setup: {QEMU} (from {BACKPORTS_SUITE}) and {BUSYBOX} are needed to test on another kernel, and installing them needs root"
+        );
+    }
+    if qemu_missing && !backports_configured() {
+        eprintln!("setup: no APT source names {BACKPORTS_SUITE}: adding {BACKPORTS_SOURCE}");
+        fs::write(
+            BACKPORTS_SOURCE,
+            format!(
+                "# Added by netd's `cargo xtask test --kernel`: QEMU for booting other kernels.\n\
+                 Types: deb\nURIs: http://deb.debian.org/debian\nSuites: {BACKPORTS_SUITE}\n\
+                 Components: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+            ),
+        )
+        .with_context(|| format!("writing {BACKPORTS_SOURCE}"))?;
+    }
+    cmd::run(Command::new("apt-get").args(["update", "-q"]))?;
+    let apt_install = || {
+        let mut apt = Command::new("apt-get");
+        apt.env("DEBIAN_FRONTEND", "noninteractive").args([
+            "install",
+            "-y",
+            "-q",
+            "--no-install-recommends",
+        ]);
+        apt
+    };
+    if !missing_main.is_empty() {
+        cmd::run(apt_install().args(&missing_main)).context("installing busybox-static")?;
+    }
+    if qemu_missing {
+        cmd::run(apt_install().args(["-t", BACKPORTS_SUITE, QEMU]))
+            .with_context(|| format!("installing {QEMU} from {BACKPORTS_SUITE}"))?;
+    }
+    Ok(())
+}
+
+/// Whether APT already knows the backports suite (a configured source, not
+/// necessarily ours).
+fn backports_configured() -> bool {
+    // Its lines read " 100 http://deb.debian.org/debian bookworm-backports/main amd64 Packages".
+    output(Command::new("apt-cache").arg("policy"))
+        .is_some_and(|policy| policy.contains(&format!(" {BACKPORTS_SUITE}/")))
 }

@@ -10,7 +10,7 @@ use crate::{
     bench,
     cmd::{self, cargo, is_root, output, workspace_root},
     leftovers::{self, Snapshot},
-    setup,
+    setup, vm,
 };
 
 #[derive(clap::Args)]
@@ -25,6 +25,11 @@ pub struct Options {
     /// runs last, as root, when no filter is given.
     #[arg(long)]
     no_bench: bool,
+    /// Run the privileged tests (the netd-tests package) in a VM booting
+    /// this kernel instead of on the running one: `6.1`, Debian 12's kernel
+    /// under QEMU. Only the build and those tests run.
+    #[arg(long, value_name = "VERSION")]
+    kernel: Option<String>,
     /// Run only tests whose names match these filters (passed to the runner).
     filters: Vec<String>,
 }
@@ -39,6 +44,9 @@ fn nightly_cargo() -> Command {
 }
 
 pub fn run(options: &Options) -> anyhow::Result<()> {
+    if let Some(series) = &options.kernel {
+        return on_kernel(series, options);
+    }
     if !options.no_setup {
         setup::run()?;
     }
@@ -115,6 +123,20 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         eprintln!("*** privileged tests were SKIPPED (not root) ***");
     }
     Ok(())
+}
+
+/// `--kernel`: the privileged tests on another kernel, in a VM. fmt,
+/// clippy and the benchmark do not depend on the kernel and are not
+/// repeated there.
+fn on_kernel(series: &str, options: &Options) -> anyhow::Result<()> {
+    // Refuses an unknown version before installing or building anything.
+    let kernel = vm::Kernel::from_series(series)?;
+    if !options.no_setup {
+        setup::run()?;
+        setup::vm()?;
+    }
+    cmd::build_workspace()?;
+    vm::run_tests(kernel, &options.filters)
 }
 
 fn lint() -> anyhow::Result<()> {

@@ -16,7 +16,7 @@ use netd_common::{
 use crate::{
     ct::{self, NewFlow},
     deliver,
-    maps::NETD_ENDPOINTS,
+    maps::{NETD_ENDPOINTS, NETD_LOCAL_ADDRS},
     parse::Flow,
     ports,
 };
@@ -67,6 +67,17 @@ pub fn classify(flow: &Flow) -> Result<Option<(*mut CtEntry, bool)>, u32> {
         if unsafe { (*entry).flags } & CT_AT_UPLINK != 0 {
             return Ok(Some((entry, false)));
         }
+        return untranslated(flow);
+    }
+    // A new flow needs a source the kernel would route from: not a
+    // martian (see `deliver::unicast_peer`), nor one of the host's own
+    // addresses (`fib_validate_source` refuses those unless accept_local).
+    // The kernel drops such a packet, and it must not leave a flow behind
+    // here. Checked on new flows only: tracked flows never have such peers.
+    if !deliver::unicast_peer(flow.saddr) || NETD_LOCAL_ADDRS.get_ptr(flow.saddr).is_some() {
+        return untranslated(flow);
+    }
+    if !ct::may_start(flow) {
         return untranslated(flow);
     }
     let Some((slot, mapping)) = ports::lookup(flow) else {

@@ -10,7 +10,14 @@ use std::{net::Ipv4Addr, path::PathBuf};
 use ipnet::Ipv4Net;
 
 use super::{error::AgentError, ipam, state::NetworkState};
-use crate::{netlink::Netlink, paths};
+use crate::{
+    datapath::{
+        TcMode,
+        features::{CGROUP_SOCK_ADDR_SINCE, Features, REDIRECT_PEER_SINCE, TCX_SINCE},
+    },
+    netlink::Netlink,
+    paths,
+};
 
 /// Flags of `netd agent`; each has an environment fallback.
 #[derive(Clone, Debug, clap::Args)]
@@ -54,6 +61,11 @@ pub struct Flags {
     /// (bpf_redirect to the host veth, any kernel).
     #[arg(long, env = "NETD_REDIRECT", default_value = "peer", value_parser = ["peer", "egress"])]
     pub redirect: String,
+    /// How the TC programs are attached: `auto` (TCX where the kernel has
+    /// it, 6.6 and later, else a clsact filter through netlink), `tcx` or
+    /// `netlink`.
+    #[arg(long, env = "NETD_TC_ATTACH", default_value = "auto", value_parser = ["auto", "tcx", "netlink"])]
+    pub tc_attach: String,
     /// Conntrack entries (two per flow), allocated up front: 168 bytes
     /// each, 84 MiB at the default, which holds as many flows as
     /// netfilter's nf_conntrack_max does on a host of a few GiB.
@@ -108,6 +120,12 @@ pub struct Flags {
     /// of letting them shadow it.
     #[arg(long, env = "NETD_PROTECT_PORTS")]
     pub protect_ports: bool,
+    /// Also serve Docker's remote network driver protocol on this Unix
+    /// socket, so that `docker network create -d netd` uses this network:
+    /// name it in /etc/docker/plugins/netd.spec (`unix://PATH`) or put it
+    /// at /run/docker/plugins/netd.sock [default: off]
+    #[arg(long, env = "NETD_DOCKER_PLUGIN_SOCKET", value_name = "PATH")]
+    pub docker_plugin_socket: Option<PathBuf>,
 }
 
 /// What the agent runs with, once flags, saved state and the namespace
@@ -121,6 +139,11 @@ pub struct Config {
     pub socket: PathBuf,
     pub xdp: bool,
     pub redirect: u32,
+    /// What the kernel offers, and the TC attach mode picked from it.
+    pub features: Features,
+    pub tc_mode: TcMode,
+    /// Features the kernel lacks, each a one-line warning at start.
+    pub degraded: Vec<String>,
     pub ct_max: u32,
     pub ct_gc_interval: std::time::Duration,
     pub ct_timeouts: netd_common::ct::Timeouts,
@@ -130,6 +153,9 @@ pub struct Config {
     /// cgroup2 here).
     pub cgroup: Option<PathBuf>,
     pub protect_ports: bool,
+    /// Where Docker's network driver is served (`agent::docker`); `None`:
+    /// not served.
+    pub docker_plugin_socket: Option<PathBuf>,
 }
 
 /// The root of the cgroup2 hierarchy, from /proc/self/mountinfo.
@@ -424,6 +450,44 @@ impl Config {
                 _ => return Err(AgentError::CtTimeout(setting.clone())),
             }
         }
+        let features = Features::probe();
+        let mut degraded = Vec::new();
+        let tc_mode = pick_tc_mode(&flags.tc_attach, &features)?;
+        let mut redirect = if flags.redirect == "egress" {
+            netd_common::endpoint::REDIRECT_EGRESS
+        } else {
+            netd_common::endpoint::REDIRECT_PEER
+        };
+        if redirect == netd_common::endpoint::REDIRECT_PEER && !features.redirect_peer {
+            degraded.push(format!(
+                "redirect: egress, not peer (bpf_redirect_peer needs Linux {REDIRECT_PEER_SINCE}, this is {})",
+                features.release
+            ));
+            redirect = netd_common::endpoint::REDIRECT_EGRESS;
+        }
+        let mut cgroup = match &flags.cgroup {
+            Some(path) if path.as_os_str() == "none" => None,
+            Some(path) => {
+                if !path.join("cgroup.procs").exists() {
+                    return Err(AgentError::NotACgroup(path.clone()));
+                }
+                Some(path.clone())
+            }
+            None => cgroup2_root(),
+        };
+        if cgroup.is_some() && !features.cgroup_sock_addr {
+            degraded.push(format!(
+                "host-local access off: the cgroup socket hooks need Linux {CGROUP_SOCK_ADDR_SINCE}, this is {}",
+                features.release
+            ));
+            cgroup = None;
+        }
+        if !features.btf {
+            degraded.push(
+                "no kernel BTF (/sys/kernel/btf/vmlinux): bpftool prints pinned maps without field names"
+                    .to_owned(),
+            );
+        }
         Ok(Self {
             network,
             uplinks,
@@ -431,28 +495,34 @@ impl Config {
             bpffs: flags.bpffs.clone(),
             socket: flags.socket.clone(),
             xdp: flags.xdp,
-            redirect: if flags.redirect == "egress" {
-                netd_common::endpoint::REDIRECT_EGRESS
-            } else {
-                netd_common::endpoint::REDIRECT_PEER
-            },
+            redirect,
+            features,
+            tc_mode,
+            degraded,
             ct_max: flags.ct_max,
             ct_gc_interval: std::time::Duration::from_secs(flags.ct_gc_interval.max(1)),
             ct_timeouts,
             masquerade_address: flags.masquerade_address,
             masquerade_ports,
-            cgroup: match &flags.cgroup {
-                Some(path) if path.as_os_str() == "none" => None,
-                Some(path) => {
-                    if !path.join("cgroup.procs").exists() {
-                        return Err(AgentError::NotACgroup(path.clone()));
-                    }
-                    Some(path.clone())
-                }
-                None => cgroup2_root(),
-            },
+            cgroup,
             protect_ports: flags.protect_ports,
+            docker_plugin_socket: flags.docker_plugin_socket.clone(),
         })
+    }
+}
+
+/// The TC attach mode `--tc-attach` asks for on a kernel with `features`.
+fn pick_tc_mode(flag: &str, features: &Features) -> Result<TcMode, AgentError> {
+    match flag {
+        "tcx" if !features.tcx => Err(AgentError::KernelLacks {
+            feature: "TCX (--tc-attach tcx)",
+            since: TCX_SINCE,
+            release: features.release.clone(),
+        }),
+        "tcx" => Ok(TcMode::Tcx),
+        "netlink" => Ok(TcMode::Netlink),
+        _ if features.tcx => Ok(TcMode::Tcx),
+        _ => Ok(TcMode::Netlink),
     }
 }
 
@@ -492,4 +562,23 @@ async fn networks_in_use(
         }
     }
     Ok(in_use)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tc_attach_mode_follows_the_kernel_and_refuses_tcx_before_6_6() {
+        let old = Features::of("6.1.0-18-amd64", true);
+        let new = Features::of("6.18.0", true);
+        assert_eq!(pick_tc_mode("auto", &old).ok(), Some(TcMode::Netlink));
+        assert_eq!(pick_tc_mode("auto", &new).ok(), Some(TcMode::Tcx));
+        assert_eq!(pick_tc_mode("netlink", &new).ok(), Some(TcMode::Netlink));
+        let refused = pick_tc_mode("tcx", &old).expect_err("no TCX on 6.1");
+        assert_eq!(
+            refused.to_string(),
+            "TCX (--tc-attach tcx) needs Linux 6.6.0 or later; this kernel is 6.1.0-18-amd64"
+        );
+    }
 }

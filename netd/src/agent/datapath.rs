@@ -26,7 +26,7 @@ use super::{
 use crate::{
     api,
     datapath::{
-        ENDPOINT_TC, SOCKET_PROGRAMS, UPLINK_TC,
+        ENDPOINT_TC, SOCKET_PROGRAMS, TcMode, UPLINK_TC,
         conntrack::{self, Collect, FlowPair},
     },
 };
@@ -136,6 +136,7 @@ impl Agent {
         for uplink in &uplinks {
             let pin = uplink_pin("tc", uplink);
             self.datapath.attach_tc(UPLINK_TC, uplink, &pin)?;
+            self.note_tc_filter(uplink)?;
             wanted_pins.insert(pin);
             if self.config.xdp {
                 let pin = uplink_pin("xdp", uplink);
@@ -204,6 +205,20 @@ impl Agent {
         Ok(())
     }
 
+    /// Records that `uplink` carries netd's cls_bpf filter (netlink mode),
+    /// and whether netd added its qdisc, for `netd down` to remove them.
+    fn note_tc_filter(&mut self, uplink: &str) -> Result<(), AgentError> {
+        if self.datapath.tc_mode() != TcMode::Netlink {
+            return Ok(());
+        }
+        let added = self.state.tc_filters.get(uplink).copied().unwrap_or(false)
+            || self.datapath.added_qdisc(uplink);
+        if self.state.tc_filters.insert(uplink.to_owned(), added) != Some(added) {
+            self.store.save(&mut self.state)?;
+        }
+        Ok(())
+    }
+
     /// Puts back what was removed behind netd's back: a map pin (which a
     /// restarted agent needs to find its flows), a link pin (removing it
     /// detaches the program). A firewall flush, a `tc qdisc del` or a
@@ -223,9 +238,12 @@ impl Agent {
         }
         for uplink in self.config.uplinks.clone() {
             let pin = uplink_pin("tc", &uplink);
-            if !self.datapath.has_link_pin(&pin) {
-                warn!(uplink = %uplink, "the uplink's TC link was removed; attaching again");
-                self.datapath.attach_tc(UPLINK_TC, &uplink, &pin)?;
+            if self
+                .datapath
+                .reattach_tc_if_missing(UPLINK_TC, &uplink, &pin)?
+            {
+                warn!(uplink = %uplink, "the uplink's TC attachment was removed; attached again");
+                self.note_tc_filter(&uplink)?;
             }
             let pin = uplink_pin("xdp", &uplink);
             if self.config.xdp && !self.datapath.has_link_pin(&pin) {
@@ -242,9 +260,11 @@ impl Agent {
             .collect();
         for veth in ready {
             let pin = endpoint_pin(&veth);
-            if !self.datapath.has_link_pin(&pin) {
-                warn!(veth = %veth, "an endpoint's TC link was removed; attaching again");
-                self.datapath.attach_tc(ENDPOINT_TC, &veth, &pin)?;
+            if self
+                .datapath
+                .reattach_tc_if_missing(ENDPOINT_TC, &veth, &pin)?
+            {
+                warn!(veth = %veth, "an endpoint's TC attachment was removed; attached again");
             }
         }
         Ok(())
@@ -449,6 +469,13 @@ impl Agent {
                 |slot, generation| live.contains(&(slot, generation)),
                 |ifindex| veths.contains(&ifindex),
             ) {
+                // The table was read a moment ago: a packet since (a new
+                // connection reusing a closed tuple, a late reply) makes
+                // the flow live again, and deleting it now would break it.
+                Some(Collect::Expired) if self.touched_since_read(&flow) => {
+                    kept.push(flow);
+                    continue;
+                }
                 Some(Collect::Expired) => collected.expired += 1,
                 Some(Collect::Stale) => collected.stale += 1,
                 None => {
@@ -475,6 +502,20 @@ impl Agent {
         self.datapath.maps().ct_remove_all(&doomed)?;
         collected.remaining = remaining;
         Ok(collected)
+    }
+
+    /// Whether either entry of `flow` saw a packet after it was read.
+    fn touched_since_read(&mut self, flow: &FlowPair) -> bool {
+        std::iter::once(&flow.original)
+            .chain(flow.reply.as_ref())
+            .any(|(key, read)| {
+                self.datapath
+                    .maps()
+                    .ct_get(key)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|now| now.last_seen_ns != read.last_seen_ns)
+            })
     }
 
     /// Removes the flows `doomed` picks.

@@ -44,6 +44,8 @@ pub enum AgentError {
     Ifname { name: String, why: &'static str },
     #[error("invalid endpoint name {name:?}: {why}")]
     Name { name: String, why: &'static str },
+    #[error("endpoint {name} is broken: {what}")]
+    Broken { name: String, what: String },
     #[error("invalid owner {0:?}: use up to 32 lowercase letters, digits and '-'")]
     Owner(String),
     #[error("the name {name} is already used by endpoint {id}")]
@@ -86,6 +88,12 @@ pub enum AgentError {
         "invalid --ct-timeout {0:?}: expected STATE=SECONDS (SECONDS > 0) with STATE one of syn_sent, syn_recv, established, fin_wait, time_wait, close, udp, udp_stream"
     )]
     CtTimeout(String),
+    #[error("{feature} needs Linux {since} or later; this kernel is {release}")]
+    KernelLacks {
+        feature: &'static str,
+        since: crate::datapath::features::KernelVersion,
+        release: String,
+    },
     #[error("uplink {0} does not exist in this namespace")]
     UnknownUplink(String),
     #[error(
@@ -216,9 +224,11 @@ impl AgentError {
             | Self::CtMax(_)
             | Self::CtTimeout(_)
             | Self::UnknownUplink(_)
+            | Self::KernelLacks { .. }
             | Self::ConfigMismatch { .. } => ErrorKind::InvalidArgument,
             Self::IpTaken { .. }
             | Self::NameTaken { .. }
+            | Self::Broken { .. }
             | Self::AlreadyAttached { .. }
             | Self::IfnameTaken { .. }
             | Self::NotABridge { .. }

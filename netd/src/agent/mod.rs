@@ -6,6 +6,8 @@
 
 pub mod config;
 mod datapath;
+/// Docker's remote network driver, on `--docker-plugin-socket`.
+mod docker;
 pub mod error;
 pub mod ipam;
 mod ports;
@@ -30,7 +32,7 @@ use self::{
 };
 use crate::{
     api::{self, AttachRequest, DownReport},
-    datapath::{Datapath, Options as DatapathOptions},
+    datapath::{Datapath, Options as DatapathOptions, TcMode},
     failpoint,
     mac::MacAddr,
     netlink::Netlink,
@@ -102,13 +104,29 @@ impl Agent {
             endpoints: BTreeMap::new(),
             next_generation: 1,
             journal_seq: 0,
+            docker_network: None,
+            tc_filters: BTreeMap::new(),
         });
         let datapath = Datapath::load(&DatapathOptions {
             bpffs: config.bpffs.clone(),
             xdp: config.xdp,
             ct_max: config.ct_max,
             sockets: config.cgroup.is_some(),
+            tc_mode: config.tc_mode,
         })?;
+        let why = match (config.tc_mode, config.features.tcx) {
+            (TcMode::Netlink, false) => format!(
+                " (no TCX before Linux {}; this is {})",
+                crate::datapath::features::TCX_SINCE,
+                config.features.release
+            ),
+            (TcMode::Netlink, true) => " (--tc-attach netlink)".to_owned(),
+            (TcMode::Tcx, _) => String::new(),
+        };
+        info!(kernel = %config.features.release, "tc: {}{why}", config.tc_mode.describe());
+        for lack in &config.degraded {
+            warn!("{lack}");
+        }
         let bridge_index = ensure_bridge(&nl, &state.network).await?;
         enable_forwarding()?;
         if config.uplinks.is_empty() {
@@ -228,6 +246,20 @@ impl Agent {
             endpoints: self.state.endpoints.len(),
             state_dir: self.config.state_dir.display().to_string(),
             bpffs: self.config.bpffs.display().to_string(),
+            kernel: self.config.features.release.clone(),
+            tc_attach: match self.datapath.tc_mode() {
+                TcMode::Tcx => "tcx",
+                TcMode::Netlink => "netlink",
+            }
+            .to_owned(),
+            redirect: if self.config.redirect == netd_common::endpoint::REDIRECT_EGRESS {
+                "egress"
+            } else {
+                "peer"
+            }
+            .to_owned(),
+            host_local: self.config.cgroup.is_some(),
+            degraded: self.config.degraded.clone(),
         }
     }
 
@@ -422,6 +454,33 @@ impl Agent {
         Ok(self.view(&ready))
     }
 
+    /// Makes `ep`'s host veth, just created, a port of the bridge, up.
+    pub(super) async fn bridge_port(&self, ep: &EndpointState) -> Result<(), AgentError> {
+        let host = self
+            .nl
+            .link(&ep.host_ifname)
+            .await?
+            .ok_or_else(|| AgentError::Io {
+                what: format!("veth {} vanished right after its creation", ep.host_ifname),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            })?;
+        if let Err(err) = self
+            .nl
+            .set_controller(host.index, self.bridge_index, &ep.host_ifname)
+            .await
+        {
+            // The kernel says EXFULL when the bridge has no port number left.
+            if err.errno() == Some(libc::EXFULL) {
+                return Err(AgentError::BridgeFull {
+                    bridge: self.state.network.bridge.clone(),
+                });
+            }
+            return Err(err.into());
+        }
+        self.nl.set_up(host.index, &ep.host_ifname).await?;
+        Ok(())
+    }
+
     /// Creates the endpoint's veth, joins it to the bridge and configures
     /// the namespace side: address, MTU, `lo` and the interface up, default
     /// route via the gateway.
@@ -440,28 +499,7 @@ impl Agent {
             }
             return Err(err.into());
         }
-        let host = self
-            .nl
-            .link(&ep.host_ifname)
-            .await?
-            .ok_or_else(|| AgentError::Io {
-                what: format!("veth {} vanished right after its creation", ep.host_ifname),
-                source: std::io::Error::from(std::io::ErrorKind::NotFound),
-            })?;
-        if let Err(err) = self
-            .nl
-            .set_controller(host.index, self.bridge_index, &ep.host_ifname)
-            .await
-        {
-            // The kernel says EXFULL when the bridge has no port number left.
-            if err.errno() == Some(libc::EXFULL) {
-                return Err(AgentError::BridgeFull {
-                    bridge: net.bridge.clone(),
-                });
-            }
-            return Err(err.into());
-        }
-        self.nl.set_up(host.index, &ep.host_ifname).await?;
+        self.bridge_port(ep).await?;
         failpoint::hit("attach:veth-created");
 
         let inside = Netlink::connect_in(ns)?;
@@ -548,6 +586,75 @@ impl Agent {
             detached.push(self.remove(&id).await?);
         }
         Ok(detached)
+    }
+
+    /// The endpoint named (or with the ID) `name`, after checking that what
+    /// it needs exists in the kernel: its host veth on the bridge, its
+    /// datapath entry, its namespace and the interface with its address
+    /// there. What a CNI CHECK asks.
+    pub async fn check_endpoint(&mut self, name: &str) -> Result<api::Endpoint, AgentError> {
+        let ep = self
+            .state
+            .endpoints
+            .values()
+            .find(|ep| ep.name == name || ep.id == name)
+            .cloned()
+            .ok_or_else(|| AgentError::UnknownEndpoint(name.to_owned()))?;
+        let broken = |what: String| AgentError::Broken {
+            name: ep.name.clone(),
+            what,
+        };
+        if ep.phase != Phase::Ready {
+            return Err(broken("it is being attached or detached".to_owned()));
+        }
+        match self.nl.link(&ep.host_ifname).await? {
+            None => {
+                return Err(broken(format!(
+                    "its host veth {} is missing",
+                    ep.host_ifname
+                )));
+            }
+            Some(link) if link.controller != Some(self.bridge_index) => {
+                return Err(broken(format!(
+                    "its host veth {} is not on the bridge",
+                    ep.host_ifname
+                )));
+            }
+            Some(_) => {}
+        }
+        if !self
+            .datapath
+            .maps()
+            .endpoints()?
+            .iter()
+            .any(|(ip, _)| *ip == ep.ip)
+        {
+            return Err(broken(format!("{} is missing from the datapath", ep.ip)));
+        }
+        let ns = Netns::open(&ep.netns.to_string_lossy())
+            .map_err(|_| broken(format!("its namespace {} is gone", ep.netns.display())))?;
+        if ns.ident() != ep.netns_ident {
+            return Err(broken(format!(
+                "{} is another namespace now",
+                ep.netns.display()
+            )));
+        }
+        let inside = Netlink::connect_in(&ns)?;
+        let Some(link) = inside.link(&ep.ifname).await? else {
+            return Err(broken(format!("{} is missing in its namespace", ep.ifname)));
+        };
+        if !inside
+            .addresses()
+            .await?
+            .iter()
+            .any(|a| a.index == link.index && a.ip == ep.ip)
+        {
+            return Err(broken(format!(
+                "{} has lost its address {}",
+                ep.ifname, ep.ip
+            )));
+        }
+        Ok(self.view(&ep))
     }
 
     /// Detaches the endpoint named (or with the ID) `name`.
@@ -698,6 +805,23 @@ pub async fn down(
                 },
                 Ok(None) => {}
                 Err(err) => report.errors.push(err.to_string()),
+            }
+        }
+    }
+    if let Some(state) = state {
+        for (uplink, added_qdisc) in &state.tc_filters {
+            let Ok(Some(link)) = nl.link(uplink).await else {
+                continue;
+            };
+            match crate::datapath::remove_filter(uplink) {
+                Ok(()) => report.removed.push(format!("TC filter on {uplink}")),
+                Err(err) => report.errors.push(format!("{err:#}")),
+            }
+            if *added_qdisc {
+                match nl.del_clsact(link.index, uplink).await {
+                    Ok(()) => report.removed.push(format!("clsact qdisc of {uplink}")),
+                    Err(err) => report.errors.push(err.to_string()),
+                }
             }
         }
     }

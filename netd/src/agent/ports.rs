@@ -322,7 +322,23 @@ impl Agent {
     ) -> Result<Vec<api::Port>, AgentError> {
         let id = self.resolve_target(target)?;
         let specs: Vec<PortSpec> = specs.iter().map(|s| s.parse()).collect::<Result<_, _>>()?;
+        self.require_veth(&id).await?;
         self.publish_specs(&id, &specs).await
+    }
+
+    /// Refuses an endpoint whose host veth is gone (its namespace was
+    /// deleted and nobody detached it yet): ports published to it would
+    /// lead nowhere while holding the host's ports. One link lookup by
+    /// name, not a dump.
+    async fn require_veth(&self, id: &str) -> Result<(), AgentError> {
+        let ep = &self.state.endpoints[id];
+        if self.nl.link(&ep.host_ifname).await?.is_none() {
+            return Err(AgentError::Broken {
+                name: ep.name.clone(),
+                what: format!("its host veth {} is missing", ep.host_ifname),
+            });
+        }
+        Ok(())
     }
 
     pub(super) async fn publish_specs(

@@ -11,7 +11,7 @@ use axum::{
     extract::{FromRequest, Path as UrlPath, Request, State},
     http::StatusCode,
     response::{IntoResponse, Response},
-    routing::{delete, get, post},
+    routing::{get, post},
 };
 use serde::de::DeserializeOwned;
 use tokio::{
@@ -70,6 +70,17 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The answer to a body over [`MAX_BODY`].
+fn too_large() -> ApiError {
+    ApiError {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        body: ErrorBody {
+            message: format!("request body larger than {MAX_BODY} bytes"),
+            kind: ErrorKind::InvalidArgument.as_str().to_owned(),
+        },
+    }
+}
+
 /// A JSON body whose every rejection (too large, cut off, malformed, wrong
 /// fields) is a JSON error answer naming the problem.
 struct Body<T>(T);
@@ -78,17 +89,26 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        // A declared length over the limit is refused before reading: the
+        // body limit alone only trips once that much has arrived, and a
+        // client that sends the headers first and waits would wait forever.
+        let declared = req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > MAX_BODY as u64) {
+            return Err(too_large());
+        }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             let status = rejection.status();
-            let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                format!("request body larger than {MAX_BODY} bytes")
-            } else {
-                format!("reading the request body: {}", rejection.body_text())
-            };
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                return too_large();
+            }
             ApiError {
                 status,
                 body: ErrorBody {
-                    message,
+                    message: format!("reading the request body: {}", rejection.body_text()),
                     kind: ErrorKind::InvalidArgument.as_str().to_owned(),
                 },
             }
@@ -130,6 +150,14 @@ async fn detach(
 ) -> ApiResult<Json<DetachResponse>> {
     let detached = s.agent.lock().await.detach_netns(&req.netns).await?;
     Ok(Json(DetachResponse { detached }))
+}
+
+/// The endpoint, once checked in the kernel (a CNI CHECK).
+async fn check_endpoint(
+    State(s): State<Shared>,
+    UrlPath(name): UrlPath<String>,
+) -> ApiResult<Json<crate::api::Endpoint>> {
+    Ok(Json(s.agent.lock().await.check_endpoint(&name).await?))
 }
 
 async fn delete_endpoint(
@@ -190,12 +218,30 @@ async fn not_found() -> ApiError {
     )
 }
 
+/// A path the API has, asked with a method it does not take: an error in
+/// JSON like every other (axum's own answer has an empty body).
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        body: ErrorBody {
+            message: format!(
+                "method {method} is not allowed on {} (see the README's API section)",
+                uri.path()
+            ),
+            kind: ErrorKind::InvalidArgument.as_str().to_owned(),
+        },
+    }
+}
+
 fn router(shared: Shared) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/network", get(network))
         .route("/v1/endpoints", get(list_endpoints).post(attach))
-        .route("/v1/endpoints/{name}", delete(delete_endpoint))
+        .route(
+            "/v1/endpoints/{name}",
+            get(check_endpoint).delete(delete_endpoint),
+        )
         .route("/v1/detach", post(detach))
         .route("/v1/ports", get(list_ports).post(publish))
         .route("/v1/ports/unpublish", post(unpublish))
@@ -203,6 +249,7 @@ fn router(shared: Shared) -> Router {
         .route("/v1/stats", get(stats))
         .route("/v1/down", post(down))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(shared)
 }
@@ -240,11 +287,31 @@ async fn bind(path: &Path) -> Result<UnixListener, AgentError> {
 pub async fn serve(agent: Agent) -> anyhow::Result<()> {
     let socket = agent.config().socket.clone();
     let listener = bind(&socket).await?;
+    // Docker's network driver, if asked for, on a socket of its own.
+    let docker_socket = agent.config().docker_plugin_socket.clone();
+    let docker_listener = match &docker_socket {
+        Some(path) => {
+            let listener = bind(path).await?;
+            info!(socket = %path.display(), "serving Docker's network driver");
+            Some(listener)
+        }
+        None => None,
+    };
     let shared = Shared {
         agent: Arc::new(Mutex::new(agent)),
         stop: Arc::new(Notify::new()),
     };
     let stop = shared.stop.clone();
+    let (stop_docker, docker_stopped) = tokio::sync::oneshot::channel::<()>();
+    let docker = docker_listener.map(|listener| {
+        tokio::spawn(super::docker::serve(
+            listener,
+            shared.agent.clone(),
+            async move {
+                let _ = docker_stopped.await;
+            },
+        ))
+    });
     // Periodic work every second; address and link changes at once (a new
     // address answers for published ports as soon as it exists).
     let mut changes = crate::netlink::Netlink::watch_addresses_and_links()?;
@@ -281,6 +348,14 @@ pub async fn serve(agent: Agent) -> anyhow::Result<()> {
         .await;
     ticker.abort();
     let _ = fs::remove_file(&socket);
+    if let Some(docker) = docker {
+        // Calls in progress finish; idle connections close.
+        let _ = stop_docker.send(());
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), docker).await;
+    }
+    if let Some(path) = &docker_socket {
+        let _ = fs::remove_file(path);
+    }
     served?;
     Ok(())
 }

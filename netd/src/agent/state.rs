@@ -80,6 +80,14 @@ pub struct State {
     /// The last journal change this state includes.
     #[serde(default)]
     pub journal_seq: u64,
+    /// The ID of the Docker network this network backs, once Docker's
+    /// driver created one (`agent::docker`): Docker may have one only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_network: Option<String>,
+    /// Uplinks carrying netd's cls_bpf filter (netlink attach mode), and
+    /// whether netd added their clsact qdisc: what `netd down` removes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tc_filters: BTreeMap<String, bool>,
 }
 
 /// A change of published ports, as the journal records it.
@@ -467,6 +475,8 @@ mod tests {
             endpoints: BTreeMap::new(),
             next_generation: 1,
             journal_seq: 0,
+            docker_network: None,
+            tc_filters: BTreeMap::new(),
         }
     }
 

@@ -33,7 +33,15 @@ impl Down {
     pub async fn execute(self, ctx: &Context) -> anyhow::Result<()> {
         let report: DownReport = match ctx.client.post("/v1/down", &()).await {
             Ok(report) => report,
-            Err(ClientError::Unreachable { .. }) => {
+            // Only when no agent listens (no socket, or a stale one):
+            // a socket this user may not use (EACCES) has an agent behind
+            // it, and going around it would tear its network down under it.
+            Err(ClientError::Unreachable { cause, .. })
+                if matches!(
+                    cause.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
                 let mut store = StateStore::new(&self.state_dir);
                 let state = store.load()?;
                 let nl = Netlink::connect()?;

@@ -30,6 +30,20 @@ impl Status {
         println!("endpoints: {}", status.endpoints);
         println!("state:     {}", status.state_dir);
         println!("bpffs:     {}", status.bpffs);
+        let tc = match status.tc_attach.as_str() {
+            "netlink" => "clsact via netlink",
+            "tcx" => "tcx (BPF links)",
+            other => other,
+        };
+        println!(
+            "kernel:    {} (tc: {tc}; redirect: {}; host-local access: {})",
+            status.kernel,
+            status.redirect,
+            if status.host_local { "on" } else { "off" }
+        );
+        for lack in &status.degraded {
+            println!("degraded:  {lack}");
+        }
         Ok(())
     }
 }

@@ -8,9 +8,15 @@
 //! (`<bpffs>/links/<name>`). A restarted agent reuses the pinned maps (no
 //! entry lost) and swaps its freshly loaded programs into the pinned links
 //! atomically (BPF_LINK_UPDATE), so packets never stop being translated.
+//!
+//! Kernels before 6.6 have no TCX: there the TC programs are cls_bpf
+//! filters on a clsact qdisc, attached through netlink with a fixed
+//! priority and handle, which a restarted agent replaces in place (the
+//! kernel swaps the program atomically). See [`features`].
 
 mod batch;
 pub mod conntrack;
+pub mod features;
 mod logs;
 pub mod maps;
 pub mod observe;
@@ -27,7 +33,7 @@ use aya::{
     programs::{
         SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::{FdLink, LinkError, PinnedLink},
-        tc::SchedClassifierLink,
+        tc::{NlOptions, SchedClassifierLink, TcAttachOptions, TcError, TcHandle},
         xdp::XdpLink,
     },
     sys::SyscallError,
@@ -41,7 +47,10 @@ use netd_common::{
 };
 use tracing::{info, warn};
 
-pub use self::maps::{Maps, PortRule};
+pub use self::{
+    features::TcMode,
+    maps::{Maps, PortRule},
+};
 use crate::error::DatapathError;
 
 /// Program names in the object.
@@ -62,6 +71,12 @@ pub const SOCKET_PROGRAMS: [&str; 10] = [
     "netd_bind6",
 ];
 
+/// The priority and handle of netd's cls_bpf filters (netlink mode):
+/// fixed, so that a restarted agent finds its own filter and replaces the
+/// program in it, and never disturbs another tool's filters.
+pub const TC_FILTER_PRIORITY: u16 = 0x4e44; // "ND"
+pub const TC_FILTER_HANDLE: u32 = 1;
+
 /// `BPF_FS_MAGIC` from linux/magic.h.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
@@ -76,6 +91,8 @@ pub struct Options {
     pub ct_max: u32,
     /// Also load the cgroup socket programs (host-local access).
     pub sockets: bool,
+    /// How TC programs are attached.
+    pub tc_mode: TcMode,
 }
 
 /// One pinned map's capacity and memory.
@@ -257,11 +274,113 @@ fn attach_pinned(
     Ok(())
 }
 
+/// Adds a clsact qdisc to `interface` unless it has one; whether it added
+/// it.
+pub(crate) fn add_clsact(interface: &str) -> Result<bool, DatapathError> {
+    match aya::programs::tc::qdisc_add_clsact(interface) {
+        Ok(()) => {
+            info!(interface, "added a clsact qdisc");
+            Ok(true)
+        }
+        Err(err) if is_eexist(&err) => Ok(false),
+        Err(err) => Err(DatapathError::Qdisc {
+            interface: interface.to_owned(),
+            source: err,
+        }),
+    }
+}
+
+/// netd's cls_bpf filter on ingress of `interface` (netlink mode), as a
+/// link aya can replace the program of or detach.
+fn netd_filter(interface: &str) -> Result<SchedClassifierLink, DatapathError> {
+    SchedClassifierLink::attached(
+        interface,
+        TcAttachType::Ingress,
+        TC_FILTER_PRIORITY,
+        TcHandle::from(TC_FILTER_HANDLE),
+        None,
+    )
+    .map_err(|source| DatapathError::Io {
+        what: format!("finding interface {interface}"),
+        source,
+    })
+}
+
+/// Removes netd's cls_bpf filter from ingress of `interface` (netlink
+/// mode); absent is fine.
+pub fn remove_filter(interface: &str) -> Result<(), DatapathError> {
+    use aya::programs::links::Link as _;
+    match netd_filter(interface)?.detach() {
+        Ok(()) => Ok(()),
+        Err(aya::programs::ProgramError::NetlinkError(err))
+            if err.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(())
+        }
+        Err(source) => Err(DatapathError::Attach {
+            program: UPLINK_TC,
+            interface: interface.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Adds netd's cls_bpf filter running `prog` on ingress of `interface`,
+/// whose clsact qdisc exists; false if netd's filter is there already (the
+/// kernel refuses a second one with the same priority and handle).
+fn attach_filter(
+    prog: &mut SchedClassifier,
+    program: &'static str,
+    interface: &str,
+) -> Result<bool, DatapathError> {
+    let attach = |source| DatapathError::Attach {
+        program,
+        interface: interface.to_owned(),
+        source,
+    };
+    let options = TcAttachOptions::Netlink(NlOptions {
+        priority: TC_FILTER_PRIORITY,
+        handle: TcHandle::from(TC_FILTER_HANDLE),
+        classid: None,
+    });
+    match prog.attach_with_options(interface, TcAttachType::Ingress, options) {
+        Ok(id) => {
+            keep_filter(prog, id)?;
+            info!(program, interface, "attached (clsact via netlink)");
+            Ok(true)
+        }
+        Err(aya::programs::ProgramError::TcError(err)) if is_eexist(&err) => Ok(false),
+        Err(err) => Err(attach(err)),
+    }
+}
+
+/// Takes the filter out of aya's hands, which would remove it when the
+/// program is dropped: the filter must outlive the agent, as pinned links
+/// do.
+fn keep_filter(
+    prog: &mut SchedClassifier,
+    id: aya::programs::tc::SchedClassifierLinkId,
+) -> Result<(), DatapathError> {
+    std::mem::forget(prog.take_link(id)?);
+    Ok(())
+}
+
+fn is_eexist(err: &TcError) -> bool {
+    match err {
+        TcError::NetlinkError(err) => err.raw_os_error() == Some(libc::EEXIST),
+        TcError::IoError(err) => err.raw_os_error() == Some(libc::EEXIST),
+        _ => false,
+    }
+}
+
 /// netd's programs, loaded, with their maps pinned.
 pub struct Datapath {
     ebpf: Ebpf,
     bpffs: PathBuf,
     xdp: bool,
+    tc_mode: TcMode,
+    /// Interfaces whose clsact qdisc this agent added (netlink mode).
+    qdiscs_added: std::collections::BTreeSet<String>,
 }
 
 impl Datapath {
@@ -310,7 +429,18 @@ impl Datapath {
             ebpf,
             bpffs: options.bpffs.clone(),
             xdp: options.xdp,
+            tc_mode: options.tc_mode,
+            qdiscs_added: std::collections::BTreeSet::new(),
         })
+    }
+
+    /// Whether this agent added the clsact qdisc of `interface`.
+    pub fn added_qdisc(&self, interface: &str) -> bool {
+        self.qdiscs_added.contains(interface)
+    }
+
+    pub fn tc_mode(&self) -> TcMode {
+        self.tc_mode
     }
 
     pub fn maps(&mut self) -> Maps<'_> {
@@ -325,8 +455,10 @@ impl Datapath {
         self.bpffs.join("links").join(name)
     }
 
-    /// Attaches TC program `program` to ingress of `interface` through the
-    /// link pinned as `pin` (see [`attach_pinned`]).
+    /// Attaches TC program `program` to ingress of `interface`: through
+    /// the link pinned as `pin` (see [`attach_pinned`]), or, in netlink
+    /// mode, as netd's filter on its clsact qdisc (created if need be),
+    /// replacing the program of a filter a previous agent left.
     pub fn attach_tc(
         &mut self,
         program: &'static str,
@@ -334,12 +466,62 @@ impl Datapath {
         pin: &str,
     ) -> Result<(), DatapathError> {
         let path = self.link_pin(pin);
-        let prog: &mut SchedClassifier = self
+        let tc_mode = self.tc_mode;
+        if tc_mode == TcMode::Netlink && add_clsact(interface)? {
+            self.qdiscs_added.insert(interface.to_owned());
+        }
+        let prog = self.tc_program(program)?;
+        match tc_mode {
+            TcMode::Tcx => attach_pinned(prog, program, interface, &path),
+            TcMode::Netlink => {
+                if !attach_filter(prog, program, interface)? {
+                    let link = netd_filter(interface)?;
+                    let id = prog
+                        .attach_to_link(link)
+                        .map_err(|source| DatapathError::Attach {
+                            program,
+                            interface: interface.to_owned(),
+                            source,
+                        })?;
+                    keep_filter(prog, id)?;
+                    info!(
+                        program,
+                        interface, "replaced the program of netd's TC filter"
+                    );
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Attaches `program` to `interface` again if its attachment is gone
+    /// (a link pin removed, a filter or qdisc deleted with `tc`); whether
+    /// it was.
+    pub fn reattach_tc_if_missing(
+        &mut self,
+        program: &'static str,
+        interface: &str,
+        pin: &str,
+    ) -> Result<bool, DatapathError> {
+        match self.tc_mode {
+            TcMode::Tcx if self.has_link_pin(pin) => Ok(false),
+            TcMode::Tcx => self.attach_tc(program, interface, pin).map(|()| true),
+            TcMode::Netlink => {
+                if add_clsact(interface)? {
+                    self.qdiscs_added.insert(interface.to_owned());
+                }
+                let prog = self.tc_program(program)?;
+                attach_filter(prog, program, interface)
+            }
+        }
+    }
+
+    fn tc_program(&mut self, program: &'static str) -> Result<&mut SchedClassifier, DatapathError> {
+        Ok(self
             .ebpf
             .program_mut(program)
             .ok_or(DatapathError::MissingProgram(program))?
-            .try_into()?;
-        attach_pinned(prog, program, interface, &path)
+            .try_into()?)
     }
 
     /// Attaches the XDP program to `interface` through the link pinned as

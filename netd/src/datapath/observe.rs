@@ -44,6 +44,12 @@ impl Observer {
                 let prog: &mut SchedClassifier =
                     program(&mut ebpf, "netd_observe_tc")?.try_into()?;
                 prog.load()?;
+                // Before TCX (6.6) aya attaches through netlink, which
+                // needs a clsact qdisc; it stays after the observer (an
+                // empty qdisc changes nothing).
+                if !super::features::Features::probe().tcx {
+                    super::add_clsact(interface)?;
+                }
                 prog.attach(interface, TcAttachType::Ingress)?;
             }
             Hook::Xdp => {

@@ -9,10 +9,12 @@
 //! ended: RST, EOF or a write error); mismatches (an echo that differs from
 //! what was sent); stalls (a gap longer than `--stall-secs` between two
 //! successful round trips of a flow, or from the last one to the end); lost
-//! datagrams (UDP: no echo within a second). New connections attempted while
+//! datagrams (UDP: never echoed) and late ones (echoed after the flow had
+//! waited a second and moved on). New connections attempted while
 //! the mark file exists (the agent is down) are counted apart.
 
 use std::{
+    collections::BTreeSet,
     net::SocketAddr,
     path::{Path, PathBuf},
     sync::{
@@ -104,7 +106,10 @@ struct FlowStats {
     resets: u64,
     mismatches: u64,
     stalls: u64,
+    /// UDP: datagrams never echoed.
     lost: u64,
+    /// UDP: echoes that came after their flow had given up on them.
+    late: u64,
     max_gap_ms: u64,
     errors: Vec<String>,
 }
@@ -116,6 +121,7 @@ impl FlowStats {
         self.mismatches += flow.mismatches;
         self.stalls += flow.stalls;
         self.lost += flow.lost;
+        self.late += flow.late;
         self.max_gap_ms = self.max_gap_ms.max(flow.max_gap.as_millis() as u64);
         if let Some(error) = flow.error {
             self.keep(error);
@@ -146,6 +152,7 @@ struct Flow {
     mismatches: u64,
     stalls: u64,
     lost: u64,
+    late: u64,
     max_gap: Duration,
     last_ok: Instant,
     stall_after: Duration,
@@ -160,6 +167,7 @@ impl Flow {
             mismatches: 0,
             stalls: 0,
             lost: 0,
+            late: 0,
             max_gap: Duration::ZERO,
             last_ok: Instant::now(),
             stall_after,
@@ -363,6 +371,9 @@ async fn hold_udp(
 ) -> Flow {
     let mut flow = Flow::new(stall_after);
     let mut buf = [0; 2 * MESSAGE];
+    // Messages not echoed within UDP_ECHO_TIMEOUT: a late echo takes its
+    // message off (it was slow, not lost); what is left at the end is lost.
+    let mut unanswered = BTreeSet::new();
     let mut seq = 0;
     while !stop.load(Ordering::Relaxed) {
         let mut sent = vec![b'E'];
@@ -370,7 +381,7 @@ async fn hold_udp(
         // A send error is an ICMP error reported on the socket (the path
         // was broken): the datagram is lost, the flow goes on.
         if let Err(error) = socket.send(&sent).await {
-            flow.lost += 1;
+            unanswered.insert(seq);
             flow.error = Some(format!("udp {id} send: {error}"));
         } else {
             let deadline = Instant::now() + UDP_ECHO_TIMEOUT;
@@ -378,11 +389,11 @@ async fn hold_udp(
                 let left = deadline.saturating_duration_since(Instant::now());
                 match timeout(left, socket.recv(&mut buf)).await {
                     Err(_) => {
-                        flow.lost += 1;
+                        unanswered.insert(seq);
                         break;
                     }
                     Ok(Err(error)) => {
-                        flow.lost += 1;
+                        unanswered.insert(seq);
                         flow.error = Some(format!("udp {id} receive: {error}"));
                         break;
                     }
@@ -392,14 +403,13 @@ async fn hold_udp(
                             flow.round_trip();
                             break;
                         }
-                        // A late echo of an earlier message, counted lost
-                        // already, is skipped; anything else is corrupt.
-                        let late = len == sent.len()
-                            && echo[..5] == sent[..5]
-                            && (0..seq).any(|old| echo[1..] == message(id, old));
-                        if !late {
-                            flow.mismatches += 1;
-                            flow.error = Some(format!("udp {id}: echo of message {seq} differs"));
+                        match late_echo(id, echo) {
+                            Some(old) if unanswered.remove(&old) => flow.late += 1,
+                            _ => {
+                                flow.mismatches += 1;
+                                flow.error =
+                                    Some(format!("udp {id}: echo of message {seq} differs"));
+                            }
                         }
                     }
                 }
@@ -408,7 +418,18 @@ async fn hold_udp(
         seq += 1;
         tokio::time::sleep(interval).await;
     }
+    flow.lost = unanswered.len() as u64;
     flow.finish()
+}
+
+/// The sequence number of `echo` if it is exactly an earlier message of
+/// flow `id` (a late echo), not a corrupted one.
+fn late_echo(id: u32, echo: &[u8]) -> Option<u64> {
+    let [b'E', rest @ ..] = echo else {
+        return None;
+    };
+    let seq = u64::from_be_bytes(rest.get(4..12)?.try_into().ok()?);
+    (rest == message(id, seq)).then_some(seq)
 }
 
 /// Starts `per_sec` new connections a second until stopped, each in its own

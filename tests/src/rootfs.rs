@@ -1,0 +1,34 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
+//! A container image without a registry: a root filesystem of
+//! busybox-static (a shell and an HTTP server) and one web page, as a tar
+//! that `podman import` and `docker import` take.
+
+use std::{fs, os::unix::fs::symlink, path::Path, process::Command};
+
+use crate::netns::check;
+
+/// Where Debian's busybox-static puts its binary.
+pub const BUSYBOX: &str = "/bin/busybox";
+
+/// Writes `tar` holding `/bin/busybox` (with `sh` and `httpd` links to it)
+/// and `/www/index.html` containing `page`; `work` is scratch space.
+pub fn busybox_tar(work: &Path, tar: &Path, page: &str) {
+    let root = work.join("rootfs");
+    fs::create_dir_all(root.join("bin")).expect("rootfs/bin");
+    fs::create_dir_all(root.join("www")).expect("rootfs/www");
+    fs::create_dir_all(root.join("tmp")).expect("rootfs/tmp");
+    fs::copy(BUSYBOX, root.join("bin/busybox"))
+        .unwrap_or_else(|e| panic!("{BUSYBOX} (Debian's busybox-static): {e}"));
+    for applet in ["sh", "httpd"] {
+        symlink("busybox", root.join("bin").join(applet)).expect("applet link");
+    }
+    fs::write(root.join("www/index.html"), page).expect("page");
+    check(
+        Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .arg("-cf")
+            .arg(tar)
+            .arg("."),
+    );
+}
