@@ -196,6 +196,10 @@ pub struct Status {
     /// What this kernel lacks and what netd does instead, one line each.
     #[serde(default)]
     pub degraded: Vec<String>,
+    /// With `--xdp`: how XDP runs on each uplink, `native` (in the
+    /// driver) or `generic` (the driver has no XDP: after the skb is built).
+    #[serde(default)]
+    pub xdp: std::collections::BTreeMap<String, String>,
 }
 
 /// `POST /v1/down`'s answer, also printed by a local `netd down`.

@@ -14,7 +14,10 @@ use ipnet::Ipv4Net;
 use netlink_packet_route::{
     AddressFamily,
     address::AddressAttribute,
-    link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
+    link::{
+        InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, LinkXdp,
+        XdpAttached,
+    },
     route::{RouteAddress, RouteAttribute, RouteMessage},
 };
 use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder};
@@ -74,6 +77,10 @@ pub struct Link {
     pub up: bool,
     /// The bridge this link is a port of.
     pub controller: Option<u32>,
+    /// How an XDP program runs on it, if one is attached: `native` (in
+    /// the driver), `generic` (after the skb is built: the driver has no
+    /// XDP), `offload`.
+    pub xdp: Option<&'static str>,
 }
 
 impl Link {
@@ -86,12 +93,22 @@ impl Link {
             mac: None,
             up: msg.header.flags.contains(LinkFlags::Up),
             controller: None,
+            xdp: None,
         };
         for attr in &msg.attributes {
             match attr {
                 LinkAttribute::IfName(name) => link.name.clone_from(name),
                 LinkAttribute::Mtu(mtu) => link.mtu = *mtu,
                 LinkAttribute::Controller(index) => link.controller = Some(*index),
+                LinkAttribute::Xdp(xdp) => {
+                    link.xdp = xdp.iter().find_map(|attr| match attr {
+                        LinkXdp::Attached(XdpAttached::Driver) => Some("native"),
+                        LinkXdp::Attached(XdpAttached::SocketBuffer) => Some("generic"),
+                        LinkXdp::Attached(XdpAttached::Hardware) => Some("offload"),
+                        LinkXdp::Attached(XdpAttached::Multiple) => Some("multiple"),
+                        _ => None,
+                    });
+                }
                 LinkAttribute::Address(bytes) => {
                     link.mac = <[u8; 6]>::try_from(bytes.as_slice()).ok().map(MacAddr);
                 }

@@ -295,6 +295,10 @@ fn xdp_translates_published_ports() {
             format!("{HOST_IP}:5353").as_str()
         )
     );
+    // veth has native XDP: the kernel runs the program in the driver.
+    let status = t.agent.json(&["status"]);
+    assert_eq!(status["xdp"]["up0"], "native", "{status}");
+    assert!(t.agent.ok(&["status"]).contains("xdp:       native on up0"));
     let stats = t.agent.json(&["stats"]);
     assert_eq!(stats["xdp"], true);
     assert!(

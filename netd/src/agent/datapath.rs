@@ -142,6 +142,20 @@ impl Agent {
                 let pin = uplink_pin("xdp", uplink);
                 self.datapath.attach_xdp(uplink, &pin)?;
                 wanted_pins.insert(pin);
+                // The kernel runs it in the driver when the driver has XDP,
+                // else generically: same verdicts, less speed.
+                let mode = self
+                    .nl
+                    .link(uplink)
+                    .await?
+                    .and_then(|l| l.xdp)
+                    .unwrap_or("unknown");
+                if mode == "generic" {
+                    warn!(uplink = %uplink, "xdp: generic (this driver has no native XDP: same translation, after the skb is built)");
+                } else {
+                    info!(uplink = %uplink, "xdp: {mode}");
+                }
+                self.xdp_modes.insert(uplink.clone(), mode);
             }
         }
 

@@ -68,6 +68,8 @@ pub struct Agent {
     datapath: Datapath,
     /// When conntrack was last garbage-collected.
     last_gc: std::time::Instant,
+    /// How XDP runs on each uplink (`--xdp`): `native` or `generic`.
+    xdp_modes: BTreeMap<String, &'static str>,
     /// The `ct_create` drop count at the last tick: when it grows, the
     /// table is full.
     ct_refused: u64,
@@ -142,6 +144,7 @@ impl Agent {
             bridge_index,
             datapath,
             last_gc: std::time::Instant::now(),
+            xdp_modes: BTreeMap::new(),
             ct_refused: 0,
             ct_fill: 0,
             nat_exhausted: 0,
@@ -260,6 +263,11 @@ impl Agent {
             .to_owned(),
             host_local: self.config.cgroup.is_some(),
             degraded: self.config.degraded.clone(),
+            xdp: self
+                .xdp_modes
+                .iter()
+                .map(|(uplink, mode)| (uplink.clone(), (*mode).to_owned()))
+                .collect(),
         }
     }
 

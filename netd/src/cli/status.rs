@@ -41,6 +41,9 @@ impl Status {
             status.redirect,
             if status.host_local { "on" } else { "off" }
         );
+        for (uplink, mode) in &status.xdp {
+            println!("xdp:       {mode} on {uplink}");
+        }
         for lack in &status.degraded {
             println!("degraded:  {lack}");
         }
