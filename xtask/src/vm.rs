@@ -121,6 +121,9 @@ const GUEST_CPUS: u32 = 2;
 /// 9p mount tags of the two shares.
 const ROOT_TAG: &str = "hostroot";
 const WORK_TAG: &str = "work";
+/// The workspace, shared again on its own: a checkout under /tmp, /var/tmp
+/// or /run would be hidden by the guest's tmpfs mounts there.
+const WORKSPACE_TAG: &str = "workspace";
 
 /// Starts the lines the guest's scripts print on the console, apart from
 /// the kernel's and the tests' own.
@@ -499,6 +502,8 @@ fn select_modules(dependencies: &BTreeMap<String, Vec<String>>) -> BTreeSet<Stri
 /// modprobe and this kernel's modules are (the host has none for it).
 fn init_script(work: &Path) -> String {
     let work = work.display();
+    let workspace = workspace_root();
+    let workspace = workspace.display();
     format!(
         r#"#!/bin/busybox sh
 # PID 1 of netd's test VM; written by xtask/src/vm.rs.
@@ -520,8 +525,6 @@ opts=trans=virtio,version=9p2000.L,msize=512000
 # The host's root changes under us only if someone rebuilds during the
 # run: cache it, read-only.
 mount -t 9p -o ro,cache=loose,$opts {ROOT_TAG} /newroot || fatal "cannot mount the host's root"
-# Results go straight to the host: no cache.
-mount -t 9p -o $opts {WORK_TAG} "/newroot{work}" || fatal "cannot mount the work share"
 mount -t proc proc /newroot/proc
 mount -t sysfs sysfs /newroot/sys
 mount -t devtmpfs devtmpfs /newroot/dev
@@ -531,6 +534,12 @@ mount -t tmpfs -o mode=1777 tmpfs /newroot/dev/shm
 mount -t tmpfs -o mode=1777 tmpfs /newroot/tmp
 mount -t tmpfs -o mode=1777 tmpfs /newroot/var/tmp
 mount -t tmpfs -o mode=0755 tmpfs /newroot/run
+# The workspace (the test binaries and netd) over whatever tmpfs above
+# may hide it, then the work directory inside it, where results go
+# straight to the host: no cache.
+mkdir -p "/newroot{workspace}"
+mount -t 9p -o ro,cache=loose,$opts {WORKSPACE_TAG} "/newroot{workspace}" || fatal "cannot mount the workspace"
+mount -t 9p -o $opts {WORK_TAG} "/newroot{work}" || fatal "cannot mount the work share"
 # A bpffs and a cgroup2 hierarchy of the guest's own, where netd and the
 # tests look for them.
 mount -t bpf bpf /newroot/sys/fs/bpf
@@ -843,6 +852,15 @@ fn boot(image: &KernelImage, initramfs: &Path, work: &Path) -> anyhow::Result<Ou
         .arg("-device")
         .arg(format!(
             "virtio-9p-pci,fsdev={ROOT_TAG},mount_tag={ROOT_TAG}"
+        ))
+        .arg("-fsdev")
+        .arg(format!(
+            "local,id={WORKSPACE_TAG},path={},security_model=none,readonly=on,multidevs=remap",
+            workspace_root().display()
+        ))
+        .arg("-device")
+        .arg(format!(
+            "virtio-9p-pci,fsdev={WORKSPACE_TAG},mount_tag={WORKSPACE_TAG}"
         ))
         .arg("-fsdev")
         .arg(format!(
