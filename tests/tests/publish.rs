@@ -469,8 +469,10 @@ fn conntrack_garbage_collection_empties_the_table() {
     let t = Topology::new(&[
         "--ct-gc-interval",
         "1",
+        // Short, but long enough that the flows are all still tracked
+        // when listed, also under emulation (--kernel 6.1).
         "--ct-timeout",
-        "time_wait=1,close=1,udp=1,udp_stream=1",
+        "time_wait=5,close=5,udp=5,udp_stream=5",
     ]);
     let c1 = t.container("c1", &["-p", "8080:80", "-p", "5353:53/udp"]);
     let _server = HttpServer::start(&c1, 80, "gc\n");
@@ -485,7 +487,7 @@ fn conntrack_garbage_collection_empties_the_table() {
         Some(6),
         "5 TCP and 1 UDP flows: {flows}"
     );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let stats = t.agent.json(&["stats"]);
         if stats["conntrack_entries"] == 0 {
