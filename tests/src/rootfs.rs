@@ -7,6 +7,10 @@ use std::{fs, os::unix::fs::symlink, path::Path, process::Command};
 
 use crate::netns::check;
 
+/// The image's web server, in the foreground on port 80, serving /www:
+/// the command to run a container of [`busybox_tar`]'s image with.
+pub const HTTPD: &[&str] = &["/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www"];
+
 /// Where Debian's busybox-static puts its binary.
 pub const BUSYBOX: &str = "/bin/busybox";
 

@@ -24,7 +24,8 @@ use std::{
 
 use netd_tests::{
     netns::{Netns, Process, unique_name},
-    require_root, rootfs,
+    require_root,
+    rootfs::{self, HTTPD},
     topology::{HOST_IP, SUBNET, Scratch, Topology},
 };
 use nix::{
@@ -401,21 +402,10 @@ fn docker_run_on_a_netd_network_is_published_by_netd_alone() {
     // Control: on Docker's own bridge, -p makes a DNAT rule and a
     // docker-proxy, and the checks below see them.
     docker.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "control",
-        "-p",
-        "8081:80",
-        IMAGE,
-        "/bin/busybox",
-        "httpd",
-        "-f",
-        "-p",
-        "80",
-        "-h",
-        "/www",
-    ]);
+        &["run", "-d", "--name", "control", "-p", "8081:80", IMAGE][..],
+        HTTPD,
+    ]
+    .concat());
     let rules = nat_rules(&t.host);
     assert!(
         rules
@@ -444,23 +434,20 @@ fn docker_run_on_a_netd_network_is_published_by_netd_alone() {
         "netdnet",
     ]);
     docker.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "web",
-        "--network",
-        "netdnet",
-        "-p",
-        "8080:80",
-        IMAGE,
-        "/bin/busybox",
-        "httpd",
-        "-f",
-        "-p",
-        "80",
-        "-h",
-        "/www",
-    ]);
+        &[
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "--network",
+            "netdnet",
+            "-p",
+            "8080:80",
+            IMAGE,
+        ][..],
+        HTTPD,
+    ]
+    .concat());
     let settings: Value = serde_json::from_str(&docker.ok(&[
         "inspect",
         "--format",
@@ -538,23 +525,20 @@ fn docker_run_on_a_netd_network_is_published_by_netd_alone() {
         "netdnull",
     ]);
     docker.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "nullweb",
-        "--network",
-        "netdnull",
-        "-p",
-        "8082:80",
-        IMAGE,
-        "/bin/busybox",
-        "httpd",
-        "-f",
-        "-p",
-        "80",
-        "-h",
-        "/www",
-    ]);
+        &[
+            "run",
+            "-d",
+            "--name",
+            "nullweb",
+            "--network",
+            "netdnull",
+            "-p",
+            "8082:80",
+            IMAGE,
+        ][..],
+        HTTPD,
+    ]
+    .concat());
     let address = docker.ok(&[
         "inspect",
         "--format",

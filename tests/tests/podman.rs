@@ -11,7 +11,7 @@ use netd_tests::{
     agent::netd_bin,
     netns::{Netns, unique_name},
     require_root,
-    rootfs::busybox_tar,
+    rootfs::{HTTPD, busybox_tar},
     topology::{HOST_IP, Scratch, Topology},
 };
 use serde_json::json;
@@ -169,28 +169,27 @@ fn podman_publishes_through_netd() {
         "localhost/netd-test:1",
     ]);
 
-    let id = podman.run(&[
-        "run",
-        "-d",
-        "--network",
-        "netdnet",
-        "-p",
-        "8080:80",
-        "--cgroup-parent",
-        &cgroups.parent(),
-        "--ulimit",
-        "nofile=20000:20000",
-        "--ulimit",
-        "nproc=4096:4096",
-        "localhost/netd-test:1",
-        "/bin/busybox",
-        "httpd",
-        "-f",
-        "-p",
-        "80",
-        "-h",
-        "/www",
-    ]);
+    let id = podman.run(
+        &[
+            &[
+                "run",
+                "-d",
+                "--network",
+                "netdnet",
+                "-p",
+                "8080:80",
+                "--cgroup-parent",
+                &cgroups.parent(),
+                "--ulimit",
+                "nofile=20000:20000",
+                "--ulimit",
+                "nproc=4096:4096",
+                "localhost/netd-test:1",
+            ][..],
+            HTTPD,
+        ]
+        .concat(),
+    );
     // Whatever happens next, the container goes (and with it conmon, the
     // namespace podman made, its mounts).
     struct Remove<'a>(&'a Podman<'a>, String);

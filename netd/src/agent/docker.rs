@@ -638,14 +638,7 @@ impl Agent {
                 .map_err(DockerError::from),
             Err(err) => Err(err),
         };
-        if let Err(err) = plumbed {
-            self.unplumb(&endpoint).await;
-            self.forget(&id)?;
-            return Err(err);
-        }
-        let ready = self.state.endpoints.get_mut(&id).expect("recorded above");
-        ready.phase = Phase::Ready;
-        self.store.save(&mut self.state)?;
+        self.settle(&endpoint, plumbed).await?;
         info!(endpoint = %id, ip = %ip, veth = %endpoint.host_ifname, "Docker endpoint created");
 
         // libnetwork refuses an answer that changes what it chose.

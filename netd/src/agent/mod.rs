@@ -441,15 +441,7 @@ impl Agent {
             Ok(()) => self.connect_endpoint(&endpoint).await,
             Err(err) => Err(err),
         };
-        if let Err(err) = plumbed {
-            self.unplumb(&endpoint).await;
-            self.forget(&id)?;
-            return Err(err);
-        }
-        let ready = self.state.endpoints.get_mut(&id).expect("recorded above");
-        ready.phase = Phase::Ready;
-        let ready = ready.clone();
-        self.store.save(&mut self.state)?;
+        let ready = self.settle(&endpoint, plumbed).await?;
         info!(endpoint = %ready.name, netns = %ready.netns.display(), ip = %ready.ip, veth = %ready.host_ifname, "attached");
         if !specs.is_empty()
             && let Err(err) = self.publish_specs(&id, &specs).await
@@ -487,6 +479,32 @@ impl Agent {
         }
         self.nl.set_up(host.index, &ep.host_ifname).await?;
         Ok(())
+    }
+
+    /// Ends the creation of `ep`, recorded as `Creating`: once `plumbed` is
+    /// fine, marks it ready (saved); on failure, removes what was created
+    /// and the record. Returns the ready endpoint.
+    pub(super) async fn settle<E: From<AgentError>>(
+        &mut self,
+        ep: &EndpointState,
+        plumbed: Result<(), E>,
+    ) -> Result<EndpointState, E> {
+        if let Err(err) = plumbed {
+            self.unplumb(ep).await;
+            self.forget(&ep.id)?;
+            return Err(err);
+        }
+        let ready = self
+            .state
+            .endpoints
+            .get_mut(&ep.id)
+            .expect("recorded before plumbing");
+        ready.phase = Phase::Ready;
+        let ready = ready.clone();
+        self.store
+            .save(&mut self.state)
+            .map_err(|e| E::from(AgentError::from(e)))?;
+        Ok(ready)
     }
 
     /// Creates the endpoint's veth, joins it to the bridge and configures
