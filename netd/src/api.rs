@@ -112,6 +112,19 @@ pub struct Stats {
     /// Each pinned map's capacity and kernel memory: what the datapath can
     /// ever take, however much traffic comes.
     pub maps: Vec<MapMemory>,
+    /// The agent's own memory.
+    #[serde(default)]
+    pub agent: AgentMemory,
+}
+
+/// The agent process's memory: `heap_bytes` is what is allocated now (it
+/// returns to its level when the flows and endpoints that needed it are
+/// gone; growth is a leak), `rss_bytes` what the kernel counts resident
+/// (the allocator may keep freed memory there).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct AgentMemory {
+    pub heap_bytes: Option<u64>,
+    pub rss_bytes: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

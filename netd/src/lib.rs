@@ -15,6 +15,7 @@ pub mod failpoint;
 pub mod listeners;
 pub mod logging;
 pub mod mac;
+pub mod memory;
 pub mod netlink;
 pub mod netns;
 pub mod paths;

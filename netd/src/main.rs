@@ -5,6 +5,10 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 
+/// Counts live heap bytes for `netd stats` (see `netd::memory`).
+#[global_allocator]
+static ALLOCATOR: netd::memory::CountingAllocator = netd::memory::CountingAllocator;
+
 fn main() -> ExitCode {
     // A runtime runs netd as its CNI plugin with CNI_COMMAND set (and the
     // binary installed as its plugin directory's `netd`).

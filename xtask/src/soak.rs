@@ -2,8 +2,8 @@
 //! `cargo xtask soak --minutes N`: the soak test (tests/tests/soak.rs) for N
 //! minutes instead of the test suite's seconds: containers attached and
 //! detached, ports published and unpublished, under traffic. It fails if
-//! conntrack does not return to its baseline or the agent's memory grows;
-//! both are reported, with a sample per cycle, in target/soak/report.json.
+//! conntrack does not return to its baseline or the agent's live heap or
+//! open files grow; all are reported (RSS too), with a sample per cycle, in target/soak/report.json.
 
 use std::fs;
 
@@ -66,11 +66,15 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         &fs::read_to_string(&report).with_context(|| format!("reading {}", report.display()))?,
     )?;
     eprintln!(
-        "soak report: {} (conntrack {} -> {} of baseline {}, agent RSS {} -> {} KiB)",
+        "soak report: {} (conntrack {} -> {} of baseline {}, agent heap {} -> {} bytes, fds {} -> {}, RSS {} -> {} KiB)",
         report.display(),
         json["conntrack_peak"],
         json["conntrack_end"],
         json["conntrack_baseline"],
+        json["heap_baseline_bytes"],
+        json["heap_end_bytes"],
+        json["fds_baseline"],
+        json["fds_end"],
         json["rss_baseline_kib"],
         json["rss_end_kib"],
     );

@@ -597,7 +597,7 @@ impl Agent {
         let drops = self.datapath.maps().drops()?;
         let hooks = self.datapath.maps().proto_stats()?;
         let ports = self.ports()?;
-        let conntrack_entries = self.datapath.maps().ct_entries()?.len() as u64;
+        let conntrack_entries = self.datapath.maps().ct_count()? as u64;
         Ok(api::Stats {
             drops: drop::NAMES
                 .iter()
@@ -637,6 +637,10 @@ impl Agent {
                     memory_bytes: m.memory_bytes,
                 })
                 .collect(),
+            agent: api::AgentMemory {
+                heap_bytes: crate::memory::heap_bytes(),
+                rss_bytes: crate::memory::rss_bytes(),
+            },
         })
     }
 }

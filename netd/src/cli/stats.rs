@@ -27,6 +27,16 @@ impl Stats {
             memory as f64 / f64::from(1 << 20),
             stats.maps.len()
         );
+        let mib = |bytes: Option<u64>| {
+            bytes.map_or("unknown".to_owned(), |b| {
+                format!("{:.1} MiB", b as f64 / f64::from(1 << 20))
+            })
+        };
+        println!(
+            "agent:     {} heap in use, {} resident",
+            mib(stats.agent.heap_bytes),
+            mib(stats.agent.rss_bytes)
+        );
         println!("\ndrops:");
         for (reason, count) in &stats.drops {
             println!("  {reason:<20} {count}");

@@ -58,8 +58,26 @@ fn bpf(cmd: libc::c_long, attr: &mut BatchAttr) -> io::Result<()> {
 /// Every entry of the hash map `map`, or `None` if the kernel has no batch
 /// operations. Concurrent updates may be seen or not, as with any walk.
 pub fn lookup_all<K: Pod, V: Pod>(map: impl AsFd) -> io::Result<Option<Vec<(K, V)>>> {
-    let fd = map.as_fd().as_raw_fd() as u32;
     let mut out = Vec::new();
+    let walked = walk::<K, V>(map, |keys, values| {
+        out.extend(keys.iter().copied().zip(values.iter().copied()));
+    })?;
+    Ok(walked.then_some(out))
+}
+
+/// How many entries the hash map `map` holds, or `None` if the kernel has
+/// no batch operations. One chunk of memory however large the map: what
+/// `netd stats` needs, where [`lookup_all`] would copy the whole table.
+pub fn count<K: Pod, V: Pod>(map: impl AsFd) -> io::Result<Option<usize>> {
+    let mut count = 0;
+    let walked = walk::<K, V>(map, |keys, _| count += keys.len())?;
+    Ok(walked.then_some(count))
+}
+
+/// Hands `visit` the hash map's entries a chunk at a time; `false` if the
+/// kernel has no batch operations (nothing visited then).
+fn walk<K: Pod, V: Pod>(map: impl AsFd, mut visit: impl FnMut(&[K], &[V])) -> io::Result<bool> {
+    let fd = map.as_fd().as_raw_fd() as u32;
     let mut chunk = CHUNK;
     let mut keys: Vec<MaybeUninit<K>> = Vec::with_capacity(chunk);
     let mut values: Vec<MaybeUninit<V>> = Vec::with_capacity(chunk);
@@ -82,7 +100,7 @@ pub fn lookup_all<K: Pod, V: Pod>(map: impl AsFd) -> io::Result<Option<Vec<(K, V
             Ok(()) => false,
             // The last batch: `count` holds what it returned.
             Err(err) if err.raw_os_error() == Some(libc::ENOENT) => true,
-            Err(err) if first && is_unsupported(&err) => return Ok(None),
+            Err(err) if first && is_unsupported(&err) => return Ok(false),
             // A bucket larger than the chunk: ask again with more room.
             Err(err) if err.raw_os_error() == Some(libc::ENOSPC) => {
                 chunk *= 2;
@@ -92,16 +110,18 @@ pub fn lookup_all<K: Pod, V: Pod>(map: impl AsFd) -> io::Result<Option<Vec<(K, V
             }
             Err(err) => return Err(err),
         };
-        let count = attr.count as usize;
-        // SAFETY: the kernel wrote `count` keys and values.
-        out.extend((0..count).map(|i| unsafe {
+        let count = (attr.count as usize).min(chunk);
+        // SAFETY: the kernel wrote `count` keys and values, and `K` and `V`
+        // are plain data, so the initialised prefix may be read as a slice.
+        let (k, v) = unsafe {
             (
-                keys.as_ptr().add(i).read().assume_init(),
-                values.as_ptr().add(i).read().assume_init(),
+                std::slice::from_raw_parts(keys.as_ptr().cast::<K>(), count),
+                std::slice::from_raw_parts(values.as_ptr().cast::<V>(), count),
             )
-        }));
+        };
+        visit(k, v);
         if done {
-            return Ok(Some(out));
+            return Ok(true);
         }
         token_in = token_out;
         first = false;

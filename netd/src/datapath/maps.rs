@@ -407,6 +407,31 @@ impl<'a> Maps<'a> {
         Ok(entries)
     }
 
+    /// How many conntrack entries there are, without copying the table.
+    pub fn ct_count(&mut self) -> Result<usize, DatapathError> {
+        let counted =
+            batch::count::<CtKey, CtEntry>(self.map_data(names::CT)?.fd()).map_err(|source| {
+                DatapathError::Io {
+                    what: format!("counting {} in batches", names::CT),
+                    source,
+                }
+            })?;
+        if let Some(count) = counted {
+            return Ok(count);
+        }
+        // Keys alone, one at a time: slow, but no copy of the table either.
+        let map = self.ct_map()?;
+        let mut count = 0;
+        for key in map.keys() {
+            match key {
+                Ok(_) => count += 1,
+                Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(err) => return Err(Self::ctx(names::CT)(err)),
+            }
+        }
+        Ok(count)
+    }
+
     /// Removes conntrack entries, in batches where the kernel can; absent
     /// ones are fine.
     pub fn ct_remove_all(&mut self, keys: &[CtKey]) -> Result<(), DatapathError> {
