@@ -773,3 +773,80 @@ fn api_speaks_http_and_json_on_a_root_only_socket() {
         "nothing changed"
     );
 }
+
+/// Reads from `stream` until the server closes it or `limit` passes;
+/// what came, and whether it closed.
+fn read_until_closed(
+    stream: &mut std::os::unix::net::UnixStream,
+    limit: std::time::Duration,
+) -> (String, bool) {
+    use std::io::Read as _;
+    let start = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let mut buf = [0; 4096];
+    while start.elapsed() < limit {
+        stream
+            .set_read_timeout(Some(
+                limit
+                    .saturating_sub(start.elapsed())
+                    .max(std::time::Duration::from_millis(1)),
+            ))
+            .expect("timeout");
+        match stream.read(&mut buf) {
+            Ok(0) => return (String::from_utf8_lossy(&answer).into_owned(), true),
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => {
+                return (String::from_utf8_lossy(&answer).into_owned(), true);
+            }
+            Err(_) => break,
+        }
+    }
+    (String::from_utf8_lossy(&answer).into_owned(), false)
+}
+
+#[test]
+fn api_answers_half_closed_requests_and_closes_silent_connections() {
+    require_root!();
+    use std::{io::Write as _, net::Shutdown, os::unix::net::UnixStream, time::Duration};
+    let host = Netns::new("h");
+    let agent = Agent::start(&host, &["--subnet", "10.103.0.0/24"]);
+    let socket = agent.socket();
+
+    // Connections that say nothing, or stop in the middle of a request's
+    // head, are closed once the agent's head timeout (10 s) passes.
+    let mut silent = UnixStream::connect(&socket).expect("connect");
+    let mut trickle = UnixStream::connect(&socket).expect("connect");
+    trickle
+        .write_all(b"GET /v1/status HTTP/1.1\r\nHost: ne")
+        .expect("write");
+    let idle = thread::spawn(move || read_until_closed(&mut silent, Duration::from_secs(30)));
+    let partial = thread::spawn(move || read_until_closed(&mut trickle, Duration::from_secs(30)));
+
+    // Meanwhile the API answers, and a client that sends its request and
+    // shuts down its writing half (`nc -N`, `socat`) gets the answer.
+    let mut half = UnixStream::connect(&socket).expect("connect");
+    half.write_all(b"GET /v1/status HTTP/1.1\r\nHost: netd\r\n\r\n")
+        .expect("write");
+    half.shutdown(Shutdown::Write).expect("shutdown");
+    let (answer, closed) = read_until_closed(&mut half, Duration::from_secs(10));
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "half-closed: {answer:?}"
+    );
+    assert!(answer.contains("\"10.103.0.0/24\""), "{answer}");
+    assert!(
+        closed,
+        "the agent closes after answering a half-closed request"
+    );
+    agent.ok(&["status"]);
+
+    for (what, handle) in [("silent", idle), ("partial head", partial)] {
+        let (answer, closed) = handle.join().expect("reader");
+        assert!(closed, "{what}: still open after 30 s ({answer:?})");
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+            "{what}: {answer:?}"
+        );
+    }
+    agent.ok(&["status"]);
+}

@@ -307,10 +307,8 @@ enum Refusal {
 /// How a raw API request ends.
 #[derive(Clone, Copy)]
 enum Ending {
-    /// The client shuts down its writing half and reads the answer. Only
-    /// for requests cut off mid-stream: after a whole request, the agent's
-    /// HTTP server (hyper, half-closes off) takes the half-close for the
-    /// end of the connection and drops the request, unanswered and undone.
+    /// The client shuts down its writing half and reads the answer: how a
+    /// request cut off mid-stream ends.
     HalfClose,
     /// The client waits for the answer with the connection open.
     Wait,
