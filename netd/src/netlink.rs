@@ -320,22 +320,6 @@ impl Netlink {
         }
     }
 
-    /// Deletes the clsact qdisc of link `index` (and every filter on it);
-    /// none there is not an error.
-    pub async fn del_clsact(&self, index: u32, what: &str) -> Result<(), NetlinkError> {
-        /// TC_H_CLSACT and its handle, from linux/pkt_sched.h.
-        const TC_H_CLSACT: u32 = 0xffff_fff1;
-        const CLSACT_HANDLE: u32 = 0xffff_0000;
-        let mut request = self.handle.qdisc().del(index as i32);
-        let header = &mut request.message_mut().header;
-        header.parent = TC_H_CLSACT.into();
-        header.handle = CLSACT_HANDLE.into();
-        match request.execute().await {
-            Err(err) if is_errno(&err, libc::ENOENT) || is_errno(&err, libc::EINVAL) => Ok(()),
-            other => other.map_err(Self::error(format!("delete the clsact qdisc of {what}"))),
-        }
-    }
-
     /// Adds `ip/prefix_len` to link `index`; already present is not an error.
     pub async fn add_address(
         &self,

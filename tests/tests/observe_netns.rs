@@ -2,13 +2,18 @@
 //! The observe programs attached to a veth in a test namespace, counting
 //! real traffic sent from another namespace.
 
-use std::time::Duration;
+use std::{
+    process::Stdio,
+    time::{Duration, Instant},
+};
 
 use netd::datapath::observe::{Hook, Observer};
 use netd_tests::{
-    netns::{Netns, veth},
+    agent::netd_bin,
+    netns::{Netns, Process, veth},
     require_root,
 };
+use nix::sys::signal::Signal;
 
 /// Two namespaces joined by a veth: `client` 10.77.0.1 <-> `server`
 /// 10.77.0.2, with a UDP sink and a TCP listener on the server side.
@@ -75,4 +80,64 @@ fn tc_observe_counts_real_traffic() {
 fn xdp_observe_counts_real_traffic() {
     require_root!();
     observe(Hook::Xdp);
+}
+
+/// `netd observe` on the netlink path, the only one before Linux 6.6:
+/// Ctrl-C ends the count early and prints it, the program goes, and so
+/// does the clsact qdisc it had to add; a qdisc that was there stays.
+#[test]
+fn cli_observe_leaves_the_interface_as_it_found_it() {
+    require_root!();
+    let pair = pair();
+    let tc = |args: &str| pair.server.sh(&format!("tc {args}"));
+    for preexisting in [false, true] {
+        if preexisting {
+            tc("qdisc add dev eth0 clsact");
+        }
+        let mut cmd = pair.server.command(netd_bin());
+        cmd.args([
+            "observe",
+            "eth0",
+            "--tc-attach",
+            "netlink",
+            "--seconds",
+            "60",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut observe = Process::spawn(cmd, "netd observe");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !tc("filter show dev eth0 ingress").contains("netd_observe_tc") {
+            assert!(
+                Instant::now() < deadline && !observe.has_exited(),
+                "the observe filter never showed: {:?}",
+                observe.take_output()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        send_traffic(&pair);
+        observe.signal(Signal::SIGINT);
+        let status = observe
+            .wait_timeout(Duration::from_secs(20))
+            .expect("netd observe ends on Ctrl-C");
+        let (stdout, stderr) = observe.take_output();
+        assert!(status.success(), "{status}: {stderr}");
+        let icmp: u64 = stdout
+            .split_once("icmp ")
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no ICMP count in {stdout:?}"));
+        assert!(icmp >= 5, "5 echo requests: {stdout}");
+        let filters = tc("filter show dev eth0 ingress");
+        assert!(filters.trim().is_empty(), "filters left: {filters}");
+        let qdiscs = tc("qdisc show dev eth0");
+        assert_eq!(
+            qdiscs.contains("clsact"),
+            preexisting,
+            "preexisting {preexisting}: {qdiscs}"
+        );
+        if preexisting {
+            tc("qdisc del dev eth0 clsact");
+        }
+    }
 }

@@ -512,7 +512,7 @@ impl Config {
 }
 
 /// The TC attach mode `--tc-attach` asks for on a kernel with `features`.
-fn pick_tc_mode(flag: &str, features: &Features) -> Result<TcMode, AgentError> {
+pub(crate) fn pick_tc_mode(flag: &str, features: &Features) -> Result<TcMode, AgentError> {
     match flag {
         "tcx" if !features.tcx => Err(AgentError::KernelLacks {
             feature: "TCX (--tc-attach tcx)",

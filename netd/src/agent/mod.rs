@@ -836,7 +836,7 @@ pub async fn down(
     }
     if let Some(state) = state {
         for (uplink, added_qdisc) in &state.tc_filters {
-            let Ok(Some(link)) = nl.link(uplink).await else {
+            let Ok(Some(_)) = nl.link(uplink).await else {
                 continue;
             };
             match crate::datapath::remove_filter(uplink) {
@@ -844,9 +844,9 @@ pub async fn down(
                 Err(err) => report.errors.push(format!("{err:#}")),
             }
             if *added_qdisc {
-                match nl.del_clsact(link.index, uplink).await {
+                match crate::datapath::del_clsact(uplink) {
                     Ok(()) => report.removed.push(format!("clsact qdisc of {uplink}")),
-                    Err(err) => report.errors.push(err.to_string()),
+                    Err(err) => report.errors.push(format!("{err:#}")),
                 }
             }
         }

@@ -104,7 +104,7 @@ impl Cli {
                 Command::Network(cmd) => cmd.execute(&ctx).await,
                 Command::Status(cmd) => cmd.execute(&ctx).await,
                 Command::Down(cmd) => cmd.execute(&ctx).await,
-                Command::Observe(cmd) => cmd.execute(),
+                Command::Observe(cmd) => cmd.execute().await,
             }
         });
         match result {

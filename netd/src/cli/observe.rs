@@ -3,11 +3,17 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
+use tokio::signal::unix::{SignalKind, signal};
 
-use crate::datapath::observe::{Hook, Observer};
+use crate::datapath::{
+    features::Features,
+    observe::{Hook, Observer},
+};
 
 /// Count packets on an interface by protocol with netd's TC or XDP hook:
-/// a quick check that this kernel runs netd's programs.
+/// a quick check that this kernel runs netd's programs. Ctrl-C ends the
+/// count early; either way the program is detached and the interface left
+/// as it was found.
 ///
 /// Example: `netd observe eth0 --seconds 5`
 #[derive(Args)]
@@ -20,15 +26,26 @@ pub struct Observe {
     /// How long to count before printing.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
+    /// How to attach the TC hook: as the agent's `--tc-attach`.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "tcx", "netlink"])]
+    tc_attach: String,
 }
 
 impl Observe {
-    pub fn execute(self) -> anyhow::Result<()> {
+    pub async fn execute(self) -> anyhow::Result<()> {
         let hook = if self.xdp { Hook::Xdp } else { Hook::TcIngress };
-        let mut observer = Observer::attach(&self.interface, hook)
+        let tc_mode = crate::agent::config::pick_tc_mode(&self.tc_attach, &Features::probe())?;
+        let mut observer = Observer::attach_with(&self.interface, hook, tc_mode)
             .with_context(|| format!("observing {}", self.interface))?;
-        std::thread::sleep(Duration::from_secs(self.seconds));
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(self.seconds)) => {}
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
         let stats = observer.read()?;
+        observer.detach();
         println!(
             "{} {}: tcp {} udp {} icmp {} ipv4-other {} ipv6 {} arp {} other {} ({} bytes)",
             self.interface,
@@ -42,7 +59,6 @@ impl Observe {
             stats.other,
             stats.bytes
         );
-        observer.detach();
         Ok(())
     }
 }

@@ -290,6 +290,65 @@ pub(crate) fn add_clsact(interface: &str) -> Result<bool, DatapathError> {
     }
 }
 
+/// Removes the clsact qdisc of `interface`, and with it every filter on
+/// it; an interface without one (or gone) is fine. Synchronous, like aya's
+/// `qdisc_add_clsact`: one request and its acknowledgment.
+pub fn del_clsact(interface: &str) -> Result<(), DatapathError> {
+    use netlink_packet_core::{
+        NLM_F_ACK, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    };
+    use netlink_packet_route::{RouteNetlinkMessage, tc::TcMessage};
+    use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+
+    /// TC_H_CLSACT and its handle, from linux/pkt_sched.h.
+    const TC_H_CLSACT: u32 = 0xffff_fff1;
+    const CLSACT_HANDLE: u32 = 0xffff_0000;
+    let io = |source: io::Error| DatapathError::Io {
+        what: format!("deleting the clsact qdisc of {interface}"),
+        source,
+    };
+    let Ok(name) = std::ffi::CString::new(interface) else {
+        return Ok(());
+    };
+    // SAFETY: `name` is a valid C string.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if index == 0 {
+        return Ok(());
+    }
+    let mut qdisc = TcMessage::with_index(index as i32);
+    qdisc.header.parent = TC_H_CLSACT.into();
+    qdisc.header.handle = CLSACT_HANDLE.into();
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_ACK;
+    let mut request = NetlinkMessage::new(
+        header,
+        RouteNetlinkMessage::DelQueueDiscipline(qdisc).into(),
+    );
+    request.finalize();
+    let mut buf = vec![0; request.buffer_len()];
+    request.serialize(&mut buf);
+
+    let mut socket = Socket::new(NETLINK_ROUTE).map_err(io)?;
+    socket.bind_auto().map_err(io)?;
+    socket.connect(&SocketAddr::new(0, 0)).map_err(io)?;
+    socket.send(&buf, 0).map_err(io)?;
+    let mut answer = vec![0; 8192];
+    let size = socket.recv(&mut &mut answer[..], 0).map_err(io)?;
+    let message = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&answer[..size])
+        .map_err(|e| io(io::Error::new(io::ErrorKind::InvalidData, e.to_string())))?;
+    match message.payload {
+        NetlinkPayload::Error(err) if err.code.is_some() => match err.to_io() {
+            // No clsact qdisc there (any more).
+            e if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EINVAL)) => Ok(()),
+            e => Err(io(e)),
+        },
+        _ => {
+            info!(interface, "removed the clsact qdisc");
+            Ok(())
+        }
+    }
+}
+
 /// netd's cls_bpf filter on ingress of `interface` (netlink mode), as a
 /// link aya can replace the program of or detach.
 fn netd_filter(interface: &str) -> Result<SchedClassifierLink, DatapathError> {

@@ -4,10 +4,14 @@
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray},
-    programs::{SchedClassifier, TcAttachType, Xdp, XdpMode},
+    programs::{
+        SchedClassifier, TcAttachType, Xdp, XdpMode,
+        tc::{NlOptions, TcAttachOptions},
+    },
 };
 use netd_common::stats::{ProtoStats, hook};
 
+use super::features::TcMode;
 use crate::error::DatapathError;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,27 +34,60 @@ impl Hook {
 }
 
 /// The observe program attached to an interface. Dropping it detaches the
-/// program (aya detaches links it owns on drop).
+/// program (aya detaches links it owns on drop) and removes the clsact
+/// qdisc if attaching added one: the interface is left as it was found.
 pub struct Observer {
-    ebpf: Ebpf,
+    /// Always `Some` but in `drop`, which drops it (detaching the program)
+    /// before it removes the qdisc.
+    ebpf: Option<Ebpf>,
     hook: Hook,
+    /// The interface whose clsact qdisc attaching added.
+    added_clsact: Option<String>,
 }
 
 impl Observer {
+    /// Attaches as the kernel allows: TCX where it has it (6.6 and later),
+    /// else a filter on a clsact qdisc through netlink.
     pub fn attach(interface: &str, hook: Hook) -> Result<Self, DatapathError> {
+        let tc_mode = if super::features::Features::probe().tcx {
+            TcMode::Tcx
+        } else {
+            TcMode::Netlink
+        };
+        Self::attach_with(interface, hook, tc_mode)
+    }
+
+    /// Attaches, with the TC hook in `tc_mode` (the XDP hook ignores it).
+    pub fn attach_with(
+        interface: &str,
+        hook: Hook,
+        tc_mode: TcMode,
+    ) -> Result<Self, DatapathError> {
         let mut ebpf = EbpfLoader::new().load(crate::ebpf::object())?;
+        let mut added_clsact = None;
         match hook {
             Hook::TcIngress => {
                 let prog: &mut SchedClassifier =
                     program(&mut ebpf, "netd_observe_tc")?.try_into()?;
                 prog.load()?;
-                // Before TCX (6.6) aya attaches through netlink, which
-                // needs a clsact qdisc; it stays after the observer (an
-                // empty qdisc changes nothing).
-                if !super::features::Features::probe().tcx {
-                    super::add_clsact(interface)?;
+                match tc_mode {
+                    TcMode::Tcx => {
+                        prog.attach(interface, TcAttachType::Ingress)?;
+                    }
+                    TcMode::Netlink => {
+                        let added = super::add_clsact(interface)?;
+                        let options = TcAttachOptions::Netlink(NlOptions::default());
+                        if let Err(err) =
+                            prog.attach_with_options(interface, TcAttachType::Ingress, options)
+                        {
+                            if added {
+                                let _ = super::del_clsact(interface);
+                            }
+                            return Err(err.into());
+                        }
+                        added_clsact = added.then(|| interface.to_owned());
+                    }
                 }
-                prog.attach(interface, TcAttachType::Ingress)?;
             }
             Hook::Xdp => {
                 let prog: &mut Xdp = program(&mut ebpf, "netd_observe_xdp")?.try_into()?;
@@ -58,7 +95,17 @@ impl Observer {
                 prog.attach(interface, XdpMode::default())?;
             }
         }
-        Ok(Self { ebpf, hook })
+        Ok(Self {
+            ebpf: Some(ebpf),
+            hook,
+            added_clsact,
+        })
+    }
+
+    /// Whether attaching added the interface's clsact qdisc (netlink mode,
+    /// on an interface that had none).
+    pub fn added_clsact(&self) -> bool {
+        self.added_clsact.is_some()
     }
 
     /// The counters so far, summed over CPUs.
@@ -66,7 +113,8 @@ impl Observer {
         let name = "NETD_PROTO_STATS";
         let map = self
             .ebpf
-            .map_mut(name)
+            .as_mut()
+            .and_then(|ebpf| ebpf.map_mut(name))
             .ok_or(DatapathError::MissingMap(name))?;
         let stats: PerCpuArray<&mut MapData, ProtoStats> = PerCpuArray::try_from(map)?;
         let values = stats.get(&self.hook.index(), 0)?;
@@ -78,6 +126,17 @@ impl Observer {
 
     pub fn detach(self) {
         drop(self);
+    }
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        drop(self.ebpf.take());
+        if let Some(interface) = &self.added_clsact
+            && let Err(err) = super::del_clsact(interface)
+        {
+            tracing::warn!(error = %err, "leaving the clsact qdisc of {interface}");
+        }
     }
 }
 
