@@ -59,7 +59,10 @@ unsafe impl GlobalAlloc for CountingAllocator {
 
 fn grew(bytes: usize) {
     LIVE.fetch_add(bytes as u64, Ordering::Relaxed);
-    INSTALLED.store(true, Ordering::Relaxed);
+    // Read first: a store on every allocation would bounce the cache line.
+    if !INSTALLED.load(Ordering::Relaxed) {
+        INSTALLED.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Heap bytes allocated and not yet freed, or `None` where the process

@@ -7,7 +7,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netd::datapath::observe::{Hook, Observer};
+use netd::datapath::{
+    features::TcMode,
+    observe::{Hook, Observer},
+};
 use netd_tests::{
     agent::netd_bin,
     netns::{Netns, Process, veth},
@@ -58,11 +61,10 @@ fn observe(hook: Hook) {
 
     // Detaching stops the counting.
     drop(observer);
-    let again = {
+    let mut again = {
         let _in_server = pair.server.enter();
         Observer::attach("eth0", hook).expect("re-attach")
     };
-    let mut again = again;
     assert_eq!(
         again.read().expect("read").packets(),
         0,
@@ -140,4 +142,25 @@ fn cli_observe_leaves_the_interface_as_it_found_it() {
             tc("qdisc del dev eth0 clsact");
         }
     }
+}
+
+/// An observer attached in netlink mode inside a namespace and dropped
+/// outside it removes its filter and qdisc from that namespace (they are
+/// found by interface index and name, which mean other interfaces here).
+#[test]
+fn netlink_observer_dropped_elsewhere_cleans_up_where_it_attached() {
+    require_root!();
+    let pair = pair();
+    let observer = {
+        let _in_server = pair.server.enter();
+        Observer::attach_with("eth0", Hook::TcIngress, TcMode::Netlink).expect("attach")
+    };
+    assert!(observer.added_clsact());
+    let tc = |args: &str| pair.server.sh(&format!("tc {args}"));
+    assert!(tc("filter show dev eth0 ingress").contains("netd_observe_tc"));
+    drop(observer);
+    let filters = tc("filter show dev eth0 ingress");
+    assert!(filters.trim().is_empty(), "filters left: {filters}");
+    let qdiscs = tc("qdisc show dev eth0");
+    assert!(!qdiscs.contains("clsact"), "{qdiscs}");
 }

@@ -35,10 +35,12 @@ impl Observe {
     pub async fn execute(self) -> anyhow::Result<()> {
         let hook = if self.xdp { Hook::Xdp } else { Hook::TcIngress };
         let tc_mode = crate::agent::config::pick_tc_mode(&self.tc_attach, &Features::probe())?;
-        let mut observer = Observer::attach_with(&self.interface, hook, tc_mode)
-            .with_context(|| format!("observing {}", self.interface))?;
+        // Before attaching: a Ctrl-C from here on ends the count and
+        // detaches, never kills the process with the program attached.
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
+        let mut observer = Observer::attach_with(&self.interface, hook, tc_mode)
+            .with_context(|| format!("observing {}", self.interface))?;
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(self.seconds)) => {}
             _ = term.recv() => {}

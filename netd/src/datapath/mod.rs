@@ -338,8 +338,14 @@ pub fn del_clsact(interface: &str) -> Result<(), DatapathError> {
         .map_err(|e| io(io::Error::new(io::ErrorKind::InvalidData, e.to_string())))?;
     match message.payload {
         NetlinkPayload::Error(err) if err.code.is_some() => match err.to_io() {
-            // No clsact qdisc there (any more).
-            e if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EINVAL)) => Ok(()),
+            // No clsact qdisc there (any more), or no interface.
+            e if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOENT | libc::EINVAL | libc::ENODEV)
+            ) =>
+            {
+                Ok(())
+            }
             e => Err(io(e)),
         },
         _ => {

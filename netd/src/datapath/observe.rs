@@ -12,7 +12,7 @@ use aya::{
 use netd_common::stats::{ProtoStats, hook};
 
 use super::features::TcMode;
-use crate::error::DatapathError;
+use crate::{error::DatapathError, netns::Netns};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hook {
@@ -43,6 +43,10 @@ pub struct Observer {
     hook: Hook,
     /// The interface whose clsact qdisc attaching added.
     added_clsact: Option<String>,
+    /// In netlink mode, the namespace attached in: the filter and the
+    /// qdisc are found by interface index and name, so they are removed
+    /// there, whichever namespace the observer is dropped in.
+    netns: Option<Netns>,
 }
 
 impl Observer {
@@ -65,6 +69,7 @@ impl Observer {
     ) -> Result<Self, DatapathError> {
         let mut ebpf = EbpfLoader::new().load(crate::ebpf::object())?;
         let mut added_clsact = None;
+        let mut netns = None;
         match hook {
             Hook::TcIngress => {
                 let prog: &mut SchedClassifier =
@@ -75,6 +80,12 @@ impl Observer {
                         prog.attach(interface, TcAttachType::Ingress)?;
                     }
                     TcMode::Netlink => {
+                        netns = Some(Netns::open("/proc/thread-self/ns/net").map_err(|err| {
+                            DatapathError::Io {
+                                what: "opening this thread's network namespace".to_owned(),
+                                source: std::io::Error::other(err.to_string()),
+                            }
+                        })?);
                         let added = super::add_clsact(interface)?;
                         let options = TcAttachOptions::Netlink(NlOptions::default());
                         if let Err(err) =
@@ -99,6 +110,7 @@ impl Observer {
             ebpf: Some(ebpf),
             hook,
             added_clsact,
+            netns,
         })
     }
 
@@ -131,11 +143,25 @@ impl Observer {
 
 impl Drop for Observer {
     fn drop(&mut self) {
-        drop(self.ebpf.take());
-        if let Some(interface) = &self.added_clsact
-            && let Err(err) = super::del_clsact(interface)
-        {
-            tracing::warn!(error = %err, "leaving the clsact qdisc of {interface}");
+        let ebpf = self.ebpf.take();
+        let added_clsact = self.added_clsact.take();
+        // The program first (dropping the object detaches it), then the
+        // qdisc it sat on.
+        let teardown = move || {
+            drop(ebpf);
+            if let Some(interface) = added_clsact
+                && let Err(err) = super::del_clsact(&interface)
+            {
+                tracing::warn!(error = %err, "leaving the clsact qdisc of {interface}");
+            }
+        };
+        match &self.netns {
+            Some(netns) => {
+                if let Err(err) = netns.run(teardown) {
+                    tracing::warn!(error = %err, "detaching the observer");
+                }
+            }
+            None => teardown(),
         }
     }
 }
