@@ -819,8 +819,15 @@ fn api_answers_half_closed_requests_and_closes_silent_connections() {
     trickle
         .write_all(b"GET /v1/status HTTP/1.1\r\nHost: ne")
         .expect("write");
-    let idle = thread::spawn(move || read_until_closed(&mut silent, Duration::from_secs(30)));
-    let partial = thread::spawn(move || read_until_closed(&mut trickle, Duration::from_secs(30)));
+    let opened = std::time::Instant::now();
+    let idle = thread::spawn(move || {
+        let read = read_until_closed(&mut silent, Duration::from_secs(30));
+        (read, opened.elapsed())
+    });
+    let partial = thread::spawn(move || {
+        let read = read_until_closed(&mut trickle, Duration::from_secs(30));
+        (read, opened.elapsed())
+    });
 
     // Meanwhile the API answers, and a client that sends its request and
     // shuts down its writing half (`nc -N`, `socat`) gets the answer.
@@ -841,8 +848,13 @@ fn api_answers_half_closed_requests_and_closes_silent_connections() {
     agent.ok(&["status"]);
 
     for (what, handle) in [("silent", idle), ("partial head", partial)] {
-        let (answer, closed) = handle.join().expect("reader");
+        let ((answer, closed), after) = handle.join().expect("reader");
         assert!(closed, "{what}: still open after 30 s ({answer:?})");
+        // Not at once: a client has its 10 s to speak.
+        assert!(
+            after >= Duration::from_secs(9),
+            "{what}: closed after {after:?}"
+        );
         assert!(
             answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
             "{what}: {answer:?}"
