@@ -28,6 +28,31 @@ abi_type! {
     size = 16;
 }
 
+abi_type! {
+    /// A `NETD_FRAGS` key: one fragmented IPv4 datagram, as the IP layer
+    /// identifies it (source, destination, protocol, identification; RFC
+    /// 791), with the addresses as its fragments arrive at the hook.
+    pub struct FragKey {
+        pub saddr_be: [u8; 4],
+        pub daddr_be: [u8; 4],
+        pub id_be: [u8; 2],
+        pub proto: u8,
+        pub _pad: u8,
+    }
+    size = 12;
+}
+
+abi_type! {
+    /// A `NETD_FRAGS` value: the ports (or ICMP echo identifier, as in
+    /// [`CtKey`]) that the datagram's first fragment carried. Later
+    /// fragments carry none; with these they find their flow's entry.
+    pub struct FragPorts {
+        pub sport_be: [u8; 2],
+        pub dport_be: [u8; 2],
+    }
+    size = 4;
+}
+
 /// [`CtEntry::flags`]: rewrite the source to `nat_saddr_be:nat_sport_be`.
 pub const CT_NAT_SRC: u16 = 1;
 /// [`CtEntry::flags`]: rewrite the destination to `nat_daddr_be:nat_dport_be`.

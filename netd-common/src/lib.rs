@@ -63,9 +63,10 @@ pub mod map_names {
     pub const VETHS: &str = "NETD_VETHS";
     pub const UPLINKS: &str = "NETD_UPLINKS";
     pub const SOCK_REVNAT: &str = "NETD_SOCK_REVNAT";
+    pub const FRAGS: &str = "NETD_FRAGS";
 
     /// Every map that is pinned.
-    pub const PINNED: [&str; 12] = [
+    pub const PINNED: [&str; 13] = [
         PROTO_STATS,
         DROPS,
         PORTS,
@@ -78,5 +79,6 @@ pub mod map_names {
         VETHS,
         UPLINKS,
         SOCK_REVNAT,
+        FRAGS,
     ];
 }

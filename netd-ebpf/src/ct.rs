@@ -97,8 +97,14 @@ pub fn account(entry: *mut CtEntry, flow: &Flow, len: u32, new_flow: bool) -> Ac
 /// (picked up mid-stream, `nf_conntrack_tcp_loose`) a plain ACK. SYN+FIN,
 /// SYN+RST, the null and Xmas scans, resets, FINs and SYN-ACKs start
 /// nothing: netfilter calls them invalid and never translates them.
+///
+/// A later fragment starts nothing: it is translated only with the flow
+/// its first fragment found or started.
 #[inline(always)]
 pub fn may_start(flow: &Flow) -> bool {
+    if flow.frag == crate::parse::FRAG_LATER {
+        return false;
+    }
     if flow.proto != crate::parse::PROTO_TCP {
         return true;
     }

@@ -20,7 +20,7 @@ use netd_common::{
 };
 
 use crate::{
-    ct, deliver, icmp,
+    ct, deliver, frag, icmp,
     maps::{NETD_ENDPOINTS, NETD_LOCAL_ADDRS, NETD_UPLINKS, NETD_VETHS},
     nat::{self, Action},
     observe,
@@ -73,7 +73,7 @@ pub fn try_endpoint_tc(ctx: &TcContext) -> Result<i32, u32> {
     let Some(packet) = parse::forwardable(ctx) else {
         return Ok(TC_ACT_OK);
     };
-    let flow = match packet {
+    let mut flow = match packet {
         Packet::Flow(flow) => flow,
         Packet::IcmpError(err) => {
             let Some(entry) = ct::lookup(&ct::key_of_quoted(&err.inner)) else {
@@ -89,6 +89,10 @@ pub fn try_endpoint_tc(ctx: &TcContext) -> Result<i32, u32> {
             return deliver(ctx, &err.outer, &action);
         }
     };
+    if !frag::recall(&mut flow) {
+        // A later fragment of a datagram netd did not translate.
+        return policy_only(&flow);
+    }
     let key = ct::key_of(&flow);
     let (entry, new_flow) = match ct::lookup(&key) {
         // SAFETY: a live map value.
@@ -102,6 +106,7 @@ pub fn try_endpoint_tc(ctx: &TcContext) -> Result<i32, u32> {
     let action = ct::account(entry, &flow, ctx.len(), new_flow);
     nat::tc_rewrite(ctx, &flow, &action.rewrite)?;
     nat::tc_decrement_ttl(ctx, &flow)?;
+    frag::remember(&flow);
     deliver(ctx, &flow, &action)
 }
 

@@ -11,6 +11,8 @@ mod deliver;
 #[cfg(target_arch = "bpf")]
 mod endpoint;
 #[cfg(target_arch = "bpf")]
+mod frag;
+#[cfg(target_arch = "bpf")]
 mod icmp;
 #[cfg(target_arch = "bpf")]
 mod maps;

@@ -9,7 +9,7 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use netd_common::{
-    ct::{CtEntry, CtKey},
+    ct::{CtEntry, CtKey, FragKey, FragPorts},
     drop,
     endpoint::{DatapathConfig, EndpointInfo, UplinkInfo, VethInfo},
     ports::{Mapping, MappingStats, PortKey, PortValue, SockRevKey, SockRevValue},
@@ -73,3 +73,10 @@ pub static NETD_UPLINKS: HashMap<u32, UplinkInfo, 64> = HashMap::new();
 /// for `getpeername` and `recvmsg`. An LRU: closed sockets age out.
 #[btf_map]
 pub static NETD_SOCK_REVNAT: LruHashMap<SockRevKey, SockRevValue, 65536> = LruHashMap::new();
+
+/// The ports of fragmented datagrams whose first fragment netd translated,
+/// for their later fragments, which carry none (see `frag`). An LRU: an
+/// entry is needed only while its datagram's fragments arrive, within
+/// milliseconds; the oldest give way.
+#[btf_map]
+pub static NETD_FRAGS: LruHashMap<FragKey, FragPorts, 8192> = LruHashMap::new();

@@ -2,11 +2,17 @@
 //! Parsing what netd translates: Ethernet + IPv4 + TCP, UDP, ICMP echo, and
 //! ICMP errors that quote a TCP, UDP or ICMP echo packet.
 //!
+//! Fragments: a first fragment (offset 0, more fragments) is parsed as a
+//! whole packet whose transport header it carries (a UDP length may then
+//! exceed what the fragment holds); a later fragment (offset > 0) parses
+//! as a flow without ports, which `frag::recall` fills in from its first
+//! fragment. ICMP errors are never fragments (they are small; a fragmented
+//! one is not translated), nor are the packets they quote.
+//!
 //! Anything else is passed to the kernel untouched, which validates and
 //! handles it as it would without netd: non-IPv4 (ARP, IPv6, VLAN-tagged),
 //! malformed IPv4 (IHL < 5, total length shorter than the header or longer
-//! than the packet), fragments (first and later), other protocols and ICMP
-//! types, truncated TCP/UDP/ICMP headers (a TCP data offset < 5 or past
+//! than the packet), other protocols and ICMP types, truncated TCP/UDP/ICMP headers (a TCP data offset < 5 or past
 //! the segment, a UDP length < 8 or past the datagram: the kernel discards
 //! those, netfilter calls them invalid), ICMP errors whose quoted packet is
 //! truncated, malformed or itself an ICMP error (RFC 1122: never answer an
@@ -75,7 +81,20 @@ pub struct Flow {
     pub tcp_seq: [u8; 4],
     pub tcp_ack: [u8; 4],
     pub ttl: u8,
+    /// `FRAG_NONE`, `FRAG_FIRST` or `FRAG_LATER`.
+    pub frag: u8,
+    /// The IPv4 identification, which names a fragment's datagram.
+    pub ip_id: [u8; 2],
 }
+
+/// [`Flow::frag`]: a whole datagram.
+pub const FRAG_NONE: u8 = 0;
+/// [`Flow::frag`]: the first fragment of a datagram (offset 0, more
+/// fragments), which carries its transport header.
+pub const FRAG_FIRST: u8 = 1;
+/// [`Flow::frag`]: a later fragment, without a transport header: its ports
+/// are its first fragment's, if `frag::recall` knows them.
+pub const FRAG_LATER: u8 = 2;
 
 impl Flow {
     /// A flow of the IPv4 header `ip` at `l3`, its transport at `l4`,
@@ -96,6 +115,12 @@ impl Flow {
             tcp_seq: [0; 4],
             tcp_ack: [0; 4],
             ttl: ip.ttl,
+            frag: match u16::from_be_bytes(ip.frag) {
+                f if f & IP_OFFSET != 0 => FRAG_LATER,
+                f if f & IP_MF != 0 => FRAG_FIRST,
+                _ => FRAG_NONE,
+            },
+            ip_id: ip.id,
         }
     }
 
@@ -110,10 +135,12 @@ impl Flow {
             }
     }
 
-    /// Whether the L4 checksum covers the addresses (a pseudo-header).
+    /// Whether the packet has an L4 checksum that covers the addresses (a
+    /// pseudo-header): TCP and UDP, but not a later fragment, which carries
+    /// no transport header (its datagram's checksum is in the first).
     #[inline(always)]
     pub fn pseudo_header(&self) -> bool {
-        self.proto != PROTO_ICMP
+        self.proto != PROTO_ICMP && self.frag != FRAG_LATER
     }
 }
 
@@ -151,18 +178,28 @@ struct Ipv4Head {
     daddr: [u8; 4],
 }
 
+/// The more-fragments flag and the fragment offset in the IPv4 header's
+/// flags word.
+const IP_MF: u16 = 0x2000;
+const IP_OFFSET: u16 = 0x1fff;
+
 /// A checked IPv4 header at `l3`, with the length of data after it that
 /// the header claims and the packet has: `(header, ihl, payload_len)`.
+/// `fragments`: whether a fragment is acceptable here.
 #[inline(always)]
-fn ipv4<F: Frame>(frame: &F, l3: usize, available: usize) -> Option<(Ipv4Head, usize, usize)> {
+fn ipv4<F: Frame>(
+    frame: &F,
+    l3: usize,
+    available: usize,
+    fragments: bool,
+) -> Option<(Ipv4Head, usize, usize)> {
     let ip: Ipv4Head = read(frame, l3)?;
     let ihl = usize::from(ip.vihl & 0x0f) * 4;
     let tot_len = usize::from(u16::from_be_bytes(ip.tot_len));
     if ip.vihl >> 4 != 4 || ihl < 20 || tot_len < ihl {
         return None;
     }
-    // MF set, or a non-zero offset: a fragment.
-    if u16::from_be_bytes(ip.frag) & 0x3fff != 0 {
+    if !fragments && u16::from_be_bytes(ip.frag) & (IP_MF | IP_OFFSET) != 0 {
         return None;
     }
     Some((ip, ihl, tot_len.min(available).saturating_sub(ihl)))
@@ -203,10 +240,12 @@ fn transport<F: Frame>(
         }
         PROTO_UDP => {
             let head: [u8; 8] = read(frame, l4)?;
-            // A quote holds the first 8 bytes; its length field describes
-            // the whole datagram the quote was cut from.
+            // A quote holds the first 8 bytes, and a first fragment the
+            // first part of the datagram: the length field describes the
+            // whole datagram, which may be longer.
             let udp_len = usize::from(u16::from_be_bytes([head[4], head[5]]));
-            if len < 8 || (!quoted && (udp_len < 8 || udp_len > len)) {
+            let whole = !quoted && flow.frag == FRAG_NONE;
+            if len < 8 || (!quoted && udp_len < 8) || (whole && udp_len > len) {
                 return None;
             }
             flow.sport = [head[0], head[1]];
@@ -245,21 +284,35 @@ pub fn parse<F: Frame>(frame: &F) -> Option<Packet> {
         return None;
     }
     let available = (frame.len() as usize).checked_sub(ETH_HLEN)?;
-    let (ip, ihl, len) = ipv4(frame, ETH_HLEN, available)?;
+    let (ip, ihl, len) = ipv4(frame, ETH_HLEN, available, true)?;
     if usize::from(u16::from_be_bytes(ip.tot_len)) > available {
         return None;
     }
     let l4 = ETH_HLEN + ihl;
+    let flags = u16::from_be_bytes(ip.frag);
+    if flags & IP_OFFSET != 0 {
+        return later_fragment(&ip, l4).map(Packet::Flow);
+    }
     if ip.proto == PROTO_ICMP {
         let head: [u8; 8] = read(frame, l4)?;
         if matches!(
             head[0],
             ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM
         ) {
+            if flags & IP_MF != 0 {
+                return None;
+            }
             return icmp_error(frame, &ip, l4, len).map(Packet::IcmpError);
         }
     }
     transport(frame, &ip, ETH_HLEN, l4, len, false).map(Packet::Flow)
+}
+
+/// A later fragment of a TCP, UDP or ICMP datagram at `l4`: a flow whose
+/// ports are unknown until `frag::recall` finds them.
+#[inline(always)]
+fn later_fragment(ip: &Ipv4Head, l4: usize) -> Option<Flow> {
+    matches!(ip.proto, PROTO_TCP | PROTO_UDP | PROTO_ICMP).then(|| Flow::of(ip, ETH_HLEN, l4))
 }
 
 /// An ICMP error at `l4` and the packet it quotes.
@@ -268,7 +321,7 @@ fn icmp_error<F: Frame>(frame: &F, ip: &Ipv4Head, l4: usize, len: usize) -> Opti
     let outer = Flow::of(ip, ETH_HLEN, l4);
     let inner_l3 = l4 + 8;
     let quoted = len.checked_sub(8)?;
-    let (inner_ip, inner_ihl, inner_len) = ipv4(frame, inner_l3, quoted)?;
+    let (inner_ip, inner_ihl, inner_len) = ipv4(frame, inner_l3, quoted, false)?;
     // An error is sent to the source of the datagram it quotes (RFC 792).
     // One addressed elsewhere is about no flow of this destination's,
     // whatever it quotes: translated with the quoted flow's entry, it would

@@ -279,6 +279,37 @@ impl Ipv4Packet {
     }
 }
 
+/// `frame` (Ethernet and a whole IPv4 datagram) cut into fragments of at
+/// most `chunk` bytes of IP payload each (`chunk` a multiple of 8), as a
+/// router fragments it (RFC 791): the header copied into each, DF cleared,
+/// MF on all but the last, offsets in 8-byte units, lengths and header
+/// checksums recomputed.
+pub fn fragments(frame: &[u8], chunk: usize) -> Vec<Vec<u8>> {
+    assert_eq!(chunk % 8, 0, "fragment payloads are multiples of 8 bytes");
+    let l3 = ETH_HLEN;
+    let ihl = usize::from(frame[l3] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([frame[l3 + 2], frame[l3 + 3]]));
+    let payload = &frame[l3 + ihl..l3 + total];
+    let pieces: Vec<&[u8]> = payload.chunks(chunk).collect();
+    pieces
+        .iter()
+        .enumerate()
+        .map(|(i, piece)| {
+            let mut out = frame[..l3 + ihl].to_vec();
+            let len = (ihl + piece.len()) as u16;
+            out[l3 + 2..l3 + 4].copy_from_slice(&len.to_be_bytes());
+            let more = if i + 1 < pieces.len() { 0x2000 } else { 0 };
+            let flags = more | (i * chunk / 8) as u16;
+            out[l3 + 6..l3 + 8].copy_from_slice(&flags.to_be_bytes());
+            out[l3 + 10..l3 + 12].copy_from_slice(&[0, 0]);
+            let sum = checksum(0, &out[l3..l3 + ihl]);
+            out[l3 + 10..l3 + 12].copy_from_slice(&sum.to_be_bytes());
+            out.extend_from_slice(piece);
+            out
+        })
+        .collect()
+}
+
 /// An Ethernet frame around `payload`.
 pub fn ethernet(dst: [u8; 6], src: [u8; 6], ether_type: u16, payload: &[u8]) -> Vec<u8> {
     let mut b = Vec::with_capacity(ETH_HLEN + payload.len());

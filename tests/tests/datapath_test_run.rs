@@ -13,7 +13,10 @@ use netd_common::{
 };
 use netd_tests::{
     fixture::*,
-    pktgen::{ETH_HLEN, IPPROTO_GRE, Ipv4Packet, L4, arp_request, ethernet, ipv6_udp, tcp_flags},
+    pktgen::{
+        ETH_HLEN, IPPROTO_GRE, Ipv4Packet, L4, arp_request, ethernet, fragments, ipv6_udp,
+        tcp_flags,
+    },
     require_root,
 };
 
@@ -224,8 +227,8 @@ fn uplink_tc_leaves_what_it_cannot_translate_to_the_kernel() {
     let mut bpf = fixture();
     let mut short_ihl = syn(HOST, 8080).build();
     short_ihl[ETH_HLEN] = 0x44; // IHL 4 (< 5)
-    let mut fragment = syn(HOST, 8080);
-    fragment.frag = 0x2000; // MF: a first fragment
+    // A later fragment whose first netd never saw (or did not translate):
+    // it has no ports to find a flow with.
     let mut later_fragment = syn(HOST, 8080);
     later_fragment.frag = 0x0010; // offset 128 bytes
     let mut truncated_tcp = syn(HOST, 8080).build();
@@ -247,8 +250,7 @@ fn uplink_tc_leaves_what_it_cannot_translate_to_the_kernel() {
     vlan.splice(12..12, [0x81, 0x00, 0x00, 0x05]);
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("IHL < 5", short_ihl),
-        ("first fragment", fragment.build()),
-        ("later fragment", later_fragment.build()),
+        ("later fragment, first unseen", later_fragment.build()),
         ("truncated TCP header", truncated_tcp),
         ("total length past the packet", long_total),
         ("TCP data offset < 5", bad_doff),
@@ -375,6 +377,69 @@ fn uplink_xdp_matches_tc_and_marks_for_tc() {
         XDP_PASS,
         "a host service",
     );
+}
+
+/// A datagram too large for the link, to a published port and back: each
+/// first fragment is translated as a whole packet would be (its transport
+/// checksum covers the whole datagram and is adjusted by the same
+/// difference), each later fragment gets the addresses of its first. The
+/// expected bytes are the translated whole datagram, cut the same way.
+#[test]
+fn fragmented_datagrams_to_a_published_port_and_back_exact_bytes() {
+    require_root!();
+    let routed = Routed::new();
+    let mut bpf = routed.fixture();
+    let payload: Vec<u8> = (0..3000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let mut request = Ipv4Packet::new(CLIENT, HOST, L4::udp(40007, 5353, &payload));
+    request.frag = 0;
+    request.id = 0x4242;
+    let pieces = fragments(&request.build(), 1480);
+    assert_eq!(pieces.len(), 3);
+    let expected = fragments(&dnat(&request, CTR, 53, CTR_MAC), 1480);
+
+    // Before its first, a later fragment has no ports to find a flow by.
+    assert_untouched(
+        &bpf.run_tc(UPLINK, &pieces[1]),
+        &pieces[1],
+        TC_ACT_OK,
+        "a later fragment before its first",
+    );
+    assert!(ct(&mut bpf).is_empty());
+    // XDP leaves fragments to TC.
+    let xdp = bpf.run_xdp(XDP, &pieces[0]);
+    assert_eq!((xdp.verdict, &xdp.data), (XDP_PASS, &pieces[0]));
+    assert!(ct(&mut bpf).is_empty());
+
+    for (i, (piece, want)) in pieces.iter().zip(&expected).enumerate() {
+        let run = bpf.run_tc(UPLINK, piece);
+        assert_eq!(run.verdict, TC_ACT_REDIRECT, "fragment {i}");
+        assert_eq!(&run.data, want, "fragment {i}");
+    }
+    assert_eq!(ct(&mut bpf).len(), 2, "one flow");
+
+    let mut reply =
+        Ipv4Packet::new(CTR, CLIENT, L4::udp(53, 40007, &payload)).with_macs(GW_MAC, CTR_MAC);
+    reply.frag = 0;
+    reply.id = 0x5151;
+    let expected = fragments(
+        &translated(
+            &reply,
+            Some((HOST, 5353)),
+            None,
+            (CLIENT_MAC, routed.up0_mac),
+        ),
+        1480,
+    );
+    for (i, (piece, want)) in fragments(&reply.build(), 1480)
+        .iter()
+        .zip(&expected)
+        .enumerate()
+    {
+        let run = bpf.run_tc_on(ENDPOINT, piece, routed.hv1);
+        assert_eq!(run.verdict, TC_ACT_REDIRECT, "reply fragment {i}");
+        assert_eq!(&run.data, want, "reply fragment {i}");
+    }
+    assert_eq!(ct(&mut bpf).len(), 2, "still the one flow");
 }
 
 #[test]

@@ -12,11 +12,16 @@
 //!
 //! - Ethernet II with type IPv4 (no VLAN tag), version 4, IHL >= 5, a
 //!   total length from the header's length up to what the frame holds
-//!   (Ethernet padding after it is fine), not a fragment (MF clear, offset
-//!   0), TTL >= 2 (a packet that would expire is the kernel's to answer);
+//!   (Ethernet padding after it is fine), TTL >= 2 (a packet that would
+//!   expire is the kernel's to answer);
 //! - TCP with its whole header (data offset >= 5 and within the segment),
 //!   UDP with its whole header (length field >= 8 and within the
-//!   datagram), ICMP echo request or reply (8 bytes), or an ICMP error
+//!   datagram, or only >= 8 in a first fragment, which holds the start of
+//!   the datagram the field describes), ICMP echo request or reply (8
+//!   bytes); a later fragment (offset > 0) of a TCP, UDP or ICMP datagram
+//!   whose first fragment was translated (the datapath's fragment map has
+//!   its ports; it starts no flow, and only its addresses are rewritten);
+//!   or an ICMP error that is not itself a fragment,
 //!   (destination unreachable, time exceeded, parameter problem) quoting at
 //!   least an IPv4 header and 8 bytes of a TCP, UDP or ICMP echo packet
 //!   that is not a fragment (an error quoting an error is never
@@ -50,7 +55,7 @@
 //! `netd_endpoint_tc` is `spoofed`, and every packet from a container that
 //! parses as a flow run through the uplink programs is `source_in_network`
 //! (or `martian_loopback` first, to 127.0.0.0/8). XDP translates flows
-//! only; it passes every ICMP error to TC.
+//! only; it passes every ICMP error and every fragment to TC.
 //!
 //! # The corpus
 //!
@@ -78,7 +83,8 @@
 //! | to an unpublished port, to a published port on another host's address, TTL 1 | P / P / spoofed |
 //! | from 127.0.0.1, 0.0.0.0, 224.0.0.9, 255.255.255.255 or the host itself (LAND) to a published port | P / P / spoofed |
 //! | Ethernet header only (type IPv4), IPv4 header truncated | refused / P / refused |
-//! | IHL < 5, IHL past the packet, total length past the packet or below the header, version 6 in an IPv4 frame, first and later fragments | P / P / spoofed |
+//! | first fragment of a SYN to a published port (new flow) | T / P / spoofed |
+//! | IHL < 5, IHL past the packet, total length past the packet or below the header, version 6 in an IPv4 frame, a later fragment whose first was not translated | P / P / spoofed |
 //! | TCP header truncated, data offset < 5 or past the segment; UDP header truncated, length past the datagram or below 8; ICMP header truncated; echo request to the host; timestamp request; IP protocol 253; SCTP to a published port number; VLAN-tagged SYN to a published port; IPv6; ARP | P / P / spoofed |
 //! | ICMP errors about tracked flows: fragmentation needed (whole quote), port unreachable (8-byte quote), time exceeded quoting IP options, about a masqueraded ping, about a published flow's reply | T / P / spoofed |
 //! | ICMP errors: quote cut inside its IPv4 or transport header, quoting an ICMP error, quoted IHL < 5, quoting a fragment, about an untracked flow, not addressed to the quoted packet's source, itself a fragment, TTL 1 | P / P / spoofed |
@@ -88,7 +94,8 @@
 //! | from a container: to 127.0.0.1 | martian_loopback / martian_loopback / P |
 //! | from a container: another container's source address or MAC | source_in_network / source_in_network / spoofed |
 //! | from a container: IPv4 cut before its source address | refused / P / refused |
-//! | from a container: IHL < 5, first fragment, TCP data offset past the segment, UDP length past the datagram, TTL 1, an ICMP error quoting an ICMP error or not addressed to the quoted packet's source, VLAN-tagged, IPv6, its own ARP | P / P / P |
+//! | from a container: first fragment of a UDP datagram to the outside (masqueraded) | source_in_network / P / T |
+//! | from a container: IHL < 5, TCP data offset past the segment, UDP length past the datagram, TTL 1, an ICMP error quoting an ICMP error or not addressed to the quoted packet's source, VLAN-tagged, IPv6, its own ARP | P / P / P |
 //! | from a container: port unreachable about a published UDP flow | source_in_network / P / T |
 //!
 //! For every run: the verdict above, no `BPF_PROG_TEST_RUN` error (a
@@ -120,7 +127,11 @@
 //! or echo identifier, checksums; for ICMP errors the quoted ones too),
 //! carries the rewrite its conntrack entry names, has its TTL one lower,
 //! and whose IPv4 header, transport and ICMP checksums (and quoted IPv4
-//! header checksum) verify exactly when they did before. At the end, the
+//! header checksum) verify exactly when they did before (a later
+//! fragment, judged with the ports the fragment map held for it before the
+//! run, has only its IPv4 header's). Whole fragmented datagrams are
+//! compared byte for byte in `datapath_test_run` and `outbound_test_run`.
+//! At the end, the
 //! drops counted equal the drops returned, no drop was a datapath failure
 //! (`rewrite`, `fib_lookup`, `no_endpoint`, `redirect`), and every run was
 //! counted at its hook once.
@@ -137,7 +148,7 @@ use std::{
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use netd::datapath::Maps;
 use netd_common::{
-    ct::{CT_NAT_DST, CT_NAT_SRC, CT_TO_ENDPOINT, CtEntry, CtKey},
+    ct::{CT_NAT_DST, CT_NAT_SRC, CT_TO_ENDPOINT, CtEntry, CtKey, FragKey, FragPorts},
     drop,
     endpoint::UplinkInfo,
     map_names,
@@ -1131,11 +1142,16 @@ fn corpus(net: &Net) -> Vec<Class> {
             }),
             Passed,
         ),
-        inbound(
+        // A first fragment carries the transport header: translated as a
+        // whole packet is, at TC (XDP leaves fragments to TC).
+        inbound_apart(
             "first_fragment",
             with_frag(syn_to_8080(40125), 0x2000).build(),
+            T(into_ctr().dst(CTR, 80).creates_flow()),
             Passed,
         ),
+        // No first fragment translated before it (its flow is gone with
+        // the class before): nothing to find its flow by.
         inbound(
             "later_fragment",
             with_frag(syn_to_8080(40126), 185).build(),
@@ -1523,10 +1539,10 @@ fn corpus(net: &Net) -> Vec<Class> {
         ),
         outbound(
             "ctr_first_fragment",
-            with_frag(from_ctr(CLIENT, L4::udp(42012, 53, b"query")), 0x2000).build(),
+            with_frag(from_ctr(CLIENT, L4::udp(42012, 55, b"query")), 0x2000).build(),
+            from_network.clone(),
             Passed,
-            Passed,
-            Passed,
+            T(out_to_client().src(HOST, NAT_PORT).creates_flow()),
         ),
         outbound(
             "ctr_tcp_data_offset_past_the_segment",
@@ -1714,6 +1730,18 @@ struct Ipv4View {
     proto: u8,
     src: Ipv4Addr,
     dst: Ipv4Addr,
+    /// The more-fragments flag and the fragment offset.
+    frag: u16,
+}
+
+impl Ipv4View {
+    fn first_fragment(&self) -> bool {
+        self.frag == 0x2000
+    }
+
+    fn later_fragment(&self) -> bool {
+        self.frag & 0x1fff != 0
+    }
 }
 
 /// A TCP, UDP or ICMP echo packet (or what an ICMP error quotes of one).
@@ -1729,6 +1757,10 @@ struct FlowView {
     sport_at: Option<usize>,
     dport_at: Option<usize>,
     check_at: usize,
+    /// A later fragment: no transport header (no ports, no checksum of
+    /// its own); its ports are its first fragment's, which only the
+    /// datapath's fragment map knows.
+    later: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -1753,14 +1785,19 @@ impl Shape {
 
 /// The IPv4 header at `l3` of `bytes` (a frame, or a frame up to the end
 /// of an ICMP error's quote) and the transport bytes it has. `whole`: the
-/// total length must fit (a quote is cut short by design).
+/// total length must fit (a quote is cut short by design), and it may be
+/// a fragment (a quote never is).
 fn ipv4_view(bytes: &[u8], l3: usize, whole: bool) -> Option<(Ipv4View, usize)> {
     let head = bytes.get(l3..l3 + 20)?;
     let ihl = usize::from(head[0] & 0x0f) * 4;
     let tot_len = usize::from(be16(head, 2));
     let available = bytes.len() - l3;
-    let fragment = be16(head, 6) & 0x3fff != 0;
-    if head[0] >> 4 != 4 || ihl < 20 || tot_len < ihl || fragment || (whole && tot_len > available)
+    let frag = be16(head, 6) & 0x3fff;
+    if head[0] >> 4 != 4
+        || ihl < 20
+        || tot_len < ihl
+        || (!whole && frag != 0)
+        || (whole && tot_len > available)
     {
         return None;
     }
@@ -1772,6 +1809,7 @@ fn ipv4_view(bytes: &[u8], l3: usize, whole: bool) -> Option<(Ipv4View, usize)> 
         proto: head[9],
         src: addr_at(head, 12),
         dst: addr_at(head, 16),
+        frag,
     };
     Some((view, tot_len.min(available).saturating_sub(ihl)))
 }
@@ -1794,8 +1832,15 @@ fn transport_view(bytes: &[u8], ip: Ipv4View, l4_len: usize, quoted: bool) -> Op
             (ports.0, ports.1, ports.2, ports.3, l4 + 16)
         }
         IPPROTO_UDP => {
+            // A first fragment holds only the start of the datagram its
+            // length describes.
             let length = usize::from(be16(head, 4));
-            if !quoted && !(8..=l4_len).contains(&length) {
+            let most = if ip.first_fragment() {
+                usize::MAX
+            } else {
+                l4_len
+            };
+            if !quoted && !(8..=most).contains(&length) {
                 return None;
             }
             (ports.0, ports.1, ports.2, ports.3, l4 + 6)
@@ -1816,6 +1861,7 @@ fn transport_view(bytes: &[u8], ip: Ipv4View, l4_len: usize, quoted: bool) -> Op
         sport_at,
         dport_at,
         check_at,
+        later: false,
     })
 }
 
@@ -1833,7 +1879,26 @@ fn shape_at_any_ttl(frame: &[u8]) -> Option<Shape> {
     }
     let (ip, l4_len) = ipv4_view(frame, ETH_HLEN, true)?;
     let l4 = ETH_HLEN + ip.ihl;
+    if ip.later_fragment() {
+        return matches!(ip.proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMP).then_some(
+            Shape::Flow(FlowView {
+                ip,
+                l4,
+                l4_len,
+                sport: 0,
+                dport: 0,
+                sport_at: None,
+                dport_at: None,
+                check_at: 0,
+                later: true,
+            }),
+        );
+    }
     if ip.proto == IPPROTO_ICMP && l4_len >= 8 && matches!(frame[l4], 3 | 11 | 12) {
+        // ICMP errors are small: a fragmented one is not translated.
+        if ip.frag != 0 {
+            return None;
+        }
         // The quote ends where the outer packet does.
         let quote = &frame[..ETH_HLEN + ip.tot_len];
         let (inner_ip, inner_len) = ipv4_view(quote, l4 + 8, false)?;
@@ -1911,6 +1976,10 @@ fn may_start_flow(program: Program, frame: &[u8]) -> bool {
     let Some(Shape::Flow(flow)) = shape(frame) else {
         return false;
     };
+    // A later fragment only follows its first.
+    if flow.later {
+        return false;
+    }
     let (src, dst, proto) = (flow.ip.src, flow.ip.dst, flow.ip.proto);
     if proto == IPPROTO_TCP && !tcp_flags_may_start(frame[flow.l4 + 13]) {
         return false;
@@ -1963,6 +2032,8 @@ fn residuals(frame: &[u8], shape: &Shape) -> Vec<Option<u16>> {
     let end = outer.l3 + outer.tot_len;
     let mut all = vec![Some(ip_header)];
     match shape {
+        // Its datagram's transport checksum is in the first fragment.
+        Shape::Flow(flow) if flow.later => {}
         Shape::Flow(flow) => {
             let segment = &frame[l4..end];
             let pseudo = pseudo_header_sum(
@@ -2008,7 +2079,9 @@ fn rewritable(shape: &Shape) -> BTreeSet<usize> {
     match shape {
         Shape::Flow(flow) => {
             ip(&mut offsets, flow.ip.l3, true);
-            transport(&mut offsets, flow, Some(flow.check_at));
+            if !flow.later {
+                transport(&mut offsets, flow, Some(flow.check_at));
+            }
         }
         Shape::IcmpError {
             outer,
@@ -2062,6 +2135,7 @@ fn check_translation(
     frame: &[u8],
     out: &[u8],
     ct: &[(CtKey, CtEntry)],
+    recalled: Option<FragPorts>,
     net: &Net,
 ) -> Result<(), String> {
     let in_shape = shape(frame).ok_or("translated a frame the rules leave to the kernel")?;
@@ -2110,6 +2184,7 @@ fn check_translation(
                 sport_at: None,
                 dport_at: None,
                 check_at: 0,
+                later: false,
             };
             (
                 key_of_quoted(inner),
@@ -2119,6 +2194,17 @@ fn check_translation(
             )
         }
         _ => return Err("the translated frame is of another kind".into()),
+    };
+    let key = if flow.later {
+        // Found with the ports its first fragment left in the fragment map.
+        let ports = recalled.ok_or("translated a later fragment whose first was not translated")?;
+        CtKey {
+            sport_be: ports.sport_be,
+            dport_be: ports.dport_be,
+            ..key
+        }
+    } else {
+        key
     };
     let entry = ct_get(ct, &key)
         .ok_or_else(|| format!("translated without a conntrack entry for {key:?}"))?;
@@ -2684,8 +2770,30 @@ impl Datapath {
     /// Runs one fuzzed frame through `program`, checks it, and takes the
     /// flow it created (if any) out of conntrack again. `ct` is conntrack
     /// before the run, and after it on return.
+    /// The ports the fragment map holds for `frame`'s datagram, if it is a
+    /// later fragment: what the datapath will find its flow with.
+    fn recalled(&mut self, frame: &[u8]) -> Option<FragPorts> {
+        let Some(Shape::Flow(flow)) = shape_at_any_ttl(frame) else {
+            return None;
+        };
+        if !flow.later {
+            return None;
+        }
+        let key = FragKey {
+            saddr_be: flow.ip.src.octets(),
+            daddr_be: flow.ip.dst.octets(),
+            id_be: [frame[flow.ip.l3 + 4], frame[flow.ip.l3 + 5]],
+            proto: flow.ip.proto,
+            _pad: 0,
+        };
+        let frags: BpfHashMap<&MapData, FragKey, FragPorts> =
+            BpfHashMap::try_from(&*self.bpf.map_mut(map_names::FRAGS)).expect("fragment map");
+        frags.get(&key, 0).ok()
+    }
+
     fn fuzz_one(&mut self, program: Program, frame: &[u8], ct: &mut CtInMapOrder) -> FuzzRun {
         let refuses = test_run_refuses(program, frame);
+        let recalled = self.recalled(frame);
         let run = match self.run(program, frame) {
             Ok(run) => run,
             Err(error) => {
@@ -2771,7 +2879,7 @@ impl Datapath {
             } else {
                 &run.data[..]
             };
-            check_translation(program, frame, out, &after, &self.net)
+            check_translation(program, frame, out, &after, recalled, &self.net)
         };
         let failure = check().err();
         if !new.is_empty() {

@@ -476,3 +476,63 @@ fn a_reused_address_does_not_inherit_the_old_containers_flows() {
         "{reply:?}"
     );
 }
+
+/// A UDP server in `ns` on `port` that sends every datagram (up to 64 KiB)
+/// back as it came.
+fn big_udp_echo(ns: &Netns, port: u16) -> netd_tests::netns::Process {
+    let script = format!(
+        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('0.0.0.0',{port}))\nwhile True:\n d,a=s.recvfrom(65535)\n s.sendto(d,a)\n"
+    );
+    let process = ns.spawn(&format!("python3 -c \"{script}\""));
+    netd_tests::topology::wait_listening(ns, port, true);
+    process
+}
+
+/// Sends a `size`-byte datagram from `ns` to `addr:port` and returns the
+/// length of the answer, whether it is the datagram sent, and whom it came
+/// from; `None` after 3 s without one.
+fn big_udp_exchange(
+    ns: &Netns,
+    addr: &str,
+    port: u16,
+    size: usize,
+) -> Option<(usize, bool, String)> {
+    let script = format!(
+        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(3)\nd=bytes(i*7%251 for i in range({size}))\ns.sendto(d,('{addr}',{port}))\ntry:\n r,a=s.recvfrom(65535); print(len(r), r==d, a[0]+':'+str(a[1]))\nexcept socket.timeout:\n print('timeout')\n"
+    );
+    let out = ns.sh(&format!("python3 -c \"{script}\""));
+    let mut words = out.split_whitespace();
+    match (words.next(), words.next(), words.next()) {
+        (Some(len), Some(same), Some(from)) => {
+            Some((len.parse().ok()?, same == "True", from.to_owned()))
+        }
+        _ => None,
+    }
+}
+
+/// Datagrams larger than the links' MTU (1500), so that they cross netd as
+/// IPv4 fragments, both ways: to a published port and back, and from a
+/// container to the outside (masquerade) and back, UDP and ping.
+#[test]
+fn datagrams_larger_than_the_mtu_cross_netd_as_fragments() {
+    require_root!();
+    let t = Topology::new(&[]);
+    let c1 = t.container("c1", &["-p", "5353:53/udp"]);
+    let _inside = big_udp_echo(&c1, 53);
+    let _outside = big_udp_echo(&t.out, 9001);
+
+    let published = big_udp_exchange(&t.out, HOST_IP, 5353, 4000);
+    assert_eq!(
+        published,
+        Some((4000, true, format!("{HOST_IP}:5353"))),
+        "4,000 bytes to the published port, and back from where they went"
+    );
+    let masqueraded = big_udp_exchange(&c1, OUT_IP, 9001, 4000);
+    assert_eq!(
+        masqueraded,
+        Some((4000, true, format!("{OUT_IP}:9001"))),
+        "4,000 bytes out through masquerade, and back"
+    );
+    c1.sh(&format!("ping -c 2 -i 0.2 -W 2 -s 3000 {OUT_IP}"));
+    assert_no_netfilter(&t);
+}

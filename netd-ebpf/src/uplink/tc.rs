@@ -6,7 +6,7 @@ use netd_common::{ct::CT_AT_UPLINK, stats::hook};
 
 use super::{XDP_MARK, check_outside, classify, untranslated};
 use crate::{
-    ct, deliver, icmp,
+    ct, deliver, frag, icmp,
     nat::{self, Action},
     observe,
     parse::{self, Packet},
@@ -38,7 +38,7 @@ pub fn try_uplink_tc(ctx: &TcContext) -> Result<i32, u32> {
     if let Some(ifindex) = xdp_translated(ctx) {
         return deliver::redirect_into(ifindex, deliver::config().redirect);
     }
-    let flow = match parse::forwardable(ctx) {
+    let mut flow = match parse::forwardable(ctx) {
         None => return Ok(TC_ACT_OK),
         Some(Packet::Flow(flow)) => flow,
         Some(Packet::IcmpError(err)) => {
@@ -56,11 +56,17 @@ pub fn try_uplink_tc(ctx: &TcContext) -> Result<i32, u32> {
             return deliver::to_endpoint(ctx, action.ifindex, action.dmac);
         }
     };
+    if !frag::recall(&mut flow) {
+        // A later fragment of a datagram netd did not translate.
+        check_outside(&flow)?;
+        return untranslated(&flow).map(|_| TC_ACT_OK);
+    }
     let Some((entry, new_flow)) = classify(&flow)? else {
         return Ok(TC_ACT_OK);
     };
     let action = ct::account(entry, &flow, ctx.len(), new_flow);
     nat::tc_rewrite(ctx, &flow, &action.rewrite)?;
     nat::tc_decrement_ttl(ctx, &flow)?;
+    frag::remember(&flow);
     deliver::to_endpoint(ctx, action.ifindex, action.dmac)
 }

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT OR GPL-2.0-only
 //! XDP on an uplink: the same translation as TC ingress, at the driver
 //! hook. The packet is then passed up with a mark in its metadata that tells
-//! TC ingress where to deliver it; anything XDP does not translate is passed
-//! to TC untouched.
+//! TC ingress where to deliver it; anything XDP does not translate (ICMP
+//! errors, fragments) is passed to TC untouched.
 
 use aya_ebpf::{
     bindings::xdp_action::XDP_PASS, helpers::generated::bpf_xdp_adjust_meta, programs::XdpContext,
@@ -31,10 +31,13 @@ fn mark(ctx: &XdpContext, ifindex: u32) -> Result<(), u32> {
 #[inline(always)]
 pub fn try_uplink_xdp(ctx: &XdpContext) -> Result<u32, u32> {
     observe::count(ctx, hook::UPLINK_XDP);
-    // ICMP errors are TC's to translate.
+    // ICMP errors and fragments are TC's to translate.
     let Some(parse::Packet::Flow(flow)) = parse::forwardable(ctx) else {
         return Ok(XDP_PASS);
     };
+    if flow.frag != parse::FRAG_NONE {
+        return Ok(XDP_PASS);
+    }
     let Some((entry, new_flow)) = classify(&flow)? else {
         return Ok(XDP_PASS);
     };

@@ -124,6 +124,10 @@ fn expected_layout(name: &str) -> Option<(u32, u32)> {
             size_of::<netd_common::ports::SockRevKey>(),
             size_of::<netd_common::ports::SockRevValue>(),
         ),
+        names::FRAGS => sizes(
+            size_of::<netd_common::ct::FragKey>(),
+            size_of::<netd_common::ct::FragPorts>(),
+        ),
         _ => None,
     }
 }
