@@ -547,6 +547,32 @@ fn tcp_flows(agent: &Agent) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A sequence number for segments forged with the tuple `(sport -> dport)`
+/// from the outside to the host: half the sequence space away from what
+/// the flow's other side last acknowledged (read from the pinned
+/// conntrack), so blind whatever the connection's random initial sequence
+/// number. (Fixed numbers spread over 100 million fell within the window
+/// netd lets a reset or FIN close a flow in for about one connection in
+/// 35.)
+fn blind_seq(agent: &Agent, sport: u16, dport: u16) -> u32 {
+    use aya::maps::{HashMap, Map, MapData};
+    use netd_common::ct::{CtEntry, CtKey};
+    let path = agent.bpffs().join("NETD_CT");
+    let data = MapData::from_pin(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let ct = HashMap::<_, CtKey, CtEntry>::try_from(Map::HashMap(data)).expect("a hash map");
+    let key = CtKey {
+        saddr_be: outside().octets(),
+        daddr_be: host().octets(),
+        sport_be: sport.to_be_bytes(),
+        dport_be: dport.to_be_bytes(),
+        proto: 6,
+        _pad: [0; 3],
+    };
+    let entry = ct.get(&key, 0).expect("the flow's entry");
+    let other = ct.get(&entry.reverse, 0).expect("its other direction");
+    u32::from_be_bytes(other.tcp_ack_be).wrapping_add(0x8000_0000)
+}
+
 #[test]
 fn forged_resets_fins_and_data_tear_down_or_hijack_no_connection() {
     require_root!();
@@ -577,8 +603,9 @@ fn forged_resets_fins_and_data_tear_down_or_hijack_no_connection() {
     // Each connection's exact tuple as the outside sends it, with sequence
     // numbers the connection is nowhere near: resets, FINs, and data to
     // inject.
-    let seq = |i: u16| 0x5eed_0000_u32.wrapping_add(u32::from(i) * 100_003);
     let forged = |sport: u16, dport: u16| {
+        let base = blind_seq(&t.agent, sport, dport);
+        let seq = move |i: u16| base.wrapping_add(u32::from(i) * 101);
         [
             (tcp_flags::RST, &b""[..]),
             (tcp_flags::FIN | tcp_flags::ACK, &b""[..]),
