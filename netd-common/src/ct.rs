@@ -44,14 +44,23 @@ abi_type! {
 
 abi_type! {
     /// A `NETD_FRAGS` value: the ports (or ICMP echo identifier, as in
-    /// [`CtKey`]) that the datagram's first fragment carried. Later
-    /// fragments carry none; with these they find their flow's entry.
+    /// [`CtKey`]) that the datagram's first fragment carried, and when.
+    /// Later fragments carry none; with these they find their flow's
+    /// entry, for [`FRAG_TIMEOUT_NS`] at most.
     pub struct FragPorts {
         pub sport_be: [u8; 2],
         pub dport_be: [u8; 2],
+        pub _pad: [u8; 4],
+        /// `bpf_ktime_get_ns` when the first fragment was translated.
+        pub created_ns: u64,
     }
-    size = 4;
+    size = 16;
 }
+
+/// How long a datagram's fragments may take to arrive: the kernel's
+/// `ipfrag_time` default (30 s). An older [`FragPorts`] belongs to a
+/// datagram long gone, whose identification a new one may reuse.
+pub const FRAG_TIMEOUT_NS: u64 = 30_000_000_000;
 
 /// [`CtEntry::flags`]: rewrite the source to `nat_saddr_be:nat_sport_be`.
 pub const CT_NAT_SRC: u16 = 1;

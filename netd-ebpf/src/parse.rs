@@ -6,15 +6,18 @@
 //! whole packet whose transport header it carries (a UDP length may then
 //! exceed what the fragment holds); a later fragment (offset > 0) parses
 //! as a flow without ports, which `frag::recall` fills in from its first
-//! fragment. ICMP errors are never fragments (they are small; a fragmented
-//! one is not translated), nor are the packets they quote.
+//! fragment. ICMP errors are never fragments (they are small; a
+//! fragmented one is not translated); they may quote a first fragment (a
+//! reassembly timeout quotes one), whose transport header the quote holds,
+//! but not a later one.
 //!
 //! Anything else is passed to the kernel untouched, which validates and
 //! handles it as it would without netd: non-IPv4 (ARP, IPv6, VLAN-tagged),
 //! malformed IPv4 (IHL < 5, total length shorter than the header or longer
-//! than the packet), other protocols and ICMP types, truncated TCP/UDP/ICMP headers (a TCP data offset < 5 or past
-//! the segment, a UDP length < 8 or past the datagram: the kernel discards
-//! those, netfilter calls them invalid), ICMP errors whose quoted packet is
+//! than the packet), other protocols and ICMP types, truncated TCP/UDP/ICMP
+//! headers (a TCP data offset < 5 or past the segment, a UDP length < 8 or
+//! past the datagram: the kernel discards those, netfilter calls them
+//! invalid), ICMP errors whose quoted packet is
 //! truncated, malformed or itself an ICMP error (RFC 1122: never answer an
 //! error with an error), or that is not addressed to the source of the
 //! packet it quotes. IP options are fine: the L4 header is found after
@@ -185,13 +188,14 @@ const IP_OFFSET: u16 = 0x1fff;
 
 /// A checked IPv4 header at `l3`, with the length of data after it that
 /// the header claims and the packet has: `(header, ihl, payload_len)`.
-/// `fragments`: whether a fragment is acceptable here.
+/// `later_fragments`: whether a later fragment is acceptable here (a first
+/// fragment always is: it holds its transport header).
 #[inline(always)]
 fn ipv4<F: Frame>(
     frame: &F,
     l3: usize,
     available: usize,
-    fragments: bool,
+    later_fragments: bool,
 ) -> Option<(Ipv4Head, usize, usize)> {
     let ip: Ipv4Head = read(frame, l3)?;
     let ihl = usize::from(ip.vihl & 0x0f) * 4;
@@ -199,7 +203,7 @@ fn ipv4<F: Frame>(
     if ip.vihl >> 4 != 4 || ihl < 20 || tot_len < ihl {
         return None;
     }
-    if !fragments && u16::from_be_bytes(ip.frag) & (IP_MF | IP_OFFSET) != 0 {
+    if !later_fragments && u16::from_be_bytes(ip.frag) & IP_OFFSET != 0 {
         return None;
     }
     Some((ip, ihl, tot_len.min(available).saturating_sub(ihl)))

@@ -8,7 +8,10 @@ use std::net::Ipv4Addr;
 
 use netd::datapath::{Maps, PortRule};
 use netd_common::{
-    ct::{CT_AT_UPLINK, CT_NAT_DST, CT_NAT_SRC, CT_ORIGINAL, CtKey},
+    ct::{
+        CT_AT_UPLINK, CT_NAT_DST, CT_NAT_SRC, CT_ORIGINAL, CtKey, FRAG_TIMEOUT_NS, FragKey,
+        FragPorts,
+    },
     drop,
 };
 use netd_tests::{
@@ -439,6 +442,48 @@ fn fragmented_datagrams_to_a_published_port_and_back_exact_bytes() {
         assert_eq!(run.verdict, TC_ACT_REDIRECT, "reply fragment {i}");
         assert_eq!(&run.data, want, "reply fragment {i}");
     }
+    assert_eq!(ct(&mut bpf).len(), 2, "still the one flow");
+
+    // The identification wraps: a new datagram of the same identity whose
+    // first fragment netd does not translate (to a port nobody published)
+    // takes its later fragments with it, away from the old flow.
+    let mut other = Ipv4Packet::new(CLIENT, HOST, L4::udp(40007, 9999, &payload));
+    other.frag = 0;
+    other.id = 0x4242;
+    for (i, piece) in fragments(&other.build(), 1480).iter().enumerate() {
+        assert_untouched(
+            &bpf.run_tc(UPLINK, piece),
+            piece,
+            TC_ACT_OK,
+            &format!("fragment {i} of a datagram to an unpublished port"),
+        );
+    }
+    // An entry older than the reassembly timeout is not used.
+    let stale = FragKey {
+        saddr_be: CLIENT.octets(),
+        daddr_be: HOST.octets(),
+        id_be: 0x4343u16.to_be_bytes(),
+        proto: 17,
+        _pad: 0,
+    };
+    let ports = FragPorts {
+        sport_be: 40007u16.to_be_bytes(),
+        dport_be: 5353u16.to_be_bytes(),
+        _pad: [0; 4],
+        created_ns: netd::datapath::conntrack::monotonic_ns() - FRAG_TIMEOUT_NS - 1_000_000_000,
+    };
+    let mut frags: aya::maps::HashMap<_, FragKey, FragPorts> =
+        aya::maps::HashMap::try_from(bpf.ebpf_mut().map_mut("NETD_FRAGS").expect("NETD_FRAGS"))
+            .expect("a hash map");
+    frags.insert(stale, ports, 0).expect("insert");
+    request.id = 0x4343;
+    let late = &fragments(&request.build(), 1480)[1];
+    assert_untouched(
+        &bpf.run_tc(UPLINK, late),
+        late,
+        TC_ACT_OK,
+        "a later fragment with ports 31 s old",
+    );
     assert_eq!(ct(&mut bpf).len(), 2, "still the one flow");
 }
 

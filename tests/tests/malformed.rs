@@ -24,7 +24,7 @@
 //!   or an ICMP error that is not itself a fragment,
 //!   (destination unreachable, time exceeded, parameter problem) quoting at
 //!   least an IPv4 header and 8 bytes of a TCP, UDP or ICMP echo packet
-//!   that is not a fragment (an error quoting an error is never
+//!   that is not a later fragment (an error quoting an error is never
 //!   translated, RFC 1122), and addressed to that packet's source;
 //! - a conntrack entry for it, or a new flow: from outside, to a published
 //!   port of a local address, from a unicast source that is not one of the
@@ -86,8 +86,8 @@
 //! | first fragment of a SYN to a published port (new flow) | T / P / spoofed |
 //! | IHL < 5, IHL past the packet, total length past the packet or below the header, version 6 in an IPv4 frame, a later fragment whose first was not translated | P / P / spoofed |
 //! | TCP header truncated, data offset < 5 or past the segment; UDP header truncated, length past the datagram or below 8; ICMP header truncated; echo request to the host; timestamp request; IP protocol 253; SCTP to a published port number; VLAN-tagged SYN to a published port; IPv6; ARP | P / P / spoofed |
-//! | ICMP errors about tracked flows: fragmentation needed (whole quote), port unreachable (8-byte quote), time exceeded quoting IP options, about a masqueraded ping, about a published flow's reply | T / P / spoofed |
-//! | ICMP errors: quote cut inside its IPv4 or transport header, quoting an ICMP error, quoted IHL < 5, quoting a fragment, about an untracked flow, not addressed to the quoted packet's source, itself a fragment, TTL 1 | P / P / spoofed |
+//! | ICMP errors about tracked flows: fragmentation needed (whole quote), port unreachable (8-byte quote), time exceeded quoting IP options, about a masqueraded ping, about a published flow's reply, quoting a first fragment | T / P / spoofed |
+//! | ICMP errors: quote cut inside its IPv4 or transport header, quoting an ICMP error, quoted IHL < 5, quoting a later fragment, about an untracked flow, not addressed to the quoted packet's source, itself a fragment, TTL 1 | P / P / spoofed |
 //! | from a container: SYN+FIN (new flow) | source_in_network / source_in_network / P |
 //! | from a container: new TCP flows to the client and beyond the default route, ping (masqueraded); replies of published TCP and UDP flows; UDP checksum 0; RST outside the window and bad IPv4 checksum on a masqueraded flow; hairpin to a published port | source_in_network / source_in_network / T |
 //! | from a container: to 255.255.255.255, 224.0.0.251, 0.0.0.0, a neighbour container | source_in_network / source_in_network / P |
@@ -148,7 +148,9 @@ use std::{
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use netd::datapath::Maps;
 use netd_common::{
-    ct::{CT_NAT_DST, CT_NAT_SRC, CT_TO_ENDPOINT, CtEntry, CtKey, FragKey, FragPorts},
+    ct::{
+        CT_NAT_DST, CT_NAT_SRC, CT_TO_ENDPOINT, CtEntry, CtKey, FRAG_TIMEOUT_NS, FragKey, FragPorts,
+    },
     drop,
     endpoint::UplinkInfo,
     map_names,
@@ -1150,8 +1152,10 @@ fn corpus(net: &Net) -> Vec<Class> {
             T(into_ctr().dst(CTR, 80).creates_flow()),
             Passed,
         ),
-        // No first fragment translated before it (its flow is gone with
-        // the class before): nothing to find its flow by.
+        // The same datagram identity as the class before, whose first
+        // fragment was translated and left its ports; but that flow is
+        // gone (conntrack is put back after each class): nothing to
+        // deliver it with.
         inbound(
             "later_fragment",
             with_frag(syn_to_8080(40126), 185).build(),
@@ -1341,11 +1345,23 @@ fn corpus(net: &Net) -> Vec<Class> {
             .build(),
             Passed,
         ),
-        inbound(
-            "icmp_error_quoting_a_fragment",
+        // A first fragment quoted (a reassembly timeout quotes one): its
+        // transport header is there.
+        inbound_apart(
+            "icmp_error_quoting_a_first_fragment",
             from_client(
                 HOST,
                 port_unreachable(&with_frag(masqueraded_udp.clone(), 0x2000)),
+            )
+            .build(),
+            T(into_ctr().dst_addr(CTR).quoted_src(CTR, 41001)),
+            Passed,
+        ),
+        inbound(
+            "icmp_error_quoting_a_later_fragment",
+            from_client(
+                HOST,
+                port_unreachable(&with_frag(masqueraded_udp.clone(), 0x2001)),
             )
             .build(),
             Passed,
@@ -1786,7 +1802,7 @@ impl Shape {
 /// The IPv4 header at `l3` of `bytes` (a frame, or a frame up to the end
 /// of an ICMP error's quote) and the transport bytes it has. `whole`: the
 /// total length must fit (a quote is cut short by design), and it may be
-/// a fragment (a quote never is).
+/// a later fragment (a quote may be a first fragment, never a later one).
 fn ipv4_view(bytes: &[u8], l3: usize, whole: bool) -> Option<(Ipv4View, usize)> {
     let head = bytes.get(l3..l3 + 20)?;
     let ihl = usize::from(head[0] & 0x0f) * 4;
@@ -1796,7 +1812,7 @@ fn ipv4_view(bytes: &[u8], l3: usize, whole: bool) -> Option<(Ipv4View, usize)> 
     if head[0] >> 4 != 4
         || ihl < 20
         || tot_len < ihl
-        || (!whole && frag != 0)
+        || (!whole && frag & 0x1fff != 0)
         || (whole && tot_len > available)
     {
         return None;
@@ -2767,11 +2783,9 @@ impl Datapath {
             .expect("reading conntrack")
     }
 
-    /// Runs one fuzzed frame through `program`, checks it, and takes the
-    /// flow it created (if any) out of conntrack again. `ct` is conntrack
-    /// before the run, and after it on return.
     /// The ports the fragment map holds for `frame`'s datagram, if it is a
-    /// later fragment: what the datapath will find its flow with.
+    /// later fragment (and the entry is fresh): what the datapath will
+    /// find its flow with.
     fn recalled(&mut self, frame: &[u8]) -> Option<FragPorts> {
         let Some(Shape::Flow(flow)) = shape_at_any_ttl(frame) else {
             return None;
@@ -2788,9 +2802,17 @@ impl Datapath {
         };
         let frags: BpfHashMap<&MapData, FragKey, FragPorts> =
             BpfHashMap::try_from(&*self.bpf.map_mut(map_names::FRAGS)).expect("fragment map");
-        frags.get(&key, 0).ok()
+        // The datapath ignores entries past the reassembly timeout.
+        let now = netd::datapath::conntrack::monotonic_ns();
+        frags
+            .get(&key, 0)
+            .ok()
+            .filter(|ports| now.saturating_sub(ports.created_ns) <= FRAG_TIMEOUT_NS)
     }
 
+    /// Runs one fuzzed frame through `program`, checks it, and takes the
+    /// flow it created (if any) out of conntrack again. `ct` is conntrack
+    /// before the run, and after it on return.
     fn fuzz_one(&mut self, program: Program, frame: &[u8], ct: &mut CtInMapOrder) -> FuzzRun {
         let refuses = test_run_refuses(program, frame);
         let recalled = self.recalled(frame);
