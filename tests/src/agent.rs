@@ -246,6 +246,22 @@ impl Agent {
             .join("\n--- restart ---\n")
     }
 
+    /// Whether `needle` shows in the agent's log within 10 s. The agent
+    /// writes a line after what it reports is done, so a test that saw
+    /// the effect may read the log a moment before the line is there.
+    pub fn log_shows(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if self.log().contains(needle) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Runs `netd ARGS` (in the agent's namespace, pointed at its socket).
     pub fn cli(&self, args: &[&str]) -> Run {
         Run::from(self.command().args(args).output().expect("run netd"))

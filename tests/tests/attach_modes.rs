@@ -106,7 +106,11 @@ fn netlink_mode_translates_restarts_heals_and_cleans_up() {
         );
         thread::sleep(Duration::from_millis(100));
     }
-    assert!(t.agent.log().contains("TC attachment was removed"));
+    assert!(
+        t.agent.log_shows("TC attachment was removed"),
+        "{}",
+        t.agent.log()
+    );
     assert_eq!(t.fetch(&url).as_deref(), Some("netlink mode\n"));
 
     // netd down: the uplink keeps nothing of netd, not even the qdisc it

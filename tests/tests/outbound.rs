@@ -388,11 +388,7 @@ fn a_full_conntrack_refuses_new_flows_and_keeps_established_ones() {
         assert!(Instant::now() < deadline, "no room made");
         thread::sleep(Duration::from_millis(200));
     }
-    assert!(
-        t.agent.log().contains("conntrack full"),
-        "{}",
-        t.agent.log()
-    );
+    assert!(t.agent.log_shows("conntrack full"), "{}", t.agent.log());
     let status = long_lived
         .wait_timeout(Duration::from_secs(15))
         .expect("the client finished");

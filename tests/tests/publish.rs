@@ -499,7 +499,11 @@ fn conntrack_garbage_collection_empties_the_table() {
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    assert!(t.agent.log().contains("conntrack garbage collected"));
+    assert!(
+        t.agent.log_shows("conntrack garbage collected"),
+        "{}",
+        t.agent.log()
+    );
 }
 
 #[test]

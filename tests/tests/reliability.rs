@@ -140,14 +140,13 @@ fn removed_pins_are_restored_within_seconds() {
         .wrap("curl -sS -m 2 http://127.0.0.1:8080/"));
     assert_eq!(local, "restored\n", "host-local access back");
 
-    let log = t.agent.log();
     for what in [
         "the uplink's TC attachment was removed",
         "an endpoint's TC attachment was removed",
         "a map pin was removed",
         "a cgroup link was removed",
     ] {
-        assert!(log.contains(what), "logged: {what}");
+        assert!(t.agent.log_shows(what), "logged: {what}");
     }
 }
 
