@@ -22,6 +22,11 @@ pub const REDIRECT_PEER: u32 = 0;
 /// `bpf_redirect` (any kernel); the veth hands the packet to its peer.
 pub const REDIRECT_EGRESS: u32 = 1;
 
+/// The first word of the 8 bytes of XDP metadata `netd_uplink_xdp` leaves
+/// in front of a packet it translated ("netd" in ASCII, host byte order);
+/// the second is the container's host veth, for TC ingress to redirect to.
+pub const XDP_MARK: u32 = 0x6e65_7464;
+
 /// [`DatapathConfig::flags`]: containers may not reach each other
 /// (`com.docker.network.bridge.enable_icc=false`).
 pub const NET_NO_ICC: u32 = 1;

@@ -80,8 +80,10 @@ pub fn rules() -> Vec<PortRule> {
     ]
 }
 
-/// The network's settings: NAT ports 61000-61000 (one port: allocation is
-/// deterministic), no `NET_*` flag.
+/// The one port of the fixture's NAT range: allocation is deterministic.
+pub const NAT_PORT: u16 = 61000;
+
+/// The network's settings: NAT ports [`NAT_PORT`] only, no `NET_*` flag.
 pub fn config() -> DatapathConfig {
     DatapathConfig {
         subnet_be: [172, 30, 0, 0],
@@ -91,8 +93,8 @@ pub fn config() -> DatapathConfig {
         redirect: REDIRECT_PEER,
         gateway_be: GATEWAY.octets(),
         masquerade_be: [0; 4],
-        nat_port_min: 61000,
-        nat_port_max: 61000,
+        nat_port_min: NAT_PORT,
+        nat_port_max: NAT_PORT,
         flags: 0,
         _pad2: 0,
         netns_cookie: 0,

@@ -152,7 +152,7 @@ use netd_common::{
         CT_NAT_DST, CT_NAT_SRC, CT_TO_ENDPOINT, CtEntry, CtKey, FRAG_TIMEOUT_NS, FragKey, FragPorts,
     },
     drop,
-    endpoint::UplinkInfo,
+    endpoint::{UplinkInfo, XDP_MARK},
     map_names,
     ports::{MappingStats, SockRevKey, SockRevValue},
     stats::{ProtoStats, hook},
@@ -176,13 +176,6 @@ use serde::Serialize;
 const ROUTER: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 254);
 const ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xfd];
 const FAR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
-
-/// The NAT port of the fixture's one-port range.
-const NAT_PORT: u16 = 61000;
-
-/// The mark `netd_uplink_xdp` leaves in front of a translated packet: "netd"
-/// and the container's host veth, in host byte order.
-const XDP_MARK: u32 = 0x6e65_7464;
 
 const TCP_URG: u8 = 0x20;
 

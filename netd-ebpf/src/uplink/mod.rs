@@ -10,7 +10,7 @@ pub mod xdp;
 use netd_common::{
     ct::{CT_AT_UPLINK, CT_KIND_PUBLISHED, CtEntry},
     drop,
-    endpoint::NET_INTERNAL,
+    endpoint::{NET_INTERNAL, XDP_MARK},
 };
 
 use crate::{
@@ -20,9 +20,6 @@ use crate::{
     parse::Flow,
     ports,
 };
-
-/// The metadata mark XDP leaves for TC: "netd" in ASCII.
-const XDP_MARK: u32 = 0x6e65_7464;
 
 /// The checks every packet from outside passes first: nothing addressed to
 /// loopback (never legitimate on an uplink; bindings to 127.0.0.1 must

@@ -71,13 +71,14 @@ use netd_common::{
         CT_AT_UPLINK, CT_KIND_PUBLISHED, CT_NAT_DST, CT_NAT_SRC, CT_ORIGINAL, CT_TO_ENDPOINT,
         CtEntry, CtKey, SEEN_ACK, SEEN_SYN,
     },
+    endpoint::XDP_MARK,
     map_names,
 };
 use netd_tests::{
     bpf::{Bpf, Hook},
     fixture::{
-        CLIENT, CLIENT_MAC, CTR, CTR_MAC, CTR2, ENDPOINT, GATEWAY, GW_MAC, HOST, Routed, TC_ACT_OK,
-        TC_ACT_REDIRECT, TCP, UPLINK, XDP, XDP_PASS, dnat, rule, translated,
+        CLIENT, CLIENT_MAC, CTR, CTR_MAC, CTR2, ENDPOINT, GATEWAY, GW_MAC, HOST, NAT_PORT, Routed,
+        TC_ACT_OK, TC_ACT_REDIRECT, TCP, UPLINK, XDP, XDP_PASS, dnat, rule, translated,
     },
     pktgen::{Ipv4Packet, L4, tcp_flags},
 };
@@ -167,12 +168,8 @@ const CTR_PORT: u16 = 80;
 /// The measured published flow's client port.
 const CLIENT_PORT: u16 = 40000;
 /// The measured masqueraded flow's container port, and the NAT port the
-/// fixture's one-port range gives it.
+/// fixture's one-port range (`NAT_PORT`) gives it.
 const MASQ_PORT: u16 = 40001;
-const NAT_PORT: u16 = 61000;
-
-/// The metadata mark `netd_uplink_xdp` leaves for TC: "netd" in ASCII.
-const XDP_MARK: u32 = 0x6e65_7464;
 
 struct Params {
     rounds: u32,
