@@ -39,6 +39,10 @@ pub struct AttachRequest {
     /// that their garbage collection touches only their own endpoints.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// The runtime's ID of the container (CNI's `CNI_CONTAINERID`), when
+    /// the endpoint's name is another (a Kubernetes pod's `NAMESPACE/NAME`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
 }
 
 /// `POST /v1/ports` (publish) and `POST /v1/ports/unpublish`.
@@ -171,6 +175,8 @@ pub struct Endpoint {
     pub ports: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
 }
 
 /// `POST /v1/detach`'s answer: what was detached (nothing, if the namespace

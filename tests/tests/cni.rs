@@ -309,3 +309,75 @@ fn ipam_is_delegated_when_the_configuration_names_a_plugin() {
     assert!(!reserved.exists(), "and released it on DEL");
     assert!(endpoints(&t.agent).is_empty());
 }
+
+/// What containerd's CRI plugin sends (go-cni: capitalised `portMappings`
+/// keys, an empty `HostIP`, the pod's name in `CNI_ARGS`) is served; DEL
+/// succeeds whatever the state of `runtimeConfig`, and says "try again"
+/// while the agent is down, then removes the pod once it is back.
+#[test]
+fn containerd_input_names_pods_and_del_always_ends() {
+    require_root!();
+    let mut t = Topology::new(&[]);
+    let pod = Netns::new("pod");
+    let pod_path = pod.path().display().to_string();
+    let id = "9d2ac0ffee000000000000000000000000000000000000000000000000000009";
+    let args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-0;K8S_POD_INFRA_CONTAINER_ID=9d2ac0ffee;K8S_POD_UID=1234";
+    let mut env = env(id, &pod_path);
+    env.push(("CNI_ARGS", args));
+    let conf = conf(
+        &t.agent,
+        "1.0.0",
+        json!([{"HostPort": 8080, "ContainerPort": 80, "Protocol": "tcp", "HostIP": ""}]),
+    );
+
+    let add = cni("ADD", &env, &conf);
+    assert!(add.success, "{:?}", add.stdout);
+    let ps = t.agent.json(&["ps"]);
+    assert_eq!(ps[0]["name"], "shop/web-0", "{ps}");
+    assert_eq!(ps[0]["container_id"], id, "{ps}");
+    assert_eq!(
+        t.agent.json(&["ports"])[0]["display"],
+        "0.0.0.0:8080->80/tcp"
+    );
+    assert!(t.agent.ok(&["ps"]).contains("shop/web-0"));
+    let _server = HttpServer::start(&pod, 80, "pod by name\n");
+    assert_eq!(
+        t.fetch(&format!("http://{HOST_IP}:8080/")).as_deref(),
+        Some("pod by name\n")
+    );
+    // The pod's name is a target like any endpoint name.
+    t.agent.ok(&["publish", "8081:80", "shop/web-0"]);
+    let mut checked = conf.clone();
+    checked["prevResult"] = add.stdout.clone();
+    assert!(
+        cni("CHECK", &env, &checked).success,
+        "CHECK by container ID"
+    );
+
+    // DEL with a runtimeConfig ADD could not read: the pod still goes.
+    let mut broken = conf.clone();
+    broken["runtimeConfig"] = json!({"portMappings": "eighty"});
+    assert_eq!(cni("ADD", &env, &broken).code(), 6, "ADD needs it");
+    assert!(cni("DEL", &env, &broken).success);
+    assert!(endpoints(&t.agent).is_empty());
+    assert_eq!(t.agent.json(&["ports"]), json!([]));
+    let mut none = conf.clone();
+    none.as_object_mut()
+        .expect("object")
+        .remove("runtimeConfig");
+    assert!(
+        cni("DEL", &env, &none).success,
+        "DEL twice, no runtimeConfig"
+    );
+
+    // DEL while the agent is down: retryable, then done once it is back.
+    assert!(cni("ADD", &env, &conf).success);
+    t.agent.kill9();
+    let down = cni("DEL", &env, &conf);
+    assert_eq!(down.code(), 11, "{}", down.msg());
+    assert!(down.msg().contains("not running"), "{}", down.msg());
+    t.agent.launch();
+    assert!(cni("DEL", &env, &conf).success);
+    assert!(endpoints(&t.agent).is_empty());
+    assert!(!pod.ip("-o link show").contains("eth0"));
+}

@@ -627,6 +627,7 @@ impl Agent {
             phase: Phase::Creating,
             ports: Vec::new(),
             owner: Some(OWNER.to_owned()),
+            container_id: None,
         };
         self.state.endpoints.insert(id.clone(), endpoint.clone());
         self.store.save(&mut self.state)?;

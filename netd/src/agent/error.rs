@@ -43,7 +43,9 @@ pub enum AgentError {
     #[error("invalid interface name {name:?}: {why}")]
     Ifname { name: String, why: &'static str },
     #[error("invalid endpoint name {name:?}: {why}")]
-    Name { name: String, why: &'static str },
+    Name { name: String, why: String },
+    #[error("invalid container ID {id:?}: {why}")]
+    ContainerId { id: String, why: String },
     #[error("endpoint {name} is broken: {what}")]
     Broken { name: String, what: String },
     #[error("invalid owner {0:?}: use up to 32 lowercase letters, digits and '-'")]
@@ -217,6 +219,7 @@ impl AgentError {
             | Self::Mac(_)
             | Self::Ifname { .. }
             | Self::Name { .. }
+            | Self::ContainerId { .. }
             | Self::Owner(_)
             | Self::BridgeName { .. }
             | Self::GatewayOutsideSubnet { .. }

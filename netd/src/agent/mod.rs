@@ -221,6 +221,7 @@ impl Agent {
             created: ep.created.clone(),
             ports: ep.ports.iter().map(ports::form).collect(),
             owner: ep.owner.clone(),
+            container_id: ep.container_id.clone(),
         }
     }
 
@@ -374,6 +375,9 @@ impl Agent {
         if let Some(owner) = &req.owner {
             check_owner(owner)?;
         }
+        if let Some(id) = &req.container_id {
+            check_container_id(id)?;
+        }
         let ns = Netns::open(&req.netns)?;
         self.release_stale().await?;
         if let Some(existing) = self
@@ -432,6 +436,7 @@ impl Agent {
             phase: Phase::Creating,
             ports: Vec::new(),
             owner: req.owner.clone(),
+            container_id: req.container_id.clone(),
         };
         self.state.endpoints.insert(id.clone(), endpoint.clone());
         self.store.save(&mut self.state)?;
@@ -716,21 +721,49 @@ fn default_name(given: &str, id: &str) -> String {
 }
 
 fn check_name(name: &str) -> Result<(), AgentError> {
-    let why = if name.is_empty() {
-        Some("it is empty")
-    } else if name.len() > 64 {
-        Some("at most 64 bytes")
-    } else if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        Some("use letters, digits, '-', '_' and '.'")
-    } else {
-        None
+    let why = match name.split_once('/') {
+        None => check_plain_name(name, 64),
+        // Kubernetes names a pod within its namespace: a DNS label (63
+        // bytes at most), then a DNS subdomain (253).
+        Some((namespace, pod)) => check_plain_name(namespace, 63)
+            .map(|why| format!("the namespace before '/': {why}"))
+            .or_else(|| {
+                check_plain_name(pod, 253).map(|why| format!("the pod name after '/': {why}"))
+            }),
     };
     match why {
         Some(why) => Err(AgentError::Name {
             name: name.to_owned(),
+            why,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Why `name` is not a name of at most `max` bytes, if it is not.
+fn check_plain_name(name: &str, max: usize) -> Option<String> {
+    if name.is_empty() {
+        Some("it is empty".to_owned())
+    } else if name.len() > max {
+        Some(format!("at most {max} bytes"))
+    } else if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        Some(
+            "use letters, digits, '-', '_' and '.' (and one '/' in a pod's NAMESPACE/NAME)"
+                .to_owned(),
+        )
+    } else {
+        None
+    }
+}
+
+/// The CNI specification's container IDs: letters, digits, '_', '.', '-'.
+fn check_container_id(id: &str) -> Result<(), AgentError> {
+    match check_plain_name(id, 256) {
+        Some(why) => Err(AgentError::ContainerId {
+            id: id.to_owned(),
             why,
         }),
         None => Ok(()),
@@ -884,4 +917,45 @@ pub async fn down(
     let _ = fs::remove_file(store.dir().join(crate::paths::LOCK_FILE));
     let _ = fs::remove_dir(store.dir());
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_plain_or_a_pods_namespace_and_name() {
+        for good in [
+            "web",
+            "my_app-1.2",
+            &"a".repeat(64),
+            "default/web",
+            "kube-system/coredns-5d78c9869d-x2x9q",
+            &format!("{}/{}", "n".repeat(63), "p".repeat(253)),
+        ] {
+            assert!(check_name(good).is_ok(), "{good}");
+        }
+        for (bad, why) in [
+            ("", "empty"),
+            (&"a".repeat(65), "at most 64"),
+            ("web app", "use letters"),
+            ("/web", "the namespace before '/': it is empty"),
+            ("default/", "the pod name after '/': it is empty"),
+            ("a/b/c", "the pod name after '/': use letters"),
+            (&format!("{}/web", "n".repeat(64)), "at most 63"),
+            (&format!("ns/{}", "p".repeat(254)), "at most 253"),
+        ] {
+            let err = check_name(bad).expect_err(bad).to_string();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn container_ids_follow_the_cni_specification() {
+        assert!(check_container_id(&"f".repeat(64)).is_ok());
+        assert!(check_container_id("ctr_1.a-b").is_ok());
+        for bad in ["", "a/b", "a b", &"f".repeat(257)] {
+            assert!(check_container_id(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -226,6 +226,11 @@ pub struct EndpointState {
     /// Who attached it (`cni`, `docker`), if a runtime's plugin did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// The runtime's container ID, when the name is another (a pod's).
+    /// Optional with no default, so state files written before it read as
+    /// they were: the format is unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
 }
 
 impl EndpointState {
@@ -245,6 +250,7 @@ impl EndpointState {
             phase: self.phase,
             ports: Vec::new(),
             owner: self.owner.clone(),
+            container_id: self.container_id.clone(),
         }
     }
 }
@@ -449,6 +455,7 @@ pub(crate) fn sample_endpoint() -> EndpointState {
         phase: Phase::Ready,
         ports: Vec::new(),
         owner: None,
+        container_id: None,
     }
 }
 

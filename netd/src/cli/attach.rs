@@ -43,6 +43,7 @@ impl Attach {
             name: self.name,
             ports: self.ports,
             owner: None,
+            container_id: None,
         };
         let endpoint: Endpoint = ctx.client.post("/v1/endpoints", &request).await?;
         if ctx.json {

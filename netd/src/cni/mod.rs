@@ -86,9 +86,7 @@ fn run(stdin: &[u8]) -> Result<Option<Value>, CniError> {
     if command == Command::Version {
         return Ok(Some(version_answer(stdin)));
     }
-    let conf: NetConf = serde_json::from_slice(stdin).map_err(|e| {
-        CniError::new(Code::Decode, "the network configuration is not valid").details(e.to_string())
-    })?;
+    let conf = NetConf::decode(stdin)?;
     if !spec::SUPPORTED_VERSIONS.contains(&conf.cni_version.as_str()) {
         return Err(CniError::new(
             Code::IncompatibleVersion,
@@ -193,8 +191,7 @@ impl Plugin<'_> {
             .require(&self.env.ifname, "CNI_IFNAME", Command::Add)?;
         let ports = self
             .conf
-            .runtime_config
-            .port_mappings
+            .port_mappings()?
             .iter()
             .map(spec::PortMapping::spec)
             .collect::<Result<Vec<_>, _>>()?;
@@ -206,7 +203,9 @@ impl Plugin<'_> {
             netns: netns.to_owned(),
             ip: ip.map(|ip| ip.to_string()),
             ifname: Some(ifname.to_owned()),
-            name: Some(container.to_owned()),
+            // Pods by their Kubernetes name; other containers by their ID.
+            name: Some(self.env.pod_name().unwrap_or_else(|| container.to_owned())),
+            container_id: Some(container.to_owned()),
             ports,
             owner: Some(OWNER.to_owned()),
             ..AttachRequest::default()
@@ -284,7 +283,7 @@ impl Plugin<'_> {
                 .require(&self.env.container_id, "CNI_CONTAINERID", Command::Del)?;
         let ifname = self.env.ifname.as_deref();
         for endpoint in self.owned().await? {
-            if endpoint.name == container && ifname.is_none_or(|i| i == endpoint.ifname) {
+            if container_of(&endpoint) == container && ifname.is_none_or(|i| i == endpoint.ifname) {
                 self.detach(&endpoint).await?;
             }
         }
@@ -308,7 +307,7 @@ impl Plugin<'_> {
             .owned()
             .await?
             .into_iter()
-            .find(|ep| ep.name == container && ep.ifname == ifname)
+            .find(|ep| container_of(ep) == container && ep.ifname == ifname)
             .ok_or_else(|| {
                 CniError::new(
                     Code::UnknownContainer,
@@ -345,7 +344,7 @@ impl Plugin<'_> {
                 ));
             }
         }
-        for mapping in &self.conf.runtime_config.port_mappings {
+        for mapping in &self.conf.port_mappings()? {
             if !endpoint
                 .ports
                 .iter()
@@ -366,9 +365,9 @@ impl Plugin<'_> {
     /// Detaches every endpoint of this plugin that the runtime no longer
     /// lists, then lets the IPAM plugin do the same with its addresses.
     async fn gc(&self) -> Result<(), CniError> {
-        let valid = spec::attachment_set(self.conf.valid_attachments.as_deref().unwrap_or(&[]));
+        let valid = spec::attachment_set(&self.conf.valid_attachments()?);
         for endpoint in self.owned().await? {
-            if !valid.contains(&(endpoint.name.clone(), endpoint.ifname.clone())) {
+            if !valid.contains(&(container_of(&endpoint).to_owned(), endpoint.ifname.clone())) {
                 self.detach(&endpoint).await?;
             }
         }
@@ -397,6 +396,12 @@ impl Plugin<'_> {
             Err(err) => Err(self.agent_error(err)),
         }
     }
+}
+
+/// The runtime's container ID of an endpoint the plugin attached.
+/// Endpoints attached before netd recorded IDs apart were named by it.
+fn container_of(endpoint: &Endpoint) -> &str {
+    endpoint.container_id.as_deref().unwrap_or(&endpoint.name)
 }
 
 /// Whether two namespace paths name the same namespace.

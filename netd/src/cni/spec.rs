@@ -113,6 +113,8 @@ pub struct Environment {
     pub netns: Option<String>,
     pub ifname: Option<String>,
     pub path: Vec<PathBuf>,
+    /// `CNI_ARGS`: `KEY=VALUE` pairs separated by `;`.
+    pub args: Vec<(String, String)>,
 }
 
 impl Environment {
@@ -125,7 +127,28 @@ impl Environment {
             path: var("CNI_PATH")
                 .map(|p| std::env::split_paths(&p).collect())
                 .unwrap_or_default(),
+            args: var("CNI_ARGS").map(|a| parse_args(&a)).unwrap_or_default(),
         }
+    }
+
+    /// The value of `key` in `CNI_ARGS`.
+    pub fn arg(&self, key: &str) -> Option<&str> {
+        self.args
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// The pod's name as Kubernetes writes it, `NAMESPACE/NAME`, when the
+    /// runtime is a CRI runtime serving a kubelet (containerd and CRI-O
+    /// pass `K8S_POD_NAMESPACE` and `K8S_POD_NAME` in `CNI_ARGS`).
+    pub fn pod_name(&self) -> Option<String> {
+        Some(format!(
+            "{}/{}",
+            self.arg("K8S_POD_NAMESPACE")?,
+            self.arg("K8S_POD_NAME")?
+        ))
     }
 
     /// The variable `name` (`CNI_CONTAINERID`...), which `command` needs.
@@ -144,8 +167,24 @@ impl Environment {
     }
 }
 
+/// `CNI_ARGS`' pairs; an item without `=` (which the specification does
+/// not allow) is skipped, as libcni's parser would refuse it and DEL must
+/// not fail on it.
+fn parse_args(text: &str) -> Vec<(String, String)> {
+    text.split(';')
+        .filter_map(|item| item.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
 /// A network configuration, as the runtime hands it on stdin; fields netd
-/// does not know are kept for the IPAM plugin it may delegate to.
+/// does not know are ignored (and kept in the raw bytes for the IPAM plugin
+/// it may delegate to). Decode it with [`NetConf::decode`].
+///
+/// The parts only some commands read (`runtimeConfig`, `prevResult`, the
+/// valid attachments) stay JSON until a command asks for them, so that a
+/// broken `runtimeConfig` fails the ADD that needs it and never the DEL that
+/// does not: a pod must always be removable.
 #[derive(Clone, Debug, Deserialize)]
 pub struct NetConf {
     #[serde(rename = "cniVersion")]
@@ -161,11 +200,130 @@ pub struct NetConf {
     #[serde(default)]
     pub dns: Option<Value>,
     #[serde(default, rename = "runtimeConfig")]
-    pub runtime_config: RuntimeConfig,
+    runtime_config: Option<Value>,
     #[serde(default, rename = "prevResult")]
     pub prev_result: Option<Value>,
     #[serde(default, rename = "cni.dev/valid-attachments")]
-    pub valid_attachments: Option<Vec<Attachment>>,
+    valid_attachments: Option<Value>,
+}
+
+/// One key the plugin reads, and the keys it reads in the object under it
+/// (or in each object of the array under it).
+struct Key {
+    name: &'static str,
+    under: &'static [Self],
+}
+
+const fn key(name: &'static str) -> Key {
+    Key { name, under: &[] }
+}
+
+/// Every key the plugin reads, where it reads it.
+const CONF_KEYS: &[Key] = &[
+    key("cniVersion"),
+    key("name"),
+    key("type"),
+    key("socket"),
+    Key {
+        name: "ipam",
+        under: &[key("type")],
+    },
+    key("dns"),
+    Key {
+        name: "runtimeConfig",
+        under: &[Key {
+            name: "portMappings",
+            under: &[
+                key("hostPort"),
+                key("containerPort"),
+                key("protocol"),
+                key("hostIP"),
+            ],
+        }],
+    },
+    Key {
+        name: "prevResult",
+        under: &[Key {
+            name: "ips",
+            under: &[key("address")],
+        }],
+    },
+    Key {
+        name: "cni.dev/valid-attachments",
+        under: &[key("containerID"), key("ifname")],
+    },
+];
+
+/// Renames the keys of `value` that match `keys` but for ASCII case to the
+/// spelling netd reads, as Go's encoding/json (which the reference plugins
+/// and libcni use) matches a key to a field: an exact match first, else any
+/// key equal but for case. containerd's go-cni sends `portMappings` from a
+/// Go struct without JSON tags, so its entries arrive as `HostPort`,
+/// `ContainerPort`, `Protocol` and `HostIP`.
+fn fold_keys(value: &mut Value, keys: &[Key]) {
+    match value {
+        Value::Object(map) => {
+            for key in keys {
+                if !map.contains_key(key.name)
+                    && let Some(spelled) = map
+                        .keys()
+                        .find(|k| k.eq_ignore_ascii_case(key.name))
+                        .cloned()
+                {
+                    let v = map.remove(&spelled).expect("found above");
+                    map.insert(key.name.to_owned(), v);
+                }
+                if !key.under.is_empty()
+                    && let Some(child) = map.get_mut(key.name)
+                {
+                    fold_keys(child, key.under);
+                }
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                fold_keys(item, keys);
+            }
+        }
+        _ => {}
+    }
+}
+
+impl NetConf {
+    /// Decodes the configuration as the Go plugins do: keys matched
+    /// case-insensitively, unknown keys ignored.
+    pub fn decode(bytes: &[u8]) -> Result<Self, CniError> {
+        let invalid = |e: serde_json::Error| {
+            CniError::new(Code::Decode, "the network configuration is not valid")
+                .details(e.to_string())
+        };
+        let mut value: Value = serde_json::from_slice(bytes).map_err(invalid)?;
+        fold_keys(&mut value, CONF_KEYS);
+        serde_json::from_value(value).map_err(invalid)
+    }
+
+    /// `runtimeConfig.portMappings`, the `portMappings` capability (none
+    /// when absent or null).
+    pub fn port_mappings(&self) -> Result<Vec<PortMapping>, CniError> {
+        let Some(config) = self.runtime_config.as_ref().filter(|v| !v.is_null()) else {
+            return Ok(Vec::new());
+        };
+        let config = RuntimeConfig::deserialize(config).map_err(|e| {
+            CniError::new(Code::Decode, "runtimeConfig is not valid").details(e.to_string())
+        })?;
+        Ok(config.port_mappings.unwrap_or_default())
+    }
+
+    /// `cni.dev/valid-attachments`, GC's list of what to keep.
+    pub fn valid_attachments(&self) -> Result<Vec<Attachment>, CniError> {
+        let Some(list) = self.valid_attachments.as_ref().filter(|v| !v.is_null()) else {
+            return Ok(Vec::new());
+        };
+        Vec::<Attachment>::deserialize(list).map_err(|e| {
+            CniError::new(Code::Decode, "cni.dev/valid-attachments is not valid")
+                .details(e.to_string())
+        })
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -175,9 +333,9 @@ pub struct Ipam {
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
-pub struct RuntimeConfig {
+struct RuntimeConfig {
     #[serde(default, rename = "portMappings")]
-    pub port_mappings: Vec<PortMapping>,
+    port_mappings: Option<Vec<PortMapping>>,
 }
 
 /// One entry of the `portMappings` capability.
@@ -189,6 +347,7 @@ pub struct PortMapping {
     pub container_port: u16,
     #[serde(default)]
     pub protocol: Option<String>,
+    /// Empty means every address, as in Go's zero value.
     #[serde(default, rename = "hostIP")]
     pub host_ip: Option<String>,
 }
@@ -289,4 +448,143 @@ pub struct RouteConfig {
 /// Whether results in `version` carry `"version": "4"` in their IPs.
 pub fn ips_carry_version(version: &str) -> bool {
     version.starts_with("0.")
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn decode(conf: &Value) -> NetConf {
+        NetConf::decode(conf.to_string().as_bytes()).expect("decodes")
+    }
+
+    /// What containerd 1.6's CRI plugin (go-cni) hands a plugin for a pod
+    /// with a hostPort, byte for byte but the socket: `portMappings` from a
+    /// Go struct without JSON tags.
+    const CONTAINERD: &str = r#"{"capabilities":{"portMappings":true},"cniVersion":"1.0.0","name":"netd","socket":"/run/netd/netd.sock","type":"netd","runtimeConfig":{"portMappings":[{"HostPort":8080,"ContainerPort":80,"Protocol":"tcp","HostIP":""},{"HostPort":9000,"ContainerPort":9000,"Protocol":"udp","HostIP":"127.0.0.1"}]}}"#;
+
+    #[test]
+    fn containerd_capitalised_port_mappings_decode() {
+        let conf = NetConf::decode(CONTAINERD.as_bytes()).expect("decodes");
+        let specs: Vec<String> = conf
+            .port_mappings()
+            .expect("mappings")
+            .iter()
+            .map(|m| m.spec().expect("spec"))
+            .collect();
+        // An empty HostIP is every address: no address in the spec.
+        assert_eq!(specs, ["8080:80/tcp", "127.0.0.1:9000:9000/udp"]);
+    }
+
+    #[test]
+    fn every_key_matches_whatever_its_case() {
+        for fold in [str::to_owned, str::to_lowercase, str::to_uppercase] {
+            let k = |name: &str| fold(name);
+            let mut mapping = serde_json::Map::new();
+            mapping.insert(k("hostPort"), json!(8080));
+            mapping.insert(k("containerPort"), json!(80));
+            mapping.insert(k("protocol"), json!("UDP"));
+            mapping.insert(k("hostIP"), json!("10.0.0.1"));
+            let mut attachment = serde_json::Map::new();
+            attachment.insert(k("containerID"), json!("abc"));
+            attachment.insert(k("ifname"), json!("eth0"));
+            let mut conf = serde_json::Map::new();
+            conf.insert(k("cniVersion"), json!("1.1.0"));
+            conf.insert(k("name"), json!("net"));
+            conf.insert(k("type"), json!("netd"));
+            conf.insert(k("socket"), json!("/tmp/s.sock"));
+            conf.insert(k("ipam"), json!({ k("type"): "host-local" }));
+            conf.insert(k("dns"), json!({"nameservers": ["10.0.0.53"]}));
+            conf.insert(
+                k("runtimeConfig"),
+                json!({ k("portMappings"): [Value::Object(mapping)] }),
+            );
+            conf.insert(
+                k("prevResult"),
+                json!({ k("ips"): [{ k("address"): "10.1.0.2/16" }] }),
+            );
+            conf.insert(
+                k("cni.dev/valid-attachments"),
+                json!([Value::Object(attachment)]),
+            );
+            conf.insert("someUnknownKey".into(), json!({"anything": [1, 2]}));
+            let conf = decode(&Value::Object(conf));
+            assert_eq!(conf.cni_version, "1.1.0");
+            assert_eq!(conf.name, "net");
+            assert_eq!(conf.kind, "netd");
+            assert_eq!(conf.socket, Some(PathBuf::from("/tmp/s.sock")));
+            assert_eq!(
+                conf.ipam.as_ref().and_then(|i| i.kind.as_deref()),
+                Some("host-local")
+            );
+            assert!(conf.dns.is_some());
+            let mappings = conf.port_mappings().expect("mappings");
+            assert_eq!(mappings[0].spec().expect("spec"), "10.0.0.1:8080:80/udp");
+            assert_eq!(
+                conf.prev_result.as_ref().expect("prevResult")["ips"][0]["address"],
+                "10.1.0.2/16"
+            );
+            assert_eq!(
+                conf.valid_attachments().expect("list"),
+                [Attachment {
+                    container_id: "abc".into(),
+                    ifname: "eth0".into()
+                }]
+            );
+        }
+    }
+
+    #[test]
+    fn an_exact_key_wins_over_another_spelling() {
+        let conf = decode(&json!({
+            "cniVersion": "1.0.0", "name": "n", "type": "netd",
+            "runtimeConfig": {"portMappings": [
+                {"HostPort": 1, "hostPort": 8080, "containerPort": 80}
+            ]},
+        }));
+        assert_eq!(conf.port_mappings().expect("mappings")[0].host_port, 8080);
+    }
+
+    #[test]
+    fn a_broken_runtime_config_fails_only_who_reads_it() {
+        for broken in [
+            json!("not an object"),
+            json!({"portMappings": "eighty"}),
+            json!({"portMappings": [{"HostPort": "x"}]}),
+            json!({"portMappings": [{"hostPort": 70000, "containerPort": 80}]}),
+        ] {
+            let conf = decode(&json!({
+                "cniVersion": "1.0.0", "name": "n", "type": "netd",
+                "runtimeConfig": broken,
+            }));
+            let err = conf.port_mappings().expect_err("ADD's reading fails");
+            assert_eq!(err.code, Code::Decode as u32);
+        }
+        for absent in [json!(null), json!({}), json!({"portMappings": null})] {
+            let conf = decode(&json!({
+                "cniVersion": "1.0.0", "name": "n", "type": "netd",
+                "runtimeConfig": absent,
+            }));
+            assert!(conf.port_mappings().expect("none").is_empty());
+        }
+    }
+
+    #[test]
+    fn cni_args_name_kubernetes_pods() {
+        let env = Environment {
+            args: parse_args(
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-0;K8S_POD_INFRA_CONTAINER_ID=abc;K8S_POD_UID=u",
+            ),
+            ..Environment::default()
+        };
+        assert_eq!(env.pod_name().as_deref(), Some("shop/web-0"));
+        let podman = Environment {
+            args: parse_args("IgnoreUnknown=1;junk"),
+            ..Environment::default()
+        };
+        assert_eq!(podman.pod_name(), None);
+        assert_eq!(Environment::default().pod_name(), None);
+    }
 }
