@@ -71,6 +71,9 @@ pub struct Agent {
     args: Vec<String>,
     /// Extra environment for the next launch only (e.g. NETD_FAILPOINT).
     env: Vec<(String, String)>,
+    /// A mount namespace to run in (`/proc/PID/ns/mnt`), where a runtime
+    /// mounts the namespaces it hands netd.
+    mounts: Option<PathBuf>,
     process: Option<Process>,
     starts: usize,
 }
@@ -95,6 +98,7 @@ impl Agent {
             cgroup: Cgroup::new(),
             args: args.iter().map(|a| (*a).to_owned()).collect(),
             env: Vec::new(),
+            mounts: None,
             process: None,
             starts: 0,
         }
@@ -118,10 +122,20 @@ impl Agent {
         &self.cgroup
     }
 
+    /// Runs the agent (and the CLI) in the mount namespace of process
+    /// `pid` from the next launch on. nsenter opens the network namespace's
+    /// file before it enters, so a namespace mounted outside still works.
+    pub fn use_mounts_of(&mut self, pid: u32) {
+        self.mounts = Some(PathBuf::from(format!("/proc/{pid}/ns/mnt")));
+    }
+
     fn command(&self) -> Command {
         let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--net={}", self.ns_path.display()))
-            .arg("--")
+        cmd.arg(format!("--net={}", self.ns_path.display()));
+        if let Some(mounts) = &self.mounts {
+            cmd.arg(format!("--mount={}", mounts.display()));
+        }
+        cmd.arg("--")
             .arg(netd_bin())
             .env("NETD_SOCKET", self.socket())
             .env("NETD_STATE_DIR", self.state_dir())

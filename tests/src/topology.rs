@@ -36,6 +36,11 @@ pub struct Topology {
 impl Topology {
     /// Builds the namespaces and starts the agent with `args` added.
     pub fn new(args: &[&str]) -> Self {
+        Self::build(args, |_| {})
+    }
+
+    /// [`Topology::new`], with `prepare` given the agent before it starts.
+    pub fn build(args: &[&str], prepare: impl FnOnce(&mut Agent)) -> Self {
         let out = Netns::new("out");
         let host = Netns::new("hst");
         veth(&out, "eth0", &host, "up0");
@@ -43,7 +48,9 @@ impl Topology {
         host.ip(&format!("addr add {HOST_IP}/24 dev up0"));
         let mut all = vec!["--uplink", "up0", "--subnet", SUBNET];
         all.extend_from_slice(args);
-        let agent = Agent::start(&host, &all);
+        let mut agent = Agent::new(&host, &all);
+        prepare(&mut agent);
+        agent.launch();
         Self { agent, out, host }
     }
 

@@ -9,9 +9,9 @@ use std::{fs, os::unix::fs::symlink, path::Path, process::Command};
 
 use netd_tests::{
     agent::netd_bin,
-    netns::{Netns, unique_name},
+    netns::Netns,
     require_root,
-    rootfs::{HTTPD, busybox_tar},
+    rootfs::{CgroupParent, HTTPD, busybox_tar},
     topology::{HOST_IP, Scratch, Topology},
 };
 use serde_json::json;
@@ -84,46 +84,6 @@ impl Podman<'_> {
     }
 }
 
-/// The cgroup (in every hierarchy of the machine) Podman puts the test's
-/// container under; removed with whatever runc and conmon left in it.
-struct CgroupParent(String);
-
-impl CgroupParent {
-    fn new() -> Self {
-        Self(unique_name("pod"))
-    }
-
-    fn parent(&self) -> String {
-        format!("/{}", self.0)
-    }
-}
-
-impl Drop for CgroupParent {
-    fn drop(&mut self) {
-        fn remove(dir: &Path) {
-            for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
-                if entry.path().is_dir() {
-                    remove(&entry.path());
-                }
-            }
-            let _ = fs::remove_dir(dir);
-        }
-        let Ok(hierarchies) = fs::read_dir("/sys/fs/cgroup") else {
-            return;
-        };
-        for hierarchy in hierarchies.flatten() {
-            let ours = hierarchy.path().join(&self.0);
-            if ours.is_dir() {
-                remove(&ours);
-            }
-        }
-        let unified = Path::new("/sys/fs/cgroup").join(&self.0);
-        if unified.is_dir() {
-            remove(&unified);
-        }
-    }
-}
-
 /// Directories of the machine that Podman and libcni create on first use
 /// (a result cache, a blob cache): removed at the end if this test made
 /// them.
@@ -160,7 +120,7 @@ fn podman_publishes_through_netd() {
         dir: &scratch.0,
     };
     let _machine_dirs = CreatedDirs::note(&["/var/lib/cni", "/var/lib/containers", "/run/runc"]);
-    let cgroups = CgroupParent::new();
+    let cgroups = CgroupParent::new("pod");
     let tar = scratch.0.join("rootfs.tar");
     busybox_tar(&scratch.0, &tar, "served by podman through netd\n");
     podman.run(&[

@@ -42,6 +42,19 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "host-local, the IPAM plugin the CNI tests delegate to",
     ),
     (
+        "containerd",
+        "the CNI plugin's test under Kubernetes' CRI runtime (with runc)",
+    ),
+    (
+        "python3-grpcio",
+        "the CRI client of the containerd test (Debian's python3)",
+    ),
+    ("python3-protobuf", "the CRI client's messages"),
+    (
+        "protobuf-compiler",
+        "generates the CRI client's messages from tests/cri/runtime_v1.proto",
+    ),
+    (
         "busybox-static",
         "the one-binary image the Docker and Podman tests import",
     ),
