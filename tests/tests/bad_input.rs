@@ -25,22 +25,22 @@
 //! | 19-25 | agent flags: subnet overlapping an address, MTU 20, MTU 70000, bridge name over 15 bytes, a bridge name naming a non-bridge, unknown uplink, gateway outside the subnet | agent.rs `bad_agent_flags_change_nothing` |
 //! | 26 | an agent flag contradicting the saved network | agent.rs `saved_network_wins_and_contradicting_flags_are_refused` |
 //! | 27-32 | API: JSON cut short, unknown field, unknown namespace (404), unknown path (404), DELETE of an unknown endpoint (404), a body over 1 MiB (413) | agent.rs `api_speaks_http_and_json_on_a_root_only_socket` |
-//! | 33-45 | publish: host port 0, 65536, a range past 65535, ranges of different lengths, a backwards range, `/sctp`, an invalid host IP, a host IP not the host's, a port published already, one taken spec among several (all or none), a port a host socket listens on, an unknown endpoint; unpublish to an unknown endpoint | publish.rs `bad_publish_requests_change_nothing` |
+//! | 33-45 | publish: host port -1, 65536, a range past 65535, ranges of different lengths, a backwards range, `/sctp`, an invalid host IP, a host IP not the host's, a port published already, one taken spec among several (all or none), a port a host socket listens on, an unknown endpoint; unpublish to an unknown endpoint | publish.rs `bad_publish_requests_change_nothing` |
 //! | 46 | publish on an internal network | outbound.rs `internal_network_has_no_outside` |
 //!
 //! In this file (`cli_requests`, `api_requests`, `requests_to_a_dead_endpoint`):
 //!
 //! | # | request | refused with |
 //! |---|---|---|
-//! | 47 | publish `9000:0` (container port 0) | not a port number |
+//! | 47 | publish `9000:0` (container port 0) | container port 0 |
 //! | 48 | publish `9000:65536` | not a port number |
 //! | 49 | publish `9000-9001:65535-65536` (container range past 65535) | not a port number |
 //! | 50 | publish `9000:80-81` (one host port, two container ports) | different lengths |
 //! | 51 | publish `9000:80/icmp` | unsupported protocol |
-//! | 52 | publish `1.2.3:9000:80` | not an IPv4 address |
-//! | 53 | publish `[::1]:9000:80` (IPv6 host address) | invalid port spec |
-//! | 54 | publish `9000:80:80:80` | invalid port spec |
-//! | 55 | unpublish `0:80` | not a port number |
+//! | 52 | publish `1.2.3:9000:80` | not an IP address |
+//! | 53 | publish `[::1]:9000:80` (IPv6 host address) | is an IPv6 address |
+//! | 54 | publish `9000:80:80:80` | "9000:80" is not an IP address |
+//! | 55 | unpublish `-- -1:80` | "-1" is not a port number |
 //! | 56 | publish `9000:80 9000:80` (the same mapping twice in one request) | already published by (this request) |
 //! | 57 | publish `9000-9005:80 9003:81` (overlapping in one request) | already published by (this request) |
 //! | 58 | publish `8075-8085:80` over a published 8080 | already published by endpoint |
@@ -54,7 +54,7 @@
 //! | 66 | attach a namespace created then deleted, by name | does not exist |
 //! | 67 | the same by path | does not exist |
 //! | 68 | attach `-p 8080:80` (taken): the attach goes too | already published |
-//! | 69 | attach `-p 0:80` | not a port number |
+//! | 69 | attach `-p 8080:80/tcp/udp` | one protocol per spec |
 //! | 70 | `detach --name` an unknown 64-digit ID | no endpoint named |
 //! | 71 | `network inspect ghost` (an argument it does not take) | exit 2: unexpected argument |
 //! | 72 | `publish 8080:80` without a target | exit 2: 2 values required |
@@ -536,7 +536,11 @@ fn cli_requests() {
     let unknown_id = "f".repeat(64);
 
     let cases = vec![
-        cli(&["publish", "9000:0", c2n], 1, "\"0\" is not a port number"),
+        cli(
+            &["publish", "9000:0", c2n],
+            1,
+            "container port 0: a container port is 1-65535",
+        ),
         cli(
             &["publish", "9000:65536", c2n],
             1,
@@ -545,7 +549,7 @@ fn cli_requests() {
         cli(
             &["publish", "9000-9001:65535-65536", c2n],
             1,
-            "\"65536\" is not a port number",
+            "\"65535-65536\" is not a port number",
         ),
         cli(
             &["publish", "9000:80-81", c2n],
@@ -560,19 +564,23 @@ fn cli_requests() {
         cli(
             &["publish", "1.2.3:9000:80", c2n],
             1,
-            "\"1.2.3\" is not an IPv4 address",
+            "\"1.2.3\" is not an IP address",
         ),
         cli(
             &["publish", "[::1]:9000:80", c2n],
             1,
-            "invalid port spec \"[::1]:9000:80\"",
+            "::1 is an IPv6 address: netd publishes on IPv4 host addresses only",
         ),
         cli(
             &["publish", "9000:80:80:80", c2n],
             1,
-            "invalid port spec \"9000:80:80:80\"",
+            "invalid port spec \"9000:80:80:80\": \"9000:80\" is not an IP address",
         ),
-        cli(&["unpublish", "0:80", c1n], 1, "\"0\" is not a port number"),
+        cli(
+            &["unpublish", "--", "-1:80", c1n],
+            1,
+            "\"-1\" is not a port number",
+        ),
         cli(
             &["publish", "9000:80", "9000:80", c2n],
             1,
@@ -627,9 +635,9 @@ fn cli_requests() {
         ),
         cli(&["attach", new, "-p", "8080:80"], 1, &held_by_c1),
         cli(
-            &["attach", new, "-p", "0:80"],
+            &["attach", new, "-p", "8080:80/tcp/udp"],
             1,
-            "\"0\" is not a port number",
+            "one protocol per spec, not \"tcp/udp\"",
         ),
         cli(
             &["detach", "--name", &unknown_id],

@@ -565,3 +565,169 @@ fn docker_run_on_a_netd_network_is_published_by_netd_alone() {
     let forced = docker.stop();
     assert!(forced.is_empty(), "dockerd left things behind: {forced:?}");
 }
+
+/// Docker's `-p` and netd's spec parser, side by side on the same specs:
+/// what `docker create -p SPEC` records (its PortBindings) against what
+/// `netd publish SPEC` publishes, compared per container port. Specs netd
+/// refuses on purpose are listed with the reason its message gives.
+#[test]
+fn port_specs_read_as_dockers_are_published_as_docker_binds_them() {
+    require_root!();
+    let plugin_dir = Scratch::new();
+    let t = Topology::new(&[]);
+    let docker = Dockerd::start(&t.host, &plugin_dir.0.join("unused.sock"));
+    docker.import_busybox();
+    let c = t.container("c", &[]);
+
+    /// `HOSTIP HOSTPORT->CTRPORT/PROTO` per container port; `*` for a host
+    /// port Docker or netd chooses.
+    fn docker_view(bindings: &Value) -> Vec<String> {
+        let mut view = Vec::new();
+        for (ctr, list) in bindings.as_object().into_iter().flatten() {
+            for binding in list.as_array().into_iter().flatten() {
+                let ip = binding["HostIp"].as_str().unwrap_or_default();
+                let port = binding["HostPort"].as_str().unwrap_or_default();
+                view.push(format!(
+                    "{} {}->{ctr}",
+                    if ip.is_empty() { "0.0.0.0" } else { ip },
+                    if port.is_empty() || port == "0" {
+                        "*"
+                    } else {
+                        port
+                    }
+                ));
+            }
+        }
+        view.sort();
+        view
+    }
+    fn netd_view(ports: &Value, ephemeral: bool) -> Vec<String> {
+        let mut view = Vec::new();
+        let list = ports.get("ports").unwrap_or(ports);
+        for port in list.as_array().into_iter().flatten() {
+            let field = |k: &str| port[k].as_u64().expect(k);
+            let (host, host_end) = (field("host_port"), field("host_port_end"));
+            let (ctr, ctr_end) = (field("container_port"), field("container_port_end"));
+            let ip = port["host_ip"].as_str().expect("host_ip");
+            let proto = port["proto"].as_str().expect("proto");
+            if ctr == ctr_end && host != host_end {
+                // Many host ports for one container port: Docker records
+                // the range as one binding.
+                view.push(format!("{ip} {host}-{host_end}->{ctr}/{proto}"));
+                continue;
+            }
+            for offset in 0..=(ctr_end - ctr) {
+                let shown = if ephemeral {
+                    "*".to_owned()
+                } else {
+                    (host + offset).to_string()
+                };
+                view.push(format!("{ip} {shown}->{}/{proto}", ctr + offset));
+            }
+        }
+        view.sort();
+        view
+    }
+
+    // Accepted by both, and the same mappings.
+    let same = [
+        ("8080:80", false),
+        ("8080:80/udp", false),
+        ("8080:80/TCP", false),
+        ("8080:80/Udp", false),
+        ("8080:80/", false),
+        ("0:80", true),
+        ("127.0.0.1:0:80", true),
+        (":80", true),
+        ("::80", true),
+        ("80", true),
+        ("80/udp", true),
+        ("127.0.0.1:8080:80", false),
+        ("127.0.0.1::80", true),
+        ("8080-8082:80-82", false),
+        ("8080-8090:80", false),
+        ("80-81", true),
+        ("published=8080,target=80,protocol=udp", false),
+        ("published=8080-8081,target=80-81", false),
+        ("target=80", true),
+        ("published=8080,target=80,mode=host", false),
+    ];
+    // Refused by both.
+    let refused = [
+        "-1:80",
+        "8080:",
+        "65536:80",
+        "8080:80/icmp",
+        "1.2.3:8080:80",
+        "8090-8080:80",
+        "8080-8082:80-81",
+    ];
+    // Accepted by Docker, refused by netd on purpose: what its message says.
+    let stricter = [
+        ("8080:80/tcp/udp", "one protocol per spec"),
+        (
+            "8000-8010-8020:80",
+            "\"8000-8010-8020\" is not a port number",
+        ),
+        ("224.0.0.1:8080:80", "is a multicast address"),
+        ("255.255.255.255:8080:80", "is a broadcast address"),
+        (
+            "[::1]:8080:80",
+            "is an IPv6 address: netd publishes on IPv4",
+        ),
+    ];
+
+    let create = |spec: &str| -> Result<Value, String> {
+        let out = docker.docker(&["create", "-p", spec, IMAGE, "/bin/busybox", "true"]);
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+        }
+        let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let bindings = docker.ok(&["inspect", "-f", "{{json .HostConfig.PortBindings}}", &id]);
+        docker.ok(&["rm", &id]);
+        Ok(serde_json::from_str(&bindings).expect("PortBindings"))
+    };
+    let publish = |spec: &str| -> Result<Value, String> {
+        let run = t.agent.cli(&["--json", "publish", "--", spec, c.name()]);
+        if !run.success() {
+            // With --json the error is one JSON object on stdout.
+            let error: Value = serde_json::from_str(&run.stdout)
+                .unwrap_or_else(|e| panic!("{spec}: {e}: {run:?}"));
+            let message = error["error"]["message"].as_str().expect("message");
+            assert_eq!(message.lines().count(), 1, "{spec}: one line");
+            return Err(message.to_owned());
+        }
+        t.agent.ok(&["unpublish", "--", spec, c.name()]);
+        assert_eq!(t.agent.json(&["ports"]), serde_json::json!([]), "{spec}");
+        Ok(serde_json::from_str(&run.stdout).expect("publish JSON"))
+    };
+
+    let mut differences = Vec::new();
+    for (spec, ephemeral) in same {
+        match (create(spec), publish(spec)) {
+            (Ok(bindings), Ok(ports)) => {
+                let (d, n) = (docker_view(&bindings), netd_view(&ports, ephemeral));
+                if d != n {
+                    differences.push(format!("{spec}: Docker {d:?}, netd {n:?}"));
+                }
+            }
+            (d, n) => differences.push(format!("{spec}: Docker {d:?}, netd {n:?}")),
+        }
+    }
+    for spec in refused {
+        match (create(spec), publish(spec)) {
+            (Err(_), Err(message)) => assert!(
+                message.contains(&format!("invalid port spec {spec:?}")),
+                "{spec}: {message}"
+            ),
+            (d, n) => differences.push(format!("{spec}: Docker {d:?}, netd {n:?}")),
+        }
+    }
+    for (spec, why) in stricter {
+        match (create(spec), publish(spec)) {
+            (Ok(_), Err(message)) if message.contains(why) => {}
+            (d, n) => differences.push(format!("{spec} (stricter): Docker {d:?}, netd {n:?}")),
+        }
+    }
+    assert!(differences.is_empty(), "{differences:#?}");
+}

@@ -8,6 +8,7 @@
 
 use std::{
     fs,
+    os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::Command,
 };
@@ -40,6 +41,10 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     (
         "containernetworking-plugins",
         "host-local, the IPAM plugin the CNI tests delegate to",
+    ),
+    (
+        "docker.io",
+        "the Docker driver's tests run Debian's dockerd (never as the machine's service)",
     ),
     (
         "containerd",
@@ -108,6 +113,7 @@ fn debian_packages() -> anyhow::Result<()> {
     // Package lists on a fresh machine can predate llvm-22 (it reached
     // bookworm through bookworm-security): refresh them first.
     cmd::run(Command::new("apt-get").args(["update", "-q"]))?;
+    let _no_services = ServicesHeld::hold()?;
     cmd::run(
         Command::new("apt-get")
             .env("DEBIAN_FRONTEND", "noninteractive")
@@ -115,6 +121,39 @@ fn debian_packages() -> anyhow::Result<()> {
             .args(&missing),
     )
     .context("installing Debian packages")
+}
+
+/// Debian's policy-rc.d hook, telling maintainer scripts not to start
+/// services: docker.io's and containerd's would otherwise start dockerd and
+/// containerd on the machine, and dockerd rewrites the host's firewall. The
+/// tests start their own, in namespaces of their own. Removed after the
+/// install unless it was there before.
+struct ServicesHeld(Option<PathBuf>);
+
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
+
+impl ServicesHeld {
+    fn hold() -> anyhow::Result<Self> {
+        let path = Path::new(POLICY_RC_D);
+        if path.exists() {
+            return Ok(Self(None));
+        }
+        fs::write(
+            path,
+            "#!/bin/sh\n# netd's cargo xtask setup: no service starts while it installs.\nexit 101\n",
+        )
+        .with_context(|| format!("writing {POLICY_RC_D}"))?;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o755))?;
+        Ok(Self(Some(path.to_owned())))
+    }
+}
+
+impl Drop for ServicesHeld {
+    fn drop(&mut self) {
+        if let Some(path) = &self.0 {
+            let _ = fs::remove_file(path);
+        }
+    }
 }
 
 fn nightly_rust_src() -> anyhow::Result<()> {
