@@ -255,16 +255,27 @@ pub struct NetworkInspect {
     pub internal: bool,
     pub attachable: bool,
     pub ingress: bool,
+    pub config_from: ConfigFrom,
+    pub config_only: bool,
     pub containers: std::collections::BTreeMap<String, ContainerInspect>,
     pub options: std::collections::BTreeMap<String, String>,
     pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// Docker's configuration networks (`--config-from`): netd has none.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ConfigFrom {
+    pub network: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Ipam {
     pub driver: String,
-    pub options: std::collections::BTreeMap<String, String>,
+    /// `null` for Docker's default bridge, `{}` or the options given for a
+    /// user-defined network.
+    pub options: Option<std::collections::BTreeMap<String, String>>,
     pub config: Vec<IpamConfig>,
 }
 

@@ -731,3 +731,91 @@ fn port_specs_read_as_dockers_are_published_as_docker_binds_them() {
     }
     assert!(differences.is_empty(), "{differences:#?}");
 }
+
+/// `netd network inspect` of the agent's network beside `docker network
+/// inspect bridge` (Docker's default network, which it stands for): the
+/// same keys at every level Docker prints, the same options, the same
+/// values where they do not depend on the machine.
+#[test]
+fn network_inspect_prints_what_docker_prints_for_its_default_network() {
+    require_root!();
+    let plugin_dir = Scratch::new();
+    let t = Topology::new(&[]);
+    let docker = Dockerd::start(&t.host, &plugin_dir.0.join("unused.sock"));
+    docker.import_busybox();
+    let _c = t.container("c", &[]);
+    docker.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "control",
+        IMAGE,
+        "/bin/busybox",
+        "sleep",
+        "600",
+    ]);
+    let theirs: Value =
+        serde_json::from_str(&docker.ok(&["network", "inspect", "bridge"])).expect("JSON");
+    let ours = t.agent.json(&["network", "inspect"]);
+    let (theirs, ours) = (&theirs[0], &ours[0]);
+    let keys = |v: &Value| -> Vec<String> {
+        v.as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(keys(ours), keys(theirs), "top-level keys");
+    assert_eq!(keys(&ours["IPAM"]), keys(&theirs["IPAM"]), "IPAM keys");
+    // Docker leaves the default bridge's Gateway out when it found
+    // docker0 without one; netd always has one, which Docker prints for
+    // the networks it creates.
+    let config = keys(&ours["IPAM"]["Config"][0]);
+    for key in keys(&theirs["IPAM"]["Config"][0]) {
+        assert!(config.contains(&key), "IPAM.Config has {key}: {config:?}");
+    }
+    assert_eq!(keys(&ours["Options"]), keys(&theirs["Options"]), "Options");
+    let (ours_ctr, theirs_ctr) = (
+        ours["Containers"]
+            .as_object()
+            .expect("ours")
+            .values()
+            .next(),
+        theirs["Containers"]
+            .as_object()
+            .expect("theirs")
+            .values()
+            .next(),
+    );
+    assert_eq!(
+        keys(ours_ctr.expect("our endpoint")),
+        keys(theirs_ctr.expect("Docker's container")),
+        "container keys"
+    );
+    for key in [
+        "Scope",
+        "Driver",
+        "EnableIPv6",
+        "Internal",
+        "Attachable",
+        "Ingress",
+        "ConfigFrom",
+        "ConfigOnly",
+        "Labels",
+    ] {
+        assert_eq!(ours[key], theirs[key], "{key}");
+    }
+    assert_eq!(ours["IPAM"]["Driver"], theirs["IPAM"]["Driver"]);
+    assert_eq!(ours["IPAM"]["Options"], theirs["IPAM"]["Options"]);
+    for option in [
+        "com.docker.network.bridge.default_bridge",
+        "com.docker.network.bridge.enable_icc",
+        "com.docker.network.bridge.enable_ip_masquerade",
+        "com.docker.network.bridge.host_binding_ipv4",
+    ] {
+        assert_eq!(
+            ours["Options"][option], theirs["Options"][option],
+            "{option}"
+        );
+    }
+    assert_eq!(ours["Name"], "netd", "the network's own name");
+    docker.ok(&["rm", "-f", "control"]);
+}

@@ -291,7 +291,14 @@ impl Agent {
                 )
             })
             .collect();
+        // The agent's network is the host's default network, as Docker's
+        // `bridge` is: Docker shows that one with its whole option set,
+        // `default_bridge` included, and null IPAM options.
         let options = BTreeMap::from([
+            (
+                "com.docker.network.bridge.default_bridge".to_owned(),
+                "true".to_owned(),
+            ),
             (
                 "com.docker.network.bridge.name".to_owned(),
                 net.bridge.clone(),
@@ -318,19 +325,23 @@ impl Agent {
             id: net.id.clone(),
             created: net.created.clone(),
             scope: "local".to_owned(),
-            driver: "netd".to_owned(),
+            // Docker's name for what this network is.
+            driver: "bridge".to_owned(),
             enable_ipv6: false,
             ipam: api::Ipam {
                 driver: "default".to_owned(),
-                options: BTreeMap::new(),
+                options: None,
                 config: vec![api::IpamConfig {
                     subnet: net.subnet,
                     gateway: net.gateway,
                 }],
             },
             internal: net.internal,
-            attachable: true,
+            // Docker's default bridge is not attachable (a Swarm notion).
+            attachable: false,
             ingress: false,
+            config_from: api::ConfigFrom::default(),
+            config_only: false,
             containers,
             options,
             labels: BTreeMap::new(),
