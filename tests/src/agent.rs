@@ -117,6 +117,11 @@ impl Agent {
         self.bpffs.path().join("netd")
     }
 
+    /// Where the agent pins map `name` (`netd_common::map_names::CT`, ...).
+    pub fn map_pin(&self, name: &str) -> PathBuf {
+        netd::paths::map_pin(&self.bpffs(), name)
+    }
+
     /// The cgroup host-local access applies to: run clients in it.
     pub fn cgroup(&self) -> &Cgroup {
         &self.cgroup

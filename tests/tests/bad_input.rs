@@ -98,7 +98,10 @@ use std::{
 };
 
 use aya::maps::{Array, Map, MapData, PerCpuArray};
-use netd_common::ports::{Mapping, MappingStats};
+use netd_common::{
+    map_names,
+    ports::{Mapping, MappingStats},
+};
 use netd_tests::{
     agent::Agent,
     netns::{Netns, Process},
@@ -110,12 +113,12 @@ use serde_json::Value;
 /// Maps whose contents move on their own: per-hook and drop counters count
 /// whatever the kernel itself sends (IGMP reports, IPv6 neighbour
 /// discovery), requests or not. Every other pinned map is compared.
-const COUNTER_MAPS: [&str; 2] = ["NETD_PROTO_STATS", "NETD_DROPS"];
+const COUNTER_MAPS: [&str; 2] = [map_names::PROTO_STATS, map_names::DROPS];
 
 /// The 65,536-slot arrays, read here slot by slot instead: bpftool takes
 /// seconds to print them whole (tens of MB of JSON, nearly all empty
 /// slots), and their slots in use are what matters.
-const SLOT_ARRAYS: [&str; 2] = ["NETD_MAPPINGS", "NETD_MAPPING_STATS"];
+const SLOT_ARRAYS: [&str; 2] = [map_names::MAPPINGS, map_names::MAPPING_STATS];
 
 /// Other dumps larger than this are compared by digest.
 const DIGEST_ABOVE: u64 = 64 << 10;
@@ -126,7 +129,7 @@ fn slots_in_use(bpffs: &Path, name: &str) -> String {
     let path = bpffs.join(name);
     let data = MapData::from_pin(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut lines = Vec::new();
-    if name == "NETD_MAPPINGS" {
+    if name == map_names::MAPPINGS {
         let array = Array::<_, Mapping>::try_from(Map::Array(data)).expect("an array");
         for (slot, value) in array.iter().enumerate() {
             let value = value.expect("a slot");
@@ -282,7 +285,7 @@ fn pinned_objects(bpffs: &Path, scratch: &Scratch) -> Vec<(String, String)> {
         })
         .collect();
     assert!(
-        parts.iter().any(|(n, _)| n.contains("NETD_PORTS"))
+        parts.iter().any(|(n, _)| n.contains(map_names::PORTS))
             && parts.iter().any(|(n, _)| n.contains("link-")),
         "no pinned maps or links found under {}",
         bpffs.display()

@@ -13,6 +13,7 @@ use netd::{
     api::{AttachRequest, DetachRequest, Endpoint, Port, PortsRequest, PortsResponse},
     client::Client,
 };
+use netd_common::map_names;
 use netd_tests::{agent::Agent, netns::Netns, require_root};
 
 const CLIENTS: usize = 10;
@@ -248,9 +249,9 @@ fn ten_clients_a_thousand_operations_each() {
             ns.name()
         );
     }
-    assert_eq!(map_entries(&agent, "NETD_PORTS"), expected_ports.len());
+    assert_eq!(map_entries(&agent, map_names::PORTS), expected_ports.len());
     assert_eq!(
-        map_entries(&agent, "NETD_ENDPOINTS"),
+        map_entries(&agent, map_names::ENDPOINTS),
         expected_endpoints.len()
     );
     let addresses = host.ip("-o -4 addr show");

@@ -12,7 +12,7 @@ use netd_common::{
         CT_AT_UPLINK, CT_NAT_DST, CT_NAT_SRC, CT_ORIGINAL, CtKey, FRAG_TIMEOUT_NS, FragKey,
         FragPorts,
     },
-    drop,
+    drop, map_names,
 };
 use netd_tests::{
     fixture::*,
@@ -472,9 +472,12 @@ fn fragmented_datagrams_to_a_published_port_and_back_exact_bytes() {
         _pad: [0; 4],
         created_ns: netd::datapath::conntrack::monotonic_ns() - FRAG_TIMEOUT_NS - 1_000_000_000,
     };
-    let mut frags: aya::maps::HashMap<_, FragKey, FragPorts> =
-        aya::maps::HashMap::try_from(bpf.ebpf_mut().map_mut("NETD_FRAGS").expect("NETD_FRAGS"))
-            .expect("a hash map");
+    let mut frags: aya::maps::HashMap<_, FragKey, FragPorts> = aya::maps::HashMap::try_from(
+        bpf.ebpf_mut()
+            .map_mut(map_names::FRAGS)
+            .expect("NETD_FRAGS"),
+    )
+    .expect("a hash map");
     frags.insert(stale, ports, 0).expect("insert");
     request.id = 0x4343;
     let late = &fragments(&request.build(), 1480)[1];

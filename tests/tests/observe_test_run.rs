@@ -4,7 +4,10 @@
 
 use std::net::Ipv4Addr;
 
-use netd_common::stats::{ProtoStats, hook};
+use netd_common::{
+    map_names,
+    stats::{ProtoStats, hook},
+};
 use netd_tests::{
     bpf::Bpf,
     pktgen::{self, IPPROTO_GRE, Ipv4Packet, L4, tcp_flags},
@@ -66,9 +69,10 @@ fn check_hook(run: impl Fn(&mut Bpf, &[u8]) -> i32, hook_index: u32, pass: i32) 
     let mut expected_bytes = 0;
     for (i, (frame, counter)) in corpus().into_iter().enumerate() {
         let before: ProtoStats =
-            bpf.per_cpu_sum("NETD_PROTO_STATS", hook_index, ProtoStats::merged);
+            bpf.per_cpu_sum(map_names::PROTO_STATS, hook_index, ProtoStats::merged);
         assert_eq!(run(&mut bpf, &frame), pass, "verdict for frame {i}");
-        let after: ProtoStats = bpf.per_cpu_sum("NETD_PROTO_STATS", hook_index, ProtoStats::merged);
+        let after: ProtoStats =
+            bpf.per_cpu_sum(map_names::PROTO_STATS, hook_index, ProtoStats::merged);
         assert_eq!(
             counter(&after),
             counter(&before) + 1,
@@ -123,7 +127,7 @@ fn xdp_observe_counts_truncated_ipv4_as_other() {
     let run = bpf.run_xdp("netd_observe_xdp", &frame);
     assert_eq!(run.verdict, XDP_PASS);
     let stats: ProtoStats =
-        bpf.per_cpu_sum("NETD_PROTO_STATS", hook::UPLINK_XDP, ProtoStats::merged);
+        bpf.per_cpu_sum(map_names::PROTO_STATS, hook::UPLINK_XDP, ProtoStats::merged);
     assert_eq!((stats.ipv4_other, stats.packets()), (1, 1), "{stats:?}");
 }
 
@@ -135,7 +139,9 @@ fn hooks_count_separately() {
     bpf.run_tc("netd_observe_tc", &frame);
     bpf.run_tc("netd_observe_tc", &frame);
     bpf.run_xdp("netd_observe_xdp", &frame);
-    let tc: ProtoStats = bpf.per_cpu_sum("NETD_PROTO_STATS", hook::UPLINK_TC, ProtoStats::merged);
-    let xdp: ProtoStats = bpf.per_cpu_sum("NETD_PROTO_STATS", hook::UPLINK_XDP, ProtoStats::merged);
+    let tc: ProtoStats =
+        bpf.per_cpu_sum(map_names::PROTO_STATS, hook::UPLINK_TC, ProtoStats::merged);
+    let xdp: ProtoStats =
+        bpf.per_cpu_sum(map_names::PROTO_STATS, hook::UPLINK_XDP, ProtoStats::merged);
     assert_eq!((tc.ipv4_tcp, xdp.ipv4_tcp), (2, 1));
 }

@@ -5,6 +5,7 @@
 
 use std::process::Command;
 
+use netd_common::map_names;
 use netd_tests::{
     require_root,
     topology::{HOST_IP, HttpServer, OUT_IP, Topology, mac_of, port_echo, udp_echo, udp_query},
@@ -106,7 +107,7 @@ fn published_http_reaches_the_container_and_sees_the_client() {
     // The maps read with field names in bpftool.
     let dump = Command::new("bpftool")
         .args(["map", "dump", "pinned"])
-        .arg(t.agent.bpffs().join("NETD_PORTS"))
+        .arg(t.agent.map_pin(map_names::PORTS))
         .output()
         .expect("bpftool");
     let dump = String::from_utf8_lossy(&dump.stdout);
@@ -116,7 +117,7 @@ fn published_http_reaches_the_container_and_sees_the_client() {
     );
     let dump = Command::new("bpftool")
         .args(["map", "dump", "pinned"])
-        .arg(t.agent.bpffs().join("NETD_CT"))
+        .arg(t.agent.map_pin(map_names::CT))
         .output()
         .expect("bpftool");
     assert!(String::from_utf8_lossy(&dump.stdout).contains("\"nat_daddr_be\""));
@@ -389,7 +390,7 @@ fn bad_publish_requests_change_nothing() {
     let ports_dump = || {
         let out = Command::new("bpftool")
             .args(["map", "dump", "pinned"])
-            .arg(t.agent.bpffs().join("NETD_PORTS"))
+            .arg(t.agent.map_pin(map_names::PORTS))
             .output()
             .expect("bpftool");
         String::from_utf8_lossy(&out.stdout).into_owned()

@@ -11,6 +11,8 @@ use std::{
 };
 
 use aya::programs::{SchedClassifier, tc::TcAttachType};
+use netd::paths;
+use netd_common::map_names;
 use netd_tests::{
     netns::{Netns, Process},
     require_root,
@@ -86,7 +88,7 @@ fn removed_pins_are_restored_within_seconds() {
 
     // The uplink's link: removing its pin detaches the program, so the
     // published port goes dark until the agent attaches it again.
-    let uplink_pin = bpffs.join("links/uplink-tc-up0");
+    let uplink_pin = paths::link_pin(&bpffs, &paths::uplink_link("tc", "up0"));
     fs::remove_file(&uplink_pin).expect("remove the uplink pin");
     // The kernel releases the unpinned link asynchronously: the port may
     // still answer for a moment. The agent's tick pins a new link.
@@ -99,13 +101,13 @@ fn removed_pins_are_restored_within_seconds() {
     assert!(took.is_some(), "published port back within 5 s");
 
     // The endpoint's link: replies leave the container through it.
-    let endpoint = fs::read_dir(bpffs.join("links"))
+    let endpoint = fs::read_dir(paths::links_dir(&bpffs))
         .expect("links")
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .find(|n| n.starts_with("endpoint-"))
         .expect("an endpoint pin");
-    fs::remove_file(bpffs.join("links").join(&endpoint)).expect("remove the endpoint pin");
+    fs::remove_file(paths::link_pin(&bpffs, &endpoint)).expect("remove the endpoint pin");
     assert!(
         answers_within(&t, &url, "restored\n", Duration::from_secs(5)).is_some(),
         "replies translated again within 5 s"
@@ -113,7 +115,7 @@ fn removed_pins_are_restored_within_seconds() {
 
     // A map pin: the map lives on (the programs hold it), and the agent
     // pins the same map again, so a later restart keeps its entries.
-    let ct = bpffs.join("NETD_CT");
+    let ct = paths::map_pin(&bpffs, map_names::CT);
     let before = map_id(&ct);
     fs::remove_file(&ct).expect("remove the conntrack pin");
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -124,16 +126,21 @@ fn removed_pins_are_restored_within_seconds() {
     assert_eq!(map_id(&ct), before, "the same map, not a new one");
 
     // Host-local access: the cgroup links.
-    for pin in fs::read_dir(bpffs.join("links")).expect("links").flatten() {
+    for pin in fs::read_dir(paths::links_dir(&bpffs))
+        .expect("links")
+        .flatten()
+    {
         if pin.file_name().to_string_lossy().starts_with("cgroup-") {
             fs::remove_file(pin.path()).expect("remove a cgroup pin");
         }
     }
     let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline && !bpffs.join("links/cgroup-netd_connect4").exists() {
+    while Instant::now() < deadline
+        && !paths::link_pin(&bpffs, &paths::cgroup_link("netd_connect4")).exists()
+    {
         thread::sleep(Duration::from_millis(100));
     }
-    assert!(bpffs.join("links/cgroup-netd_connect4").exists());
+    assert!(paths::link_pin(&bpffs, &paths::cgroup_link("netd_connect4")).exists());
     let local = t.host.sh(&t
         .agent
         .cgroup()
@@ -341,13 +348,22 @@ fn a_pinned_map_of_another_layout_is_refused_and_left_alone() {
     require_root!();
     let mut t = Topology::new(&[]);
     assert_eq!(t.agent.terminate(), Some(0));
-    let ct = t.agent.bpffs().join("NETD_CT");
+    let ct = t.agent.map_pin(map_names::CT);
     fs::remove_file(&ct).expect("remove the conntrack pin");
     let created = Command::new("bpftool")
         .args(["map", "create"])
         .arg(&ct)
         .args([
-            "type", "hash", "key", "8", "value", "8", "entries", "64", "name", "NETD_CT",
+            "type",
+            "hash",
+            "key",
+            "8",
+            "value",
+            "8",
+            "entries",
+            "64",
+            "name",
+            map_names::CT,
         ])
         .status()
         .expect("bpftool");

@@ -23,6 +23,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use netd_common::map_names;
 use netd_tests::{
     agent::{Agent, netd_bin},
     netns::{Netns, Process},
@@ -557,7 +558,7 @@ fn tcp_flows(agent: &Agent) -> Vec<(String, String)> {
 fn blind_seq(agent: &Agent, sport: u16, dport: u16) -> u32 {
     use aya::maps::{HashMap, Map, MapData};
     use netd_common::ct::{CtEntry, CtKey};
-    let path = agent.bpffs().join("NETD_CT");
+    let path = agent.map_pin(map_names::CT);
     let data = MapData::from_pin(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let ct = HashMap::<_, CtKey, CtEntry>::try_from(Map::HashMap(data)).expect("a hash map");
     let key = CtKey {
@@ -800,7 +801,7 @@ fn the_api_socket_refuses_non_root_users() {
     assert_eq!(agent.json(&["ps"]), Value::Array(Vec::new()));
     assert_eq!(agent.state(), state, "the state file is untouched");
     assert!(
-        agent.bpffs().join("NETD_PORTS").exists(),
+        agent.map_pin(map_names::PORTS).exists(),
         "the pins are in place"
     );
     assert!(

@@ -59,13 +59,13 @@ pub struct Flags {
     /// How packets enter containers: `peer` (bpf_redirect_peer, straight
     /// into the container's namespace, kernel >= 5.10) or `egress`
     /// (bpf_redirect to the host veth, any kernel).
-    #[arg(long, env = "NETD_REDIRECT", default_value = "peer", value_parser = ["peer", "egress"])]
-    pub redirect: String,
+    #[arg(long, env = "NETD_REDIRECT", value_enum, default_value_t = RedirectFlag::Peer)]
+    pub redirect: RedirectFlag,
     /// How the TC programs are attached: `auto` (TCX where the kernel has
     /// it, 6.6 and later, else a clsact filter through netlink), `tcx` or
     /// `netlink`.
-    #[arg(long, env = "NETD_TC_ATTACH", default_value = "auto", value_parser = ["auto", "tcx", "netlink"])]
-    pub tc_attach: String,
+    #[arg(long, env = "NETD_TC_ATTACH", value_enum, default_value_t = TcAttachFlag::Auto)]
+    pub tc_attach: TcAttachFlag,
     /// Conntrack entries (two per flow), allocated up front: 168 bytes
     /// each, 84 MiB at the default, which holds as many flows as
     /// netfilter's nf_conntrack_max does on a host of a few GiB.
@@ -452,8 +452,8 @@ impl Config {
         }
         let features = Features::probe();
         let mut degraded = Vec::new();
-        let tc_mode = pick_tc_mode(&flags.tc_attach, &features)?;
-        let mut redirect = if flags.redirect == "egress" {
+        let tc_mode = pick_tc_mode(flags.tc_attach, &features)?;
+        let mut redirect = if flags.redirect == RedirectFlag::Egress {
             netd_common::endpoint::REDIRECT_EGRESS
         } else {
             netd_common::endpoint::REDIRECT_PEER
@@ -511,18 +511,36 @@ impl Config {
     }
 }
 
+/// `--redirect`: how packets enter containers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RedirectFlag {
+    /// bpf_redirect_peer: straight into the container's namespace.
+    Peer,
+    /// bpf_redirect to the host veth.
+    Egress,
+}
+
+/// `--tc-attach`: how the TC programs are attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TcAttachFlag {
+    /// TCX where the kernel has it, else netlink.
+    Auto,
+    Tcx,
+    Netlink,
+}
+
 /// The TC attach mode `--tc-attach` asks for on a kernel with `features`.
-pub(crate) fn pick_tc_mode(flag: &str, features: &Features) -> Result<TcMode, AgentError> {
+pub(crate) fn pick_tc_mode(flag: TcAttachFlag, features: &Features) -> Result<TcMode, AgentError> {
     match flag {
-        "tcx" if !features.tcx => Err(AgentError::KernelLacks {
+        TcAttachFlag::Tcx if !features.tcx => Err(AgentError::KernelLacks {
             feature: "TCX (--tc-attach tcx)",
             since: TCX_SINCE,
             release: features.release.clone(),
         }),
-        "tcx" => Ok(TcMode::Tcx),
-        "netlink" => Ok(TcMode::Netlink),
-        _ if features.tcx => Ok(TcMode::Tcx),
-        _ => Ok(TcMode::Netlink),
+        TcAttachFlag::Tcx => Ok(TcMode::Tcx),
+        TcAttachFlag::Netlink => Ok(TcMode::Netlink),
+        TcAttachFlag::Auto if features.tcx => Ok(TcMode::Tcx),
+        TcAttachFlag::Auto => Ok(TcMode::Netlink),
     }
 }
 
@@ -572,10 +590,19 @@ mod tests {
     fn tc_attach_mode_follows_the_kernel_and_refuses_tcx_before_6_6() {
         let old = Features::of("6.1.0-18-amd64", true);
         let new = Features::of("6.18.0", true);
-        assert_eq!(pick_tc_mode("auto", &old).ok(), Some(TcMode::Netlink));
-        assert_eq!(pick_tc_mode("auto", &new).ok(), Some(TcMode::Tcx));
-        assert_eq!(pick_tc_mode("netlink", &new).ok(), Some(TcMode::Netlink));
-        let refused = pick_tc_mode("tcx", &old).expect_err("no TCX on 6.1");
+        assert_eq!(
+            pick_tc_mode(TcAttachFlag::Auto, &old).ok(),
+            Some(TcMode::Netlink)
+        );
+        assert_eq!(
+            pick_tc_mode(TcAttachFlag::Auto, &new).ok(),
+            Some(TcMode::Tcx)
+        );
+        assert_eq!(
+            pick_tc_mode(TcAttachFlag::Netlink, &new).ok(),
+            Some(TcMode::Netlink)
+        );
+        let refused = pick_tc_mode(TcAttachFlag::Tcx, &old).expect_err("no TCX on 6.1");
         assert_eq!(
             refused.to_string(),
             "TCX (--tc-attach tcx) needs Linux 6.6.0 or later; this kernel is 6.1.0-18-amd64"

@@ -29,6 +29,7 @@ use crate::{
         ENDPOINT_TC, SOCKET_PROGRAMS, TcMode, UPLINK_TC,
         conntrack::{self, Collect, FlowPair},
     },
+    paths::{cgroup_link, endpoint_link, uplink_link},
 };
 
 /// The cookie of the calling thread's network namespace: what the socket
@@ -70,14 +71,6 @@ pub struct Collected {
     pub early: usize,
     /// Entries left in the table.
     pub remaining: usize,
-}
-
-fn endpoint_pin(veth: &str) -> String {
-    format!("endpoint-{veth}")
-}
-
-fn uplink_pin(kind: &str, uplink: &str) -> String {
-    format!("uplink-{kind}-{uplink}")
 }
 
 fn addr_port(addr: [u8; 4], port: [u8; 2]) -> String {
@@ -125,7 +118,7 @@ impl Agent {
         match self.config.cgroup.clone() {
             Some(cgroup) => {
                 self.datapath.attach_cgroup(&cgroup)?;
-                wanted_pins.extend(SOCKET_PROGRAMS.iter().map(|p| format!("cgroup-{p}")));
+                wanted_pins.extend(SOCKET_PROGRAMS.iter().map(|p| cgroup_link(p)));
             }
             None => warn!(
                 "no cgroup (--cgroup none, or no cgroup2 hierarchy): host-local access to published ports is off"
@@ -134,12 +127,12 @@ impl Agent {
 
         let uplinks = self.config.uplinks.clone();
         for uplink in &uplinks {
-            let pin = uplink_pin("tc", uplink);
+            let pin = uplink_link("tc", uplink);
             self.datapath.attach_tc(UPLINK_TC, uplink, &pin)?;
             self.note_tc_filter(uplink)?;
             wanted_pins.insert(pin);
             if self.config.xdp {
-                let pin = uplink_pin("xdp", uplink);
+                let pin = uplink_link("xdp", uplink);
                 self.datapath.attach_xdp(uplink, &pin)?;
                 wanted_pins.insert(pin);
                 // The kernel runs it in the driver when the driver has XDP,
@@ -162,7 +155,7 @@ impl Agent {
         let endpoints: Vec<EndpointState> = self.state.endpoints.values().cloned().collect();
         for ep in &endpoints {
             self.connect_endpoint(ep).await?;
-            wanted_pins.insert(endpoint_pin(&ep.host_ifname));
+            wanted_pins.insert(endpoint_link(&ep.host_ifname));
         }
         let known: BTreeSet<Ipv4Addr> = endpoints.iter().map(|ep| ep.ip).collect();
         for (ip, info) in self.datapath.maps().endpoints()? {
@@ -245,13 +238,13 @@ impl Agent {
         if let Some(cgroup) = self.config.cgroup.clone()
             && SOCKET_PROGRAMS
                 .iter()
-                .any(|p| !self.datapath.has_link_pin(&format!("cgroup-{p}")))
+                .any(|p| !self.datapath.has_link_pin(&cgroup_link(p)))
         {
             warn!(cgroup = %cgroup.display(), "a cgroup link was removed; attaching again");
             self.datapath.attach_cgroup(&cgroup)?;
         }
         for uplink in self.config.uplinks.clone() {
-            let pin = uplink_pin("tc", &uplink);
+            let pin = uplink_link("tc", &uplink);
             if self
                 .datapath
                 .reattach_tc_if_missing(UPLINK_TC, &uplink, &pin)?
@@ -259,7 +252,7 @@ impl Agent {
                 warn!(uplink = %uplink, "the uplink's TC attachment was removed; attached again");
                 self.note_tc_filter(&uplink)?;
             }
-            let pin = uplink_pin("xdp", &uplink);
+            let pin = uplink_link("xdp", &uplink);
             if self.config.xdp && !self.datapath.has_link_pin(&pin) {
                 warn!(uplink = %uplink, "the uplink's XDP link was removed; attaching again");
                 self.datapath.attach_xdp(&uplink, &pin)?;
@@ -273,7 +266,7 @@ impl Agent {
             .map(|ep| ep.host_ifname.clone())
             .collect();
         for veth in ready {
-            let pin = endpoint_pin(&veth);
+            let pin = endpoint_link(&veth);
             if self
                 .datapath
                 .reattach_tc_if_missing(ENDPOINT_TC, &veth, &pin)?
@@ -326,8 +319,11 @@ impl Agent {
             })?;
         // What the container may send is known before its program runs.
         self.datapath.maps().set_veth(link.index, ep.ip, ep.mac.0)?;
-        self.datapath
-            .attach_tc(ENDPOINT_TC, &ep.host_ifname, &endpoint_pin(&ep.host_ifname))?;
+        self.datapath.attach_tc(
+            ENDPOINT_TC,
+            &ep.host_ifname,
+            &endpoint_link(&ep.host_ifname),
+        )?;
         self.datapath.maps().set_endpoint(
             ep.ip,
             EndpointInfo {
@@ -352,7 +348,7 @@ impl Agent {
             self.datapath.maps().remove_veth(ifindex)?;
         }
         self.datapath.maps().remove_endpoint(ep.ip)?;
-        self.datapath.detach(&endpoint_pin(&ep.host_ifname))?;
+        self.datapath.detach(&endpoint_link(&ep.host_ifname))?;
         // Its flows go with it: a container attached next may get the same
         // address and open the same 5-tuples, and must not have its
         // replies steered to this veth. (Garbage collection catches what a

@@ -155,7 +155,7 @@ pub enum AgentError {
     #[error("no endpoint for {0}: it is neither an attached namespace nor an endpoint name")]
     UnknownTarget(String),
     #[error(transparent)]
-    Datapath(#[from] crate::error::DatapathError),
+    Datapath(#[from] crate::datapath::DatapathError),
     #[error("{what}")]
     Io {
         what: String,

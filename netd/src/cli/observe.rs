@@ -27,14 +27,14 @@ pub struct Observe {
     #[arg(long, default_value_t = 5)]
     seconds: u64,
     /// How to attach the TC hook: as the agent's `--tc-attach`.
-    #[arg(long, default_value = "auto", value_parser = ["auto", "tcx", "netlink"])]
-    tc_attach: String,
+    #[arg(long, value_enum, default_value_t = crate::agent::config::TcAttachFlag::Auto)]
+    tc_attach: crate::agent::config::TcAttachFlag,
 }
 
 impl Observe {
     pub async fn execute(self) -> anyhow::Result<()> {
         let hook = if self.xdp { Hook::Xdp } else { Hook::TcIngress };
-        let tc_mode = crate::agent::config::pick_tc_mode(&self.tc_attach, &Features::probe())?;
+        let tc_mode = crate::agent::config::pick_tc_mode(self.tc_attach, &Features::probe())?;
         // Before attaching: a Ctrl-C from here on ends the count and
         // detaches, never kills the process with the program attached.
         let mut term = signal(SignalKind::terminate())?;

@@ -24,8 +24,7 @@ use netd_common::{
     stats::{ProtoStats, hook},
 };
 
-use super::batch;
-use crate::error::DatapathError;
+use super::{batch, error::DatapathError};
 
 /// One published mapping, as the datapath sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -16,6 +16,7 @@
 
 mod batch;
 pub mod conntrack;
+mod error;
 pub mod features;
 mod logs;
 pub mod maps;
@@ -48,10 +49,10 @@ use netd_common::{
 use tracing::{info, warn};
 
 pub use self::{
+    error::DatapathError,
     features::TcMode,
     maps::{Maps, PortRule},
 };
-use crate::error::DatapathError;
 
 /// Program names in the object.
 pub const UPLINK_TC: &str = "netd_uplink_tc";
@@ -155,7 +156,8 @@ fn ensure_bpffs(dir: &Path) -> Result<(), DatapathError> {
         })?;
         info!(path = %parent.display(), "mounted a bpffs");
     }
-    fs::create_dir_all(dir.join("links")).map_err(io(format!("creating {}", dir.display())))
+    fs::create_dir_all(crate::paths::links_dir(dir))
+        .map_err(io(format!("creating {}", dir.display())))
 }
 
 /// Refuses pinned maps whose layout is not this netd's.
@@ -521,7 +523,7 @@ impl Datapath {
     }
 
     fn link_pin(&self, name: &str) -> PathBuf {
-        self.bpffs.join("links").join(name)
+        crate::paths::link_pin(&self.bpffs, name)
     }
 
     /// Attaches TC program `program` to ingress of `interface`: through
@@ -714,7 +716,7 @@ impl Datapath {
 
     /// The names of the pinned links.
     pub fn link_pins(&self) -> Vec<String> {
-        fs::read_dir(self.bpffs.join("links"))
+        fs::read_dir(crate::paths::links_dir(&self.bpffs))
             .map(|dir| {
                 dir.flatten()
                     .map(|e| e.file_name().to_string_lossy().into_owned())

@@ -11,8 +11,8 @@ use aya::{
 };
 use netd_common::stats::{ProtoStats, hook};
 
-use super::features::TcMode;
-use crate::{error::DatapathError, netns::Netns};
+use super::{DatapathError, features::TcMode};
+use crate::netns::Netns;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hook {
@@ -122,7 +122,7 @@ impl Observer {
 
     /// The counters so far, summed over CPUs.
     pub fn read(&mut self) -> Result<ProtoStats, DatapathError> {
-        let name = "NETD_PROTO_STATS";
+        let name = netd_common::map_names::PROTO_STATS;
         let map = self
             .ebpf
             .as_mut()

@@ -327,7 +327,7 @@ impl Bed {
     /// programs, by name, found through the links the agent pins (a program
     /// attached to many interfaces counts once).
     pub fn prog_stats(&self) -> anyhow::Result<BTreeMap<String, (u64, u64)>> {
-        let links = self.netd()?.bpffs().join("links");
+        let links = netd::paths::links_dir(&self.netd()?.bpffs());
         let mut ids = BTreeSet::new();
         for entry in fs::read_dir(&links).with_context(|| format!("reading {}", links.display()))? {
             let path = entry?.path();
