@@ -527,7 +527,9 @@ fn a_failing_journal_write_or_fsync_changes_nothing() {
     for op in ["write", "fsync", "reserve"] {
         for errno in ["EIO", "ENOSPC", "EDQUOT", "EROFS"] {
             let what = format!("state.journal:{op}={errno}");
-            bed.arm(&what);
+            // The fold the failure makes due fails too (a disk that fails
+            // every write), so that `netd status` keeps reporting it.
+            bed.arm(&format!("{what},state.json:write={errno}"));
             // The error names the file (the directory, for a reserve it
             // cannot make: it is full) and the cause.
             let named = if op == "reserve" {
@@ -593,19 +595,28 @@ fn a_failing_fold_leaves_the_journal_serving() {
             // A failed append makes a fold due, and the tick's fold fails.
             bed.arm(&format!("state.journal:write=EIO,{what}"));
             assert!(!publish(bed.agent(), port, 1, c1.name()).success());
-            thread::sleep(Duration::from_millis(1500));
             // The journal alone still takes changes.
             bed.arm(&what);
             assert_ok(&publish(bed.agent(), port, 1, c1.name()), &what);
             port += 1;
             bed.assert_agree(&format!("{what}: appended while folding fails"));
-            let status = bed.status();
-            assert!(
-                status["state_error"]
+            // The tick's fold, retried every second, fails with the
+            // injected error, and `netd status` says so.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let status = bed.status();
+                if status["state_error"]
                     .as_str()
-                    .is_some_and(|e| e.contains(strerror(errno))),
-                "{what}: netd status reports the failing fold: {status}"
-            );
+                    .is_some_and(|e| e.contains(strerror(errno)))
+                {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{what}: netd status reports the failing fold: {status}"
+                );
+                thread::sleep(Duration::from_millis(100));
+            }
             if errno == "EIO" {
                 // Started with the fold failing: the agent adopts its state
                 // all the same.
