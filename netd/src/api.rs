@@ -215,6 +215,14 @@ pub struct Status {
     /// What this kernel lacks and what netd does instead, one line each.
     #[serde(default)]
     pub degraded: Vec<String>,
+    /// The state directory is full: additions are refused, reads and
+    /// removals served, until a write succeeds again.
+    #[serde(default)]
+    pub state_full: bool,
+    /// The last write to the state directory that failed, one line, until
+    /// the journal could be folded into `state.json` again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_error: Option<String>,
     /// With `--xdp`: how XDP runs on each uplink, `native` (in the
     /// driver) or `generic` (the driver has no XDP: after the skb is built).
     #[serde(default)]

@@ -308,10 +308,106 @@ impl Agent {
             .unwrap_or_else(|e| panic!("netd {args:?}: not JSON ({e}): {out}"))
     }
 
-    /// The saved state file, if there is one.
+    /// The saved state as a restarted agent would load it: `state.json`
+    /// with the newer lines of `state.journal` replayed (a torn last line
+    /// ignored), without the journal's bookkeeping (`journal_seq`), as
+    /// pretty JSON; `None` if there is no state file.
     pub fn state(&self) -> Option<String> {
-        fs::read_to_string(self.state_dir().join("state.json")).ok()
+        self.state_value()
+            .map(|state| serde_json::to_string_pretty(&state).expect("JSON"))
     }
+
+    /// [`Agent::state`] as JSON.
+    pub fn state_value(&self) -> Option<serde_json::Value> {
+        let dir = self.state_dir();
+        let text = fs::read_to_string(dir.join("state.json")).ok()?;
+        let mut state: serde_json::Value = serde_json::from_str(&text).expect("state.json is JSON");
+        let snapshot = state["journal_seq"].as_u64().unwrap_or(0);
+        let journal = fs::read_to_string(dir.join("state.journal")).unwrap_or_default();
+        let whole = journal.rfind('\n').map_or("", |end| &journal[..end]);
+        for line in whole.lines() {
+            let change: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("a journal line that is not JSON ({e}): {line}"));
+            if change["seq"].as_u64().expect("seq") > snapshot {
+                replay(&mut state, &change);
+            }
+        }
+        state
+            .as_object_mut()
+            .expect("an object")
+            .remove("journal_seq");
+        Some(state)
+    }
+}
+
+/// Applies one journal line to `state`, as netd's journal format
+/// (`agent::state::Change`) documents it: written here again, so that a
+/// test checks netd's files against what they say, not against netd's
+/// own reading of them.
+fn replay(state: &mut serde_json::Value, change: &serde_json::Value) {
+    use serde_json::Value;
+    let endpoint = change["endpoint"].as_str().unwrap_or_default().to_owned();
+    let op = change["op"].as_str().expect("op");
+    let mut endpoints = state["endpoints"].as_object().expect("endpoints").clone();
+    match op {
+        "published" => {
+            if let Some(ep) = endpoints.get_mut(&endpoint) {
+                let ports = ep["ports"].as_array_mut().expect("ports");
+                for p in change["ports"].as_array().expect("ports") {
+                    if !ports.contains(p) {
+                        ports.push(p.clone());
+                    }
+                }
+            }
+            state["next_generation"] = change["next_generation"].clone();
+        }
+        "unpublished" => {
+            if let Some(ep) = endpoints.get_mut(&endpoint) {
+                let gone = change["mappings"].as_array().expect("mappings");
+                ep["ports"]
+                    .as_array_mut()
+                    .expect("ports")
+                    .retain(|p| !gone.contains(&serde_json::json!([p["slot"], p["generation"]])));
+            }
+        }
+        "endpoint_added" => {
+            let ep = change["endpoint"].clone();
+            let id = ep["id"].as_str().expect("id").to_owned();
+            endpoints.insert(id, ep);
+        }
+        "endpoint_phase" => {
+            if let Some(ep) = endpoints.get_mut(&endpoint) {
+                ep["phase"] = change["phase"].clone();
+            }
+        }
+        "endpoint_removed" => {
+            endpoints.remove(&endpoint);
+        }
+        "endpoint_netns" => {
+            if let Some(ep) = endpoints.get_mut(&endpoint) {
+                ep["netns"] = change["netns"].clone();
+            }
+        }
+        "docker_network" => match &change["network"] {
+            Value::Null => {
+                state
+                    .as_object_mut()
+                    .expect("object")
+                    .remove("docker_network");
+            }
+            id => state["docker_network"] = id.clone(),
+        },
+        "tc_filter" => {
+            let uplink = change["uplink"].as_str().expect("uplink").to_owned();
+            let state = state.as_object_mut().expect("object");
+            let filters = state
+                .entry("tc_filters")
+                .or_insert_with(|| Value::Object(serde_json::Map::new()));
+            filters[uplink] = change["added_qdisc"].clone();
+        }
+        other => panic!("a journal line of an unknown op {other:?}: {change}"),
+    }
+    state["endpoints"] = Value::Object(endpoints);
 }
 
 impl Drop for Agent {

@@ -357,6 +357,56 @@ impl Drop for BpfFs {
     }
 }
 
+/// A tmpfs of a given size mounted on a directory the test owns, such as
+/// an agent's state directory: a small filesystem to fill. Unmounted (and
+/// its mount point removed) on drop.
+#[derive(Debug)]
+pub struct Tmpfs {
+    path: PathBuf,
+}
+
+impl Tmpfs {
+    /// Creates `path` and mounts a tmpfs of `bytes` (rounded up to pages by
+    /// the kernel) on it, mode 0700.
+    pub fn mount(path: &Path, bytes: u64) -> Self {
+        fs::create_dir_all(path).expect("create tmpfs mount point");
+        mount(
+            Some("tmpfs"),
+            path,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(format!("size={bytes},mode=0700").as_str()),
+        )
+        .unwrap_or_else(|e| panic!("mount tmpfs on {}: {e}", path.display()));
+        Self {
+            path: path.to_owned(),
+        }
+    }
+
+    /// Changes the filesystem's size (what freeing space looks like).
+    pub fn resize(&self, bytes: u64) {
+        mount(
+            None::<&str>,
+            &self.path,
+            None::<&str>,
+            MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(format!("size={bytes}").as_str()),
+        )
+        .unwrap_or_else(|e| panic!("resize tmpfs {}: {e}", self.path.display()));
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = umount2(&self.path, MntFlags::MNT_DETACH);
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
 /// A child cgroup v2 made for a test, under the hierarchy's root: the only
 /// kind of cgroup tests attach socket programs to. Processes moved into it
 /// are killed, and it is removed, on drop.

@@ -46,6 +46,12 @@ pub struct Flags {
     /// Where state is kept.
     #[arg(long, env = "NETD_STATE_DIR", default_value = paths::STATE_DIR)]
     pub state_dir: PathBuf,
+    /// Bytes the state journal keeps preallocated, so that unpublish and
+    /// detach still work when the state directory's filesystem is full
+    /// (a detach takes about 220 bytes, an unpublish about 110); additions
+    /// are refused once this much cannot be kept free. 0: none.
+    #[arg(long, env = "NETD_STATE_RESERVE", default_value_t = crate::agent::state::DEFAULT_RESERVE)]
+    pub state_reserve: u64,
     /// netd's directory on a bpffs, for pinned maps and programs.
     #[arg(long, env = "NETD_BPFFS", default_value = paths::BPFFS_DIR)]
     pub bpffs: PathBuf,

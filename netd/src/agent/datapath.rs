@@ -21,7 +21,7 @@ use super::{
     Agent,
     error::AgentError,
     ports,
-    state::{EndpointState, Phase},
+    state::{Change, EndpointState, Phase},
 };
 use crate::{
     api,
@@ -220,8 +220,11 @@ impl Agent {
         }
         let added = self.state.tc_filters.get(uplink).copied().unwrap_or(false)
             || self.datapath.added_qdisc(uplink);
-        if self.state.tc_filters.insert(uplink.to_owned(), added) != Some(added) {
-            self.store.save(&mut self.state)?;
+        if self.state.tc_filters.get(uplink) != Some(&added) {
+            self.commit(Change::TcFilter {
+                uplink: uplink.to_owned(),
+                added_qdisc: added,
+            })?;
         }
         Ok(())
     }
@@ -384,6 +387,7 @@ impl Agent {
     /// Periodic work: local addresses, and conntrack garbage collection when
     /// it is due, or at once when the table refused new flows (full).
     pub async fn tick(&mut self) {
+        self.tick_state().await;
         if let Err(err) = self.sync_local_addrs().await {
             warn!(error = %err, "syncing local addresses");
         }

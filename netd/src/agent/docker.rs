@@ -54,7 +54,7 @@ use super::{
     Agent,
     error::AgentError,
     ipam, now_rfc3339, ports,
-    state::{EndpointState, NetworkState, Phase, PublishedPort},
+    state::{Change, EndpointState, NetworkState, Phase, PublishedPort},
 };
 use crate::{
     mac::MacAddr,
@@ -539,16 +539,16 @@ impl Agent {
             }
             None => {}
         }
-        self.state.docker_network = Some(req.network_id.clone());
-        self.store.save(&mut self.state)?;
+        self.commit(Change::DockerNetwork {
+            network: Some(req.network_id.clone()),
+        })?;
         info!(network = %req.network_id, subnet = %self.state.network.subnet, "Docker network created");
         Ok(())
     }
 
     fn docker_delete_network(&mut self, req: NetworkRef) -> Result<(), DockerError> {
         if self.state.docker_network.as_deref() == Some(req.network_id.as_str()) {
-            self.state.docker_network = None;
-            self.store.save(&mut self.state)?;
+            self.commit(Change::DockerNetwork { network: None })?;
             info!(network = %req.network_id, "Docker network deleted");
         }
         Ok(())
@@ -629,8 +629,9 @@ impl Agent {
             owner: Some(OWNER.to_owned()),
             container_id: None,
         };
-        self.state.endpoints.insert(id.clone(), endpoint.clone());
-        self.store.save(&mut self.state)?;
+        self.commit(Change::EndpointAdded {
+            endpoint: Box::new(endpoint.clone()),
+        })?;
 
         let plumbed = match self.docker_plumb(&endpoint).await {
             Ok(()) => self
@@ -703,9 +704,10 @@ impl Agent {
                 ifname: ep.ifname,
             });
         }
-        let recorded = self.state.endpoints.get_mut(&ep.id).expect("found above");
-        recorded.netns = PathBuf::from(&req.sandbox_key);
-        self.store.save(&mut self.state)?;
+        self.commit(Change::EndpointNetns {
+            endpoint: ep.id.clone(),
+            netns: PathBuf::from(&req.sandbox_key),
+        })?;
         info!(endpoint = %ep.id, sandbox = %req.sandbox_key, "Docker endpoint joined");
         Ok(JoinResponse {
             interface_name: InterfaceName {
@@ -717,9 +719,11 @@ impl Agent {
     }
 
     fn docker_leave(&mut self, req: EndpointRef) -> Result<(), DockerError> {
-        if let Some(ep) = self.state.endpoints.get_mut(&req.endpoint_id) {
-            ep.netns = PathBuf::new();
-            self.store.save(&mut self.state)?;
+        if self.state.endpoints.contains_key(&req.endpoint_id) {
+            self.commit(Change::EndpointNetns {
+                endpoint: req.endpoint_id.clone(),
+                netns: PathBuf::new(),
+            })?;
         }
         Ok(())
     }

@@ -209,7 +209,9 @@ impl AgentError {
             | Self::MasqueradePorts(_)
             | Self::NotACgroup(_) => ErrorKind::InvalidArgument,
             Self::PortTaken { .. } | Self::PortInUse { .. } => ErrorKind::Conflict,
-            Self::NoEphemeralPorts { .. } | Self::TooManyMappings(_) => ErrorKind::Exhausted,
+            Self::NoEphemeralPorts { .. }
+            | Self::TooManyMappings(_)
+            | Self::State(StateError::Full { .. }) => ErrorKind::Exhausted,
             Self::Datapath(_) => ErrorKind::Internal,
             Self::Netns(NetnsError::NotNetns { .. })
             | Self::IpSyntax(_)

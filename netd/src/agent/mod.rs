@@ -28,7 +28,9 @@ use tracing::{info, warn};
 use self::{
     config::{Config, Flags, check_ifname},
     error::{AgentError, BRIDGE_MAX_PORTS},
-    state::{EndpointState, NetworkState, Phase, STATE_VERSION, State, StateStore},
+    state::{
+        Change, EndpointState, FoldOutcome, NetworkState, Phase, STATE_VERSION, State, StateStore,
+    },
 };
 use crate::{
     api::{self, AttachRequest, DownReport},
@@ -85,13 +87,14 @@ impl Agent {
     /// Reconciles flags, saved state and the namespace; creates or adopts
     /// the bridge; finishes what a killed agent left half-done.
     pub async fn start(flags: &Flags) -> Result<Self, AgentError> {
-        let mut store = StateStore::new(&flags.state_dir);
+        let mut store = StateStore::new(&flags.state_dir).with_reserve(flags.state_reserve);
         fs::create_dir_all(store.dir()).map_err(|source| AgentError::Io {
             what: format!("creating the state directory {}", store.dir().display()),
             source,
         })?;
         let lock = lock_state_dir(store.dir())?;
         let saved = store.load()?;
+        let fresh = saved.is_none();
         let nl = Netlink::connect()?;
         let config = Config::resolve(
             flags,
@@ -150,7 +153,13 @@ impl Agent {
             nat_exhausted: 0,
             _lock: lock,
         };
-        agent.store.save(&mut agent.state)?;
+        if fresh {
+            agent.store.save(&mut agent.state)?;
+        } else {
+            // Folding needs space; a full disk must not keep the agent
+            // from adopting what it has (see `state`'s module comment).
+            agent.fold_journal();
+        }
         agent.recover().await?;
         agent.sync_datapath().await?;
         Ok(agent)
@@ -202,9 +211,75 @@ impl Agent {
     }
 
     fn forget(&mut self, id: &str) -> Result<(), AgentError> {
-        self.state.endpoints.remove(id);
-        self.store.save(&mut self.state)?;
+        self.commit(Change::EndpointRemoved {
+            endpoint: id.to_owned(),
+        })
+    }
+
+    /// Makes `change` durable, then applies it to memory: what the agent
+    /// holds is never ahead of its files. On failure nothing changed (the
+    /// caller undoes what it did in the kernel). Folds the journal when
+    /// it is due.
+    pub(super) fn commit(&mut self, change: Change) -> Result<(), AgentError> {
+        self.store.record(&change, &mut self.state)?;
+        change.apply(&mut self.state);
+        self.state.journal_seq = self.store.seq();
+        if self.store.trouble().is_none() {
+            self.fold_journal();
+        }
         Ok(())
+    }
+
+    /// Folds the journal into `state.json` if that is owed (a long
+    /// journal, or a write failed since the last fold); logs what changed.
+    pub(super) fn fold_journal(&mut self) {
+        match self.store.fold_if_due(&mut self.state) {
+            FoldOutcome::NotDue | FoldOutcome::Folded | FoldOutcome::StillFailing => {}
+            FoldOutcome::Recovered => info!(
+                dir = %self.store.dir().display(),
+                "the state directory is writable again: journal folded into state.json"
+            ),
+            FoldOutcome::Failed(err) if err.is_full() => warn!(
+                error = %crate::error::one_line(&err),
+                "the state directory is full: folding the journal waits; additions are refused, reads, unpublish and detach are served"
+            ),
+            FoldOutcome::Failed(err) => warn!(
+                error = %crate::error::one_line(&err),
+                "folding the journal into state.json failed; retrying every second"
+            ),
+        }
+    }
+
+    /// Finishes, once the state can be written again, what a failed write
+    /// left half-done: an endpoint still `creating` outside an attach (its
+    /// rollback could not be recorded) is removed, one still `removing`
+    /// (its end could not be recorded) is forgotten.
+    async fn finish_interrupted(&mut self) {
+        let stuck: Vec<EndpointState> = self
+            .state
+            .endpoints
+            .values()
+            .filter(|ep| ep.phase != Phase::Ready)
+            .cloned()
+            .collect();
+        for ep in stuck {
+            self.unplumb(&ep).await;
+            match self.forget(&ep.id) {
+                Ok(()) => {
+                    info!(endpoint = %ep.name, "finished an operation a failed write had interrupted")
+                }
+                Err(err) => {
+                    warn!(endpoint = %ep.name, error = %crate::error::one_line(&err), "still cannot record the end of an interrupted operation");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The agent's periodic work on its state (see [`Self::tick`]).
+    pub(super) async fn tick_state(&mut self) {
+        self.fold_journal();
+        self.finish_interrupted().await;
     }
 
     fn view(&self, ep: &EndpointState) -> api::Endpoint {
@@ -264,6 +339,8 @@ impl Agent {
             .to_owned(),
             host_local: self.config.cgroup.is_some(),
             degraded: self.config.degraded.clone(),
+            state_full: self.store.trouble().is_some_and(|t| t.full),
+            state_error: self.store.trouble().map(|t| t.error.clone()),
             xdp: self
                 .xdp_modes
                 .iter()
@@ -434,6 +511,13 @@ impl Agent {
             return Err(AgentError::BridgeFull { bridge: net.bridge });
         }
 
+        // The ports too are checked before anything is recorded or
+        // created (they are planned again, under the same lock, once the
+        // endpoint exists).
+        if !specs.is_empty() {
+            self.plan(&specs).await?;
+        }
+
         let endpoint = EndpointState {
             host_ifname: format!("veth{}", &id[..11]),
             id: id.clone(),
@@ -449,8 +533,9 @@ impl Agent {
             owner: req.owner.clone(),
             container_id: req.container_id.clone(),
         };
-        self.state.endpoints.insert(id.clone(), endpoint.clone());
-        self.store.save(&mut self.state)?;
+        self.commit(Change::EndpointAdded {
+            endpoint: Box::new(endpoint.clone()),
+        })?;
         failpoint::hit("attach:recorded");
 
         let plumbed = match self.plumb(&endpoint, &ns).await {
@@ -505,22 +590,33 @@ impl Agent {
         ep: &EndpointState,
         plumbed: Result<(), E>,
     ) -> Result<EndpointState, E> {
-        if let Err(err) = plumbed {
-            self.unplumb(ep).await;
-            self.forget(&ep.id)?;
-            return Err(err);
+        let ready = match plumbed {
+            Ok(()) => self.commit(Change::EndpointPhase {
+                endpoint: ep.id.clone(),
+                phase: Phase::Ready,
+            }),
+            Err(err) => {
+                self.roll_back(ep).await;
+                return Err(err);
+            }
+        };
+        if let Err(err) = ready {
+            // Not ready on disk: not ready at all.
+            self.roll_back(ep).await;
+            return Err(err.into());
         }
-        let ready = self
-            .state
-            .endpoints
-            .get_mut(&ep.id)
-            .expect("recorded before plumbing");
-        ready.phase = Phase::Ready;
-        let ready = ready.clone();
-        self.store
-            .save(&mut self.state)
-            .map_err(|e| E::from(AgentError::from(e)))?;
-        Ok(ready)
+        Ok(self.state.endpoints[&ep.id].clone())
+    }
+
+    /// Removes what exists of `ep`, recorded as `Creating`, and its record.
+    /// If the record cannot go, the endpoint stays `creating` in memory and
+    /// on disk, and [`Self::finish_interrupted`] forgets it later (a
+    /// restart would too).
+    async fn roll_back(&mut self, ep: &EndpointState) {
+        self.unplumb(ep).await;
+        if let Err(err) = self.forget(&ep.id) {
+            warn!(endpoint = %ep.name, error = %crate::error::one_line(&err), "rolled back an attach, but could not record it; retrying");
+        }
     }
 
     /// Creates the endpoint's veth, joins it to the bridge and configures
@@ -585,22 +681,25 @@ impl Agent {
         Ok(())
     }
 
-    /// Removes one endpoint: recorded as `removing` first, so a crash in
-    /// between is finished on restart.
+    /// Removes one endpoint with its ports: recorded as `removing` first,
+    /// so a crash in between is finished on restart. Two short journal
+    /// lines whatever the endpoint publishes, so that a detach fits in the
+    /// reserve of a full disk. From `removing` on, the endpoint's ports are
+    /// gone for `ports` as they are from the kernel.
     async fn remove(&mut self, id: &str) -> Result<api::Endpoint, AgentError> {
         let view = self.view(self.state.endpoints.get(id).expect("caller found it"));
-        let published = self
-            .state
-            .endpoints
-            .get(id)
-            .map(|ep| ep.ports.clone())
-            .unwrap_or_default();
-        self.unpublish_ports(id, &published).await?;
-        let ep = self.state.endpoints.get_mut(id).expect("caller found it");
-        ep.phase = Phase::Removing;
-        let ep = ep.clone();
-        self.store.save(&mut self.state)?;
+        self.commit(Change::EndpointPhase {
+            endpoint: id.to_owned(),
+            phase: Phase::Removing,
+        })?;
+        let ep = self.state.endpoints[id].clone();
         failpoint::hit("detach:recorded");
+        for port in &ep.ports {
+            self.datapath.maps().uninstall(&ports::rule(&ep, port))?;
+        }
+        let slots: std::collections::BTreeSet<(u32, u32)> =
+            ep.ports.iter().map(|p| (p.slot, p.generation)).collect();
+        self.sweep_conntrack(|flow| flow.mapping().is_some_and(|m| slots.contains(&m)))?;
         self.disconnect_endpoint(&ep)?;
         if let Some(link) = self.nl.link(&ep.host_ifname).await? {
             self.nl.del_link(link.index, &ep.host_ifname).await?;

@@ -4,9 +4,11 @@
 //! A request is planned in full before anything changes (specs parsed, host
 //! ports resolved, conflicts with other mappings and with the host's own
 //! sockets checked, slots allocated): several specs in one call are all
-//! applied or none. State is saved before the maps are written; the agent
-//! reconciles the maps with the state on start, so a crash in between loses
-//! nothing.
+//! applied or none. A publish writes the maps first, then records the
+//! mappings, then applies them to memory: if the record fails (a full or
+//! failing state directory), the maps are undone and memory never had them.
+//! An unpublish records first, then removes. The agent reconciles the maps
+//! with the state on start, so a crash in between loses nothing.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -19,7 +21,7 @@ use tracing::info;
 use super::{
     Agent,
     error::AgentError,
-    state::{EndpointState, PortChange, PublishedPort},
+    state::{Change, EndpointState, Phase, PublishedPort},
 };
 use crate::{
     api,
@@ -210,7 +212,10 @@ impl Agent {
 
     /// Resolves `specs` for endpoint `id` into mappings, checking everything.
     /// Changes nothing.
-    async fn plan(&mut self, specs: &[PortSpec]) -> Result<Vec<PublishedPort>, AgentError> {
+    pub(super) async fn plan(
+        &mut self,
+        specs: &[PortSpec],
+    ) -> Result<Vec<PublishedPort>, AgentError> {
         // Only what the request needs is asked of the kernel: each query
         // is a netlink dump, and publishing one port should cost little.
         let default_ip = self.state.network.host_binding;
@@ -350,39 +355,50 @@ impl Agent {
         if planned.is_empty() {
             return Ok(Vec::new());
         }
-        let ep = self.state.endpoints.get_mut(id).expect("resolved above");
-        ep.ports.extend(planned.iter().cloned());
-        let ep = ep.without_ports();
-        self.state.next_generation = planned.last().map_or(self.state.next_generation, |p| {
+        let ep = self.state.endpoints[id].without_ports();
+        let next_generation = planned.last().map_or(self.state.next_generation, |p| {
             p.generation.wrapping_add(1).max(1)
         });
-        let published = PortChange::Published {
-            endpoint: id.to_owned(),
-            ports: planned.clone(),
-            next_generation: self.state.next_generation,
-        };
-        self.store.record(&published, &mut self.state)?;
         let mut installed = Vec::new();
         for port in &planned {
             if let Err(err) = self.datapath.maps().install(&rule(&ep, port), true) {
-                // Undo: the maps, then the record.
-                for done in &installed {
-                    let _ = self.datapath.maps().uninstall(&rule(&ep, done));
-                }
-                let undo = PortChange::Unpublished {
-                    endpoint: id.to_owned(),
-                    mappings: planned.iter().map(|p| (p.slot, p.generation)).collect(),
-                };
-                undo.apply(&mut self.state);
-                self.store.record(&undo, &mut self.state)?;
+                self.undo_install(&ep, &installed);
                 return Err(err.into());
             }
             installed.push(port.clone());
+        }
+        let published = Change::Published {
+            endpoint: id.to_owned(),
+            ports: planned.clone(),
+            next_generation,
+        };
+        if let Err(err) = self.commit(published) {
+            // Not durable: not published. Memory never had the mappings;
+            // the maps lose them again, with any flow they began.
+            self.undo_install(&ep, &installed);
+            return Err(err);
         }
         for port in &planned {
             info!(endpoint = %ep.name, mapping = %form(port), slot = port.slot, "published");
         }
         planned.iter().map(|p| self.port_view(&ep, p)).collect()
+    }
+
+    /// Removes mappings of `ep` from the maps (and their flows from
+    /// conntrack) that a publish installed and could not record.
+    fn undo_install(&mut self, ep: &EndpointState, installed: &[PublishedPort]) {
+        for port in installed {
+            if let Err(err) = self.datapath.maps().uninstall(&rule(ep, port)) {
+                tracing::warn!(error = %err, endpoint = %ep.name, mapping = %form(port), "undoing a failed publish");
+            }
+        }
+        let slots: BTreeSet<(u32, u32)> =
+            installed.iter().map(|p| (p.slot, p.generation)).collect();
+        if let Err(err) =
+            self.sweep_conntrack(|flow| flow.mapping().is_some_and(|m| slots.contains(&m)))
+        {
+            tracing::warn!(error = %err, endpoint = %ep.name, "undoing a failed publish");
+        }
     }
 
     /// Unpublishes what `specs` name for the endpoint `target` names. Specs
@@ -409,8 +425,9 @@ impl Agent {
         self.unpublish_ports(&id, &removed).await
     }
 
-    /// Removes `ports` of endpoint `id` from state, then from the datapath,
-    /// then sweeps the flows they steered from conntrack.
+    /// Removes `ports` of endpoint `id` from state (recorded, then in
+    /// memory), then from the datapath, then sweeps the flows they steered
+    /// from conntrack.
     pub(super) async fn unpublish_ports(
         &mut self,
         id: &str,
@@ -419,12 +436,10 @@ impl Agent {
         if ports.is_empty() {
             return Ok(Vec::new());
         }
-        let change = PortChange::Unpublished {
+        self.commit(Change::Unpublished {
             endpoint: id.to_owned(),
             mappings: ports.iter().map(|p| (p.slot, p.generation)).collect(),
-        };
-        change.apply(&mut self.state);
-        self.store.record(&change, &mut self.state)?;
+        })?;
         let ep = self.state.endpoints[id].without_ports();
         let mut views = Vec::new();
         for port in ports {
@@ -465,9 +480,17 @@ impl Agent {
         })
     }
 
-    /// Every published mapping with its counters.
+    /// Every published mapping with its counters. An endpoint being
+    /// removed has none: its mappings left the kernel once its removal
+    /// was recorded.
     pub fn ports(&mut self) -> Result<Vec<api::Port>, AgentError> {
-        let endpoints: Vec<EndpointState> = self.state.endpoints.values().cloned().collect();
+        let endpoints: Vec<EndpointState> = self
+            .state
+            .endpoints
+            .values()
+            .filter(|ep| ep.phase != Phase::Removing)
+            .cloned()
+            .collect();
         let mut views = Vec::new();
         for ep in &endpoints {
             for port in &ep.ports {

@@ -1,18 +1,54 @@
 // SPDX-License-Identifier: MIT OR GPL-2.0-only
 //! The agent's persisted state: the network, its endpoints and their
-//! addresses. Written atomically (write a temporary file, fsync, rename,
-//! fsync the directory): after a crash the file is the old state or the new
-//! one, never a mix.
+//! addresses, and the ports they publish.
 //!
-//! Published ports change far more often than anything else, and a host
-//! may have tens of thousands of them: rewriting the whole file for each
-//! would make publishing one port cost milliseconds. Port changes are
-//! therefore appended to a journal (`state.journal`, one JSON line per
-//! change, fdatasync'd before the change is acknowledged) and folded into
-//! `state.json` every [`COMPACT_AFTER`] changes and on every other save.
-//! `state.json` records the last journal sequence number it includes; a
-//! load replays the newer lines. A torn last line (the agent died writing
-//! it, before acknowledging anything) is ignored.
+//! # Files
+//!
+//! `state.json` is a snapshot, written atomically (write a temporary file,
+//! fsync, rename, fsync the directory): after a crash it is the old
+//! snapshot or the new one, never a mix. Every change after it (attach,
+//! detach, publish, unpublish, Docker's network and join/leave, TC filters
+//! recorded) is one JSON line of `state.journal`, fdatasync'd before the
+//! agent applies the change to its memory and acknowledges it. Rewriting
+//! the whole file per change would make publishing one port cost
+//! milliseconds with tens of thousands published. The journal is folded
+//! into `state.json` every [`COMPACT_AFTER`] lines, at start, and after a
+//! write failed. `state.json` records the last journal sequence number it
+//! includes; a load replays the newer lines. A torn last line (the agent
+//! died writing it, before acknowledging anything) is ignored, and cut off
+//! before the next append.
+//!
+//! # Failed writes
+//!
+//! Nothing is applied to memory before its line is durable: a write or
+//! fsync that fails leaves memory as it was, and the store cuts the line
+//! off the journal again (`ftruncate` to the last whole line: shrinking a
+//! file needs no space, and the line's pages go with it even when fsync
+//! failed and the kernel dropped them). Its sequence number is not reused.
+//! If even the cut fails, the journal is not appended to again until it is
+//! cut, or a new snapshot (with a higher sequence number, which makes the
+//! line dead) has replaced it.
+//!
+//! # A full disk
+//!
+//! A full state directory must not keep anyone from removing things, and
+//! removing must not need new blocks. The journal therefore keeps
+//! [`DEFAULT_RESERVE`] bytes (`--state-reserve`) preallocated past its end
+//! (`fallocate(FALLOC_FL_KEEP_SIZE)`: the blocks belong to the file, its
+//! size does not change). An addition (an endpoint, published ports, a
+//! Docker network) is admitted only if its line *and* a whole reserve can
+//! be allocated first; otherwise it is refused with [`StateError::Full`]
+//! and nothing changes. Everything else (unpublish, detach, the lines that
+//! complete an admitted operation) is written into the reserve without
+//! allocating, so it still succeeds on a full disk, for as many removals
+//! as the reserve holds (about a hundred bytes each). Folding needs room
+//! for a whole new `state.json` beside the old one: on a full disk it
+//! waits, retried every second by the agent, and the journal grows into
+//! its reserve meanwhile. A restarted agent loads without writing
+//! anything, so it starts on a full disk too. Filesystems without
+//! `fallocate` (EOPNOTSUPP) work without a reserve.
+//!
+//! # Phases
 //!
 //! An endpoint is recorded *before* its kernel objects are created (phase
 //! `creating`) and marked `ready` after; removal records `removing` first.
@@ -28,10 +64,13 @@ use std::{
 };
 
 use ipnet::Ipv4Net;
+use nix::fcntl::{FallocateFlags, fallocate};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+use tracing::warn;
 
 use crate::{
+    failpoint,
     mac::MacAddr,
     netns::NsIdent,
     paths::{JOURNAL_FILE, STATE_FILE},
@@ -41,6 +80,10 @@ use crate::{
 /// The layout version of `state.json`. A state written by a newer netd is
 /// refused rather than misread.
 pub const STATE_VERSION: u32 = 1;
+
+/// Bytes the journal keeps preallocated for removals on a full disk: about
+/// 300 detaches (two lines, ~220 bytes) or 600 single-spec unpublishes.
+pub const DEFAULT_RESERVE: u64 = 64 * 1024;
 
 #[derive(Debug, Error)]
 pub enum StateError {
@@ -66,6 +109,29 @@ pub enum StateError {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "the state directory {dir} is full: additions are refused until space is freed (reads, unpublish and detach still work)"
+    )]
+    Full {
+        dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl StateError {
+    /// Whether the error is the filesystem's lack of space or quota.
+    pub fn is_full(&self) -> bool {
+        match self {
+            Self::Full { .. } => true,
+            Self::Write { source, .. } => is_no_space(source),
+            _ => false,
+        }
+    }
+}
+
+fn is_no_space(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -90,10 +156,12 @@ pub struct State {
     pub tc_filters: BTreeMap<String, bool>,
 }
 
-/// A change of published ports, as the journal records it.
+/// A change of the state, as the journal records it. The agent applies a
+/// change to its memory with [`Change::apply`] once it is durable, and a
+/// load replays it the same way.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "op", rename_all = "snake_case")]
-pub enum PortChange {
+pub enum Change {
     Published {
         endpoint: String,
         ports: Vec<PublishedPort>,
@@ -104,9 +172,21 @@ pub enum PortChange {
         /// `(slot, generation)` of each mapping removed.
         mappings: Vec<(u32, u32)>,
     },
+    /// A new endpoint, in phase `creating`.
+    EndpointAdded { endpoint: Box<EndpointState> },
+    /// An endpoint moved to `phase`.
+    EndpointPhase { endpoint: String, phase: Phase },
+    /// An endpoint is gone, with its ports.
+    EndpointRemoved { endpoint: String },
+    /// Docker joined an endpoint to a sandbox (or left it: empty).
+    EndpointNetns { endpoint: String, netns: PathBuf },
+    /// Docker's network created (`Some`) or deleted (`None`).
+    DockerNetwork { network: Option<String> },
+    /// netd's filter is on `uplink`, and whether netd added its qdisc.
+    TcFilter { uplink: String, added_qdisc: bool },
 }
 
-impl PortChange {
+impl Change {
     /// Applies the change to `state`. Idempotent, like replaying must be.
     pub fn apply(&self, state: &mut State) {
         match self {
@@ -130,7 +210,45 @@ impl PortChange {
                         .retain(|p| !mappings.contains(&(p.slot, p.generation)));
                 }
             }
+            Self::EndpointAdded { endpoint } => {
+                state
+                    .endpoints
+                    .insert(endpoint.id.clone(), (**endpoint).clone());
+            }
+            Self::EndpointPhase { endpoint, phase } => {
+                if let Some(ep) = state.endpoints.get_mut(endpoint) {
+                    ep.phase = *phase;
+                }
+            }
+            Self::EndpointRemoved { endpoint } => {
+                state.endpoints.remove(endpoint);
+            }
+            Self::EndpointNetns { endpoint, netns } => {
+                if let Some(ep) = state.endpoints.get_mut(endpoint) {
+                    ep.netns.clone_from(netns);
+                }
+            }
+            Self::DockerNetwork { network } => state.docker_network.clone_from(network),
+            Self::TcFilter {
+                uplink,
+                added_qdisc,
+            } => {
+                state.tc_filters.insert(uplink.clone(), *added_qdisc);
+            }
         }
+    }
+
+    /// Whether the change adds something that takes space in the state (and
+    /// host resources): admitted only while the reserve can be kept whole.
+    /// The others free something, or complete an operation admitted
+    /// already, and may draw on the reserve.
+    pub fn is_addition(&self) -> bool {
+        matches!(
+            self,
+            Self::Published { .. }
+                | Self::EndpointAdded { .. }
+                | Self::DockerNetwork { network: Some(_) }
+        )
     }
 }
 
@@ -139,7 +257,7 @@ impl PortChange {
 struct JournalLine {
     seq: u64,
     #[serde(flatten)]
-    change: PortChange,
+    change: Change,
 }
 
 /// Journal lines after which the next change compacts into `state.json`.
@@ -255,16 +373,44 @@ impl EndpointState {
     }
 }
 
+/// Injects errors into the store's file operations: the failpoints, or a
+/// unit test's own.
+type Fault = fn(&str, &str) -> io::Result<()>;
+
 /// Reads and writes `state.json` and its journal in one directory.
 #[derive(Debug)]
 pub struct StateStore {
     dir: PathBuf,
-    /// The last sequence number written or replayed.
+    /// The last sequence number written, replayed or given up.
     seq: u64,
     /// Lines in the journal.
     lines: usize,
     /// The journal, open for appending once something was appended.
     journal: Option<File>,
+    /// Bytes of the journal known to be whole lines: where the next line
+    /// goes.
+    journal_len: u64,
+    /// The journal may hold bytes past `journal_len` (a torn line, or a
+    /// failed append that could not be cut off): nothing is appended until
+    /// they are gone.
+    tail_dirty: bool,
+    /// Bytes kept preallocated past the journal's end (0: none).
+    reserve: u64,
+    /// Whether a fold is owed: after a write failed, or when the journal
+    /// is long.
+    fold_due: bool,
+    /// The last write failure, one line, until a fold succeeds.
+    trouble: Option<Trouble>,
+    fault: Fault,
+}
+
+/// Why the store could not write, as `netd status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Trouble {
+    /// Out of space or quota (as opposed to an I/O error, a read-only
+    /// filesystem).
+    pub full: bool,
+    pub error: String,
 }
 
 impl StateStore {
@@ -274,7 +420,20 @@ impl StateStore {
             seq: 0,
             lines: 0,
             journal: None,
+            journal_len: 0,
+            tail_dirty: false,
+            reserve: DEFAULT_RESERVE,
+            fold_due: false,
+            trouble: None,
+            fault: failpoint::io_error,
         }
+    }
+
+    /// Keeps `bytes` preallocated past the journal's end (see the module
+    /// comment).
+    pub fn with_reserve(mut self, bytes: u64) -> Self {
+        self.reserve = bytes;
+        self
     }
 
     pub fn journal_path(&self) -> PathBuf {
@@ -289,72 +448,228 @@ impl StateStore {
         self.dir.join(STATE_FILE)
     }
 
+    /// The last sequence number recorded.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The last write failure, while no fold has succeeded since.
+    pub fn trouble(&self) -> Option<&Trouble> {
+        self.trouble.as_ref()
+    }
+
     /// The saved state with the journal replayed, or `None` if there is
-    /// none yet.
+    /// none yet. Writes nothing, so that an agent starts on a full disk.
     pub fn load(&mut self) -> Result<Option<State>, StateError> {
         let Some(mut state) = self.load_snapshot()? else {
             return Ok(None);
         };
         self.seq = state.journal_seq;
         self.lines = 0;
+        self.journal_len = 0;
+        self.tail_dirty = false;
         let path = self.journal_path();
         let text = match fs::read_to_string(&path) {
             Ok(text) => text,
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Some(state)),
             Err(source) => return Err(StateError::Read { path, source }),
         };
-        let lines: Vec<&str> = text.lines().collect();
-        for (i, line) in lines.iter().enumerate() {
-            let record: JournalLine = match serde_json::from_str(line) {
-                Ok(record) => record,
-                // Torn by a crash while it was written: never acknowledged.
-                Err(_) if i + 1 == lines.len() && !text.ends_with('\n') => break,
-                Err(source) => return Err(StateError::Parse { path, source }),
+        let mut rest = text.as_str();
+        while !rest.is_empty() {
+            let (line, after) = match rest.split_once('\n') {
+                Some((line, after)) => (line, Some(after)),
+                None => (rest, None),
             };
+            let Some(after) = after else {
+                // Torn by a crash while it was written (a line and its
+                // newline are one write): never acknowledged.
+                self.tail_dirty = true;
+                break;
+            };
+            let record: JournalLine =
+                serde_json::from_str(line).map_err(|source| StateError::Parse {
+                    path: path.clone(),
+                    source,
+                })?;
             self.lines += 1;
+            self.journal_len += line.len() as u64 + 1;
             if record.seq > state.journal_seq {
                 record.change.apply(&mut state);
-                self.seq = record.seq;
             }
+            self.seq = self.seq.max(record.seq);
+            rest = after;
         }
         state.journal_seq = self.seq;
+        // Folded at start, as soon as a write can succeed.
+        self.fold_due = self.lines > 0 || self.tail_dirty;
         Ok(Some(state))
     }
 
-    /// Records `change`, which `state` already reflects: one journal line,
-    /// or, every [`COMPACT_AFTER`] changes, a whole new `state.json`.
-    pub fn record(&mut self, change: &PortChange, state: &mut State) -> Result<(), StateError> {
-        if self.lines >= COMPACT_AFTER {
-            return self.save(state);
+    /// Records `change` durably: one journal line, fdatasync'd. `state` is
+    /// the state before the change (the caller applies the change once
+    /// this succeeded), written whole if the journal must be repaired
+    /// first. On failure nothing of the change remains in the files.
+    pub fn record(&mut self, change: &Change, state: &mut State) -> Result<(), StateError> {
+        let result = self.append(change, state);
+        if let Err(err) = &result {
+            self.note_failure(err);
         }
+        result
+    }
+
+    fn append(&mut self, change: &Change, state: &mut State) -> Result<(), StateError> {
         let path = self.journal_path();
-        let line = JournalLine {
-            seq: self.seq + 1,
-            change: change.clone(),
-        };
-        let append = |journal: &mut Option<File>| -> io::Result<()> {
-            let mut text = serde_json::to_vec(&line)?;
-            text.push(b'\n');
-            if journal.is_none() {
-                *journal = Some(
-                    fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(&path)?,
-                );
-            }
-            let file = journal.as_mut().expect("opened above");
-            file.write_all(&text)?;
-            file.sync_data()
-        };
-        append(&mut self.journal).map_err(|source| StateError::Write {
+        let write_error = |source| StateError::Write {
             path: path.clone(),
             source,
-        })?;
-        self.seq += 1;
+        };
+        if self.tail_dirty && self.cut_back().is_err() {
+            // The bytes past the last whole line will not go: a new
+            // snapshot makes them dead, and empties the journal.
+            self.save(state)?;
+        }
+        let seq = self.seq + 1;
+        let line = JournalLine {
+            seq,
+            change: change.clone(),
+        };
+        let mut text = serde_json::to_vec(&line).map_err(|e| write_error(e.into()))?;
+        text.push(b'\n');
+        self.open_journal().map_err(write_error)?;
+        if change.is_addition() {
+            self.reserve_after(text.len() as u64)?;
+        }
+        let fault = self.fault;
+        let file = self.journal.as_mut().expect("opened above");
+        let written = fault(JOURNAL_FILE, "write")
+            .and_then(|()| file.write_all(&text))
+            .and_then(|()| fault(JOURNAL_FILE, "fsync"))
+            .and_then(|()| file.sync_data());
+        if let Err(source) = written {
+            // The number is not reused: a line that stays (cut_back
+            // failed) is superseded by the next snapshot, numbered past it.
+            self.seq = seq;
+            self.tail_dirty = true;
+            let _ = self.cut_back();
+            return Err(write_error(source));
+        }
+        self.seq = seq;
         self.lines += 1;
+        self.journal_len += text.len() as u64;
+        if self.lines >= COMPACT_AFTER {
+            self.fold_due = true;
+        }
         state.journal_seq = self.seq;
         Ok(())
+    }
+
+    /// Opens the journal for appending, if it is not open.
+    fn open_journal(&mut self) -> io::Result<()> {
+        if self.journal.is_none() {
+            self.journal = Some(
+                fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.journal_path())?,
+            );
+        }
+        Ok(())
+    }
+
+    /// Cuts the journal back to its last whole line.
+    fn cut_back(&mut self) -> io::Result<()> {
+        self.open_journal()?;
+        let file = self.journal.as_ref().expect("opened above");
+        if file.metadata()?.len() == self.journal_len {
+            // Nothing reached the file (a write refused outright).
+            self.tail_dirty = false;
+            return Ok(());
+        }
+        (self.fault)(JOURNAL_FILE, "truncate")?;
+        file.set_len(self.journal_len)?;
+        self.tail_dirty = false;
+        // Best effort: the next line's fdatasync makes the size durable
+        // anyway, and a cut line that comes back after a crash was never
+        // acknowledged.
+        let _ = file.sync_data();
+        Ok(())
+    }
+
+    /// Allocates the next `line` bytes of the journal and a whole reserve
+    /// after them, or refuses: the disk is full.
+    fn reserve_after(&mut self, line: u64) -> Result<(), StateError> {
+        if self.reserve == 0 {
+            return Ok(());
+        }
+        let file = self.journal.as_ref().expect("opened by the caller");
+        let allocated = (self.fault)(JOURNAL_FILE, "reserve").and_then(|()| {
+            fallocate(
+                file,
+                FallocateFlags::FALLOC_FL_KEEP_SIZE,
+                self.journal_len as libc::off_t,
+                (line + self.reserve) as libc::off_t,
+            )
+            .map_err(io::Error::from)
+        });
+        match allocated {
+            Ok(()) => Ok(()),
+            Err(err) if err.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                warn!(dir = %self.dir.display(), "this filesystem cannot preallocate (fallocate): no space is kept for removals on a full disk");
+                self.reserve = 0;
+                Ok(())
+            }
+            Err(source) if is_no_space(&source) => Err(StateError::Full {
+                dir: self.dir.clone(),
+                source,
+            }),
+            Err(source) => Err(StateError::Write {
+                path: self.journal_path(),
+                source,
+            }),
+        }
+    }
+
+    fn note_failure(&mut self, err: &StateError) {
+        self.fold_due = true;
+        self.trouble = Some(Trouble {
+            full: err.is_full(),
+            error: crate::error::one_line(err),
+        });
+    }
+
+    /// Folds the journal into `state.json` if a fold is owed; a failure is
+    /// kept (see [`Self::trouble`]) and the fold owed still, to be tried
+    /// again. Whether the directory had trouble before and has none now.
+    pub fn fold_if_due(&mut self, state: &mut State) -> FoldOutcome {
+        let had = self.trouble.clone();
+        if !self.fold_due {
+            if had.is_none() {
+                return FoldOutcome::NotDue;
+            }
+            // Folded, but the reserve could not be made again (see
+            // `save`): try that alone.
+            return match self.open_journal().map(|()| self.reserve_after(0)) {
+                Ok(Ok(())) => {
+                    self.trouble = None;
+                    FoldOutcome::Recovered
+                }
+                _ => FoldOutcome::StillFailing,
+            };
+        }
+        match self.save(state) {
+            Ok(()) => match had {
+                Some(_) => FoldOutcome::Recovered,
+                None => FoldOutcome::Folded,
+            },
+            Err(err) => {
+                self.note_failure(&err);
+                if had.as_ref().map(|t| &t.error) == self.trouble.as_ref().map(|t| &t.error) {
+                    FoldOutcome::StillFailing
+                } else {
+                    FoldOutcome::Failed(err)
+                }
+            }
+        }
     }
 
     /// `state.json` alone, or `None` if there is none yet.
@@ -387,35 +702,70 @@ impl StateStore {
     }
 
     /// Replaces the saved state with `state`, atomically, and empties the
-    /// journal it now includes.
+    /// journal it now includes; then preallocates the journal's reserve
+    /// again (best effort).
     pub fn save(&mut self, state: &mut State) -> Result<(), StateError> {
         state.journal_seq = self.seq;
         let path = self.path();
+        let fault = self.fault;
+        let tmp = self.dir.join(format!(".{STATE_FILE}.tmp"));
         let write = || -> io::Result<()> {
             fs::create_dir_all(&self.dir)?;
-            let tmp = self.dir.join(format!(".{STATE_FILE}.tmp"));
             // Serialized in memory first: one write, not one per token.
             let mut json = serde_json::to_vec_pretty(state)?;
             json.push(b'\n');
             let mut file = File::create(&tmp)?;
+            fault(STATE_FILE, "write")?;
             file.write_all(&json)?;
+            fault(STATE_FILE, "fsync")?;
             file.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            // The rename is durable only once the directory is.
-            File::open(&self.dir)?.sync_all()
+            fault("state.dir", "rename")?;
+            fs::rename(&tmp, &path)
         };
-        write().map_err(|source| StateError::Write { path, source })?;
-        if self.lines > 0 {
+        if let Err(source) = write() {
+            // A partial temporary holds the space a full disk lacks.
+            let _ = fs::remove_file(&tmp);
+            return Err(StateError::Write { path, source });
+        }
+        // The rename is durable only once the directory is. If this fails
+        // the new file is in place, and the journal left as it is: its
+        // lines are all in the new file, and skipped by their numbers.
+        let synced = fault("state.dir", "fsync").and_then(|()| File::open(&self.dir)?.sync_all());
+        synced.map_err(|source| StateError::Write {
+            path: self.dir.clone(),
+            source,
+        })?;
+        if self.lines > 0 || self.journal_len > 0 || self.tail_dirty {
             // Everything in the journal is in the file now. A crash before
             // this leaves lines the next load skips by their numbers.
-            let path = self.journal_path();
+            let journal = self.journal_path();
             let truncate = || -> io::Result<()> {
-                let file = File::create(&path)?;
-                file.sync_all()
+                fault(JOURNAL_FILE, "truncate")?;
+                let file = File::create(&journal)?;
+                // Best effort, as in cut_back: what comes back is dead.
+                let _ = fault(JOURNAL_FILE, "fsync").and_then(|()| file.sync_data());
+                Ok(())
             };
-            truncate().map_err(|source| StateError::Write { path, source })?;
+            truncate().map_err(|source| StateError::Write {
+                path: journal,
+                source,
+            })?;
             self.journal = None;
             self.lines = 0;
+            self.journal_len = 0;
+            self.tail_dirty = false;
+        }
+        self.fold_due = false;
+        self.trouble = None;
+        // Emptying the journal freed its reserve: keep one again. On a
+        // disk full now, the next addition is refused.
+        if self.open_journal().is_ok()
+            && let Err(err) = self.reserve_after(0)
+        {
+            self.trouble = Some(Trouble {
+                full: err.is_full(),
+                error: crate::error::one_line(&err),
+            });
         }
         Ok(())
     }
@@ -434,6 +784,19 @@ impl StateStore {
             Err(err) => Err(err),
         }
     }
+}
+
+/// What [`StateStore::fold_if_due`] did.
+#[derive(Debug)]
+pub enum FoldOutcome {
+    NotDue,
+    Folded,
+    /// Folded after a write had failed: the directory is writable again.
+    Recovered,
+    /// Failed, in a new way: worth a warning.
+    Failed(StateError),
+    /// Failed as the last time.
+    StillFailing,
 }
 
 /// An endpoint "ep" (name "web") with no ports, for tests.
@@ -505,15 +868,251 @@ mod tests {
         }
     }
 
-    /// Publishes `port(slot)` through `store` as the agent does.
+    /// Publishes `port(slot)` through `store` as the agent does: recorded,
+    /// then applied.
     fn publish(store: &mut StateStore, state: &mut State, slot: u32) {
-        let change = PortChange::Published {
-            endpoint: "ep".into(),
-            ports: vec![port(slot)],
-            next_generation: slot + 2,
-        };
+        try_publish(store, state, slot).expect("record");
+    }
+
+    fn try_publish(store: &mut StateStore, state: &mut State, slot: u32) -> Result<(), StateError> {
+        commit(
+            store,
+            state,
+            Change::Published {
+                endpoint: "ep".into(),
+                ports: vec![port(slot)],
+                next_generation: slot + 2,
+            },
+        )
+    }
+
+    fn commit(store: &mut StateStore, state: &mut State, change: Change) -> Result<(), StateError> {
+        store.record(&change, state)?;
         change.apply(state);
-        store.record(&change, state).expect("record");
+        // As the agent does.
+        if store.trouble().is_none() {
+            store.fold_if_due(state);
+        }
+        Ok(())
+    }
+
+    thread_local! {
+        /// The operations failing on this test's thread, `(file, op, errno)`.
+        static FAULTS: std::cell::RefCell<Vec<(&'static str, &'static str, i32)>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    fn test_fault(file: &str, op: &str) -> io::Result<()> {
+        FAULTS.with_borrow(
+            |faults| match faults.iter().find(|(f, o, _)| *f == file && *o == op) {
+                Some((_, _, errno)) => Err(io::Error::from_raw_os_error(*errno)),
+                None => Ok(()),
+            },
+        )
+    }
+
+    fn failing(faults: &[(&'static str, &'static str, i32)]) {
+        FAULTS.with_borrow_mut(|f| *f = faults.to_vec());
+    }
+
+    /// A store in a new directory with faults injected by [`failing`], and
+    /// a saved state with endpoint "ep".
+    fn faulty_store() -> (tempfile::TempDir, StateStore, State) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = StateStore::new(dir.path()).with_reserve(4096);
+        store.fault = test_fault;
+        let mut s = with_endpoint();
+        store.save(&mut s).expect("save");
+        (dir, store, s)
+    }
+
+    fn reload(dir: &Path) -> State {
+        StateStore::new(dir).load().expect("load").expect("state")
+    }
+
+    /// What the files hold equals what memory holds, ignoring the journal
+    /// bookkeeping.
+    fn assert_files_hold(dir: &Path, memory: &State, what: &str) {
+        let mut loaded = reload(dir);
+        loaded.journal_seq = memory.journal_seq;
+        assert_eq!(&loaded, memory, "{what}");
+    }
+
+    #[test]
+    fn a_failed_append_changes_nothing_and_the_next_one_works() {
+        for (op, errno) in [
+            ("write", libc::ENOSPC),
+            ("write", libc::EIO),
+            ("write", libc::EDQUOT),
+            ("write", libc::EROFS),
+            ("fsync", libc::EIO),
+            ("reserve", libc::ENOSPC),
+            ("reserve", libc::EIO),
+        ] {
+            let (dir, mut store, mut s) = faulty_store();
+            publish(&mut store, &mut s, 0);
+            let journal = fs::read(store.journal_path()).expect("journal");
+            failing(&[(JOURNAL_FILE, op, errno)]);
+            let err = try_publish(&mut store, &mut s, 1).expect_err("injected");
+            let line = crate::error::one_line(&err);
+            assert!(
+                line.contains("state"),
+                "{op}: the error names the file: {line}"
+            );
+            assert_eq!(ports(&s), [0], "{op}={errno}: memory unchanged");
+            assert_eq!(
+                fs::read(store.journal_path()).expect("journal"),
+                journal,
+                "{op}={errno}: the journal as it was"
+            );
+            assert_files_hold(dir.path(), &s, op);
+            assert!(store.trouble().is_some());
+            failing(&[]);
+            publish(&mut store, &mut s, 2);
+            assert_files_hold(dir.path(), &s, "after the failure");
+            assert!(matches!(store.fold_if_due(&mut s), FoldOutcome::Recovered));
+            assert!(store.trouble().is_none());
+            assert_files_hold(dir.path(), &s, "folded");
+        }
+    }
+
+    #[test]
+    fn a_full_reserve_refuses_additions_and_records_removals() {
+        let (dir, mut store, mut s) = faulty_store();
+        publish(&mut store, &mut s, 0);
+        failing(&[(JOURNAL_FILE, "reserve", libc::ENOSPC)]);
+        let err = try_publish(&mut store, &mut s, 1).expect_err("full");
+        assert!(matches!(err, StateError::Full { .. }), "{err:?}");
+        assert!(err.is_full());
+        assert!(crate::error::one_line(&err).contains("is full"));
+        commit(
+            &mut store,
+            &mut s,
+            Change::Unpublished {
+                endpoint: "ep".into(),
+                mappings: vec![(0, 1)],
+            },
+        )
+        .expect("a removal needs no new space");
+        commit(
+            &mut store,
+            &mut s,
+            Change::EndpointRemoved {
+                endpoint: "ep".into(),
+            },
+        )
+        .expect("a removal needs no new space");
+        assert!(s.endpoints.is_empty());
+        assert_files_hold(dir.path(), &s, "removals recorded");
+        assert!(store.trouble().is_some_and(|t| t.full));
+    }
+
+    #[test]
+    fn a_line_that_cannot_be_cut_off_is_superseded_by_a_snapshot() {
+        let (dir, mut store, mut s) = faulty_store();
+        publish(&mut store, &mut s, 0);
+        // The line is written, its fsync fails, and so does the cut: it
+        // stays in the file, complete.
+        failing(&[
+            (JOURNAL_FILE, "fsync", libc::EIO),
+            (JOURNAL_FILE, "truncate", libc::EIO),
+        ]);
+        try_publish(&mut store, &mut s, 1).expect_err("injected");
+        assert_eq!(ports(&s), [0]);
+        failing(&[]);
+        publish(&mut store, &mut s, 2);
+        assert_eq!(ports(&s), [0, 2]);
+        assert_files_hold(dir.path(), &s, "the failed line is dead");
+    }
+
+    #[test]
+    fn a_failed_fold_leaves_loadable_files() {
+        for (file, op) in [
+            (STATE_FILE, "write"),
+            (STATE_FILE, "fsync"),
+            ("state.dir", "rename"),
+            ("state.dir", "fsync"),
+            (JOURNAL_FILE, "truncate"),
+        ] {
+            for errno in [libc::ENOSPC, libc::EIO, libc::EROFS] {
+                let (dir, mut store, mut s) = faulty_store();
+                publish(&mut store, &mut s, 0);
+                publish(&mut store, &mut s, 1);
+                failing(&[(file, op, errno)]);
+                store.save(&mut s).expect_err("injected");
+                assert_files_hold(dir.path(), &s, &format!("{file}:{op}"));
+                assert!(
+                    !dir.path().join(format!(".{STATE_FILE}.tmp")).exists(),
+                    "no temporary left"
+                );
+                // Appending goes on, and loads the same.
+                publish(&mut store, &mut s, 2);
+                assert_files_hold(dir.path(), &s, &format!("{file}:{op}, then a publish"));
+                failing(&[]);
+                store.save(&mut s).expect("save");
+                assert_files_hold(dir.path(), &s, "saved");
+            }
+        }
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_before_the_next_append() {
+        let (dir, mut store, mut s) = faulty_store();
+        publish(&mut store, &mut s, 0);
+        let mut journal = fs::read_to_string(store.journal_path()).expect("journal");
+        journal.push_str("{\"seq\":2,\"op\":\"publ");
+        fs::write(store.journal_path(), &journal).expect("tear");
+        let mut store = StateStore::new(dir.path());
+        let mut s = store.load().expect("load").expect("state");
+        publish(&mut store, &mut s, 1);
+        assert_files_hold(dir.path(), &s, "appended after the torn line");
+        assert_eq!(ports(&reload(dir.path())), [0, 1]);
+    }
+
+    #[test]
+    fn every_change_replays_as_it_applied() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = StateStore::new(dir.path());
+        let mut s = state();
+        store.save(&mut s).expect("save");
+        let mut other = sample_endpoint();
+        other.id = "other".into();
+        other.phase = Phase::Creating;
+        for change in [
+            Change::EndpointAdded {
+                endpoint: Box::new(sample_endpoint()),
+            },
+            Change::EndpointAdded {
+                endpoint: Box::new(other),
+            },
+            Change::EndpointPhase {
+                endpoint: "other".into(),
+                phase: Phase::Ready,
+            },
+            Change::EndpointNetns {
+                endpoint: "other".into(),
+                netns: "/var/run/docker/netns/1".into(),
+            },
+            Change::DockerNetwork {
+                network: Some("d0c".into()),
+            },
+            Change::TcFilter {
+                uplink: "up0".into(),
+                added_qdisc: true,
+            },
+            Change::EndpointPhase {
+                endpoint: "ep".into(),
+                phase: Phase::Removing,
+            },
+            Change::EndpointRemoved {
+                endpoint: "ep".into(),
+            },
+        ] {
+            commit(&mut store, &mut s, change).expect("record");
+        }
+        assert_eq!(s.endpoints.len(), 1);
+        assert_eq!(s.docker_network.as_deref(), Some("d0c"));
+        assert_eq!(reload(dir.path()), s);
     }
 
     fn ports(state: &State) -> Vec<u32> {
@@ -530,12 +1129,15 @@ mod tests {
         for slot in 0..3 {
             publish(&mut store, &mut s, slot);
         }
-        let gone = PortChange::Unpublished {
-            endpoint: "ep".into(),
-            mappings: vec![(1, 2)],
-        };
-        gone.apply(&mut s);
-        store.record(&gone, &mut s).expect("record");
+        commit(
+            &mut store,
+            &mut s,
+            Change::Unpublished {
+                endpoint: "ep".into(),
+                mappings: vec![(1, 2)],
+            },
+        )
+        .expect("record");
         assert_eq!(
             fs::read_to_string(store.path()).expect("state.json"),
             snapshot,
@@ -614,19 +1216,19 @@ mod tests {
         let mut store = StateStore::new(dir.path());
         let mut s = with_endpoint();
         store.save(&mut s).expect("save");
-        for slot in 0..=COMPACT_AFTER as u32 {
+        for slot in 0..COMPACT_AFTER as u32 {
             publish(&mut store, &mut s, slot);
         }
         let lines = fs::read_to_string(store.journal_path())
             .expect("journal")
             .lines()
             .count();
-        assert_eq!(lines, 0, "the change after {COMPACT_AFTER} lines compacted");
+        assert_eq!(lines, 0, "{COMPACT_AFTER} lines compacted");
         let loaded = StateStore::new(dir.path())
             .load()
             .expect("load")
             .expect("state");
-        assert_eq!(loaded.endpoints["ep"].ports.len(), COMPACT_AFTER + 1);
+        assert_eq!(loaded.endpoints["ep"].ports.len(), COMPACT_AFTER);
     }
 
     #[test]
@@ -636,11 +1238,17 @@ mod tests {
         assert_eq!(store.load().expect("load"), None);
         store.save(&mut state()).expect("save");
         assert_eq!(store.load().expect("load"), Some(state()));
-        let names: Vec<_> = fs::read_dir(dir.path())
+        let mut names: Vec<_> = fs::read_dir(dir.path())
             .expect("list")
             .map(|e| e.expect("entry").file_name())
             .collect();
-        assert_eq!(names, vec![STATE_FILE]);
+        names.sort();
+        // The journal is empty, with its reserve preallocated.
+        assert_eq!(names, vec![JOURNAL_FILE, STATE_FILE]);
+        assert_eq!(
+            fs::metadata(store.journal_path()).expect("journal").len(),
+            0
+        );
     }
 
     #[test]

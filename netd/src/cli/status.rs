@@ -29,6 +29,15 @@ impl Status {
         println!("uplinks:   {uplinks}");
         println!("endpoints: {}", status.endpoints);
         println!("state:     {}", status.state_dir);
+        match (&status.state_error, status.state_full) {
+            (Some(error), true) => println!(
+                "state:     the state directory is full: additions are refused; reads, unpublish and detach are served ({error})"
+            ),
+            (Some(error), false) => {
+                println!("state:     a write failed; retrying every second ({error})")
+            }
+            (None, _) => {}
+        }
         println!("bpffs:     {}", status.bpffs);
         let tc = match status.tc_attach.as_str() {
             "netlink" => "clsact via netlink",

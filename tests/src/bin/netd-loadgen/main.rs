@@ -174,6 +174,11 @@ struct CrrArgs {
     /// Bytes of the request (the `E` included) and of the response.
     #[arg(long, value_name = "BYTES", default_value = "64")]
     size: NonZeroUsize,
+    /// Timeout of each socket operation (connect, write, read), in
+    /// seconds: long enough, TCP's retransmissions (of a SYN after 1, 3
+    /// and 7 s) recover what a loaded machine loses.
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds, default_value = "2")]
+    timeout: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -537,7 +542,48 @@ struct CrrReport {
     #[serde(flatten)]
     latency: Latency,
     errors: u64,
+    /// The errors by kind.
+    failures: Failures,
     port_busy: u64,
+}
+
+/// Failed `crr` connections by what went wrong. A reset or refusal, an
+/// early close and a wrong answer are what a broken path gives: the peer,
+/// or a kernel that got a packet it has no socket for, said so. A timeout
+/// is what a path that drops gives, and also what a machine too busy to
+/// run the client, the server or softirqs in time gives.
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+struct Failures {
+    timeouts: u64,
+    resets: u64,
+    closed: u64,
+    mismatches: u64,
+    other: u64,
+}
+
+impl Failures {
+    fn count(&mut self, error: &io::Error) {
+        match error.kind() {
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => self.timeouts += 1,
+            io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe => self.resets += 1,
+            io::ErrorKind::UnexpectedEof => self.closed += 1,
+            io::ErrorKind::InvalidData => self.mismatches += 1,
+            _ => self.other += 1,
+        }
+    }
+
+    fn merge(self, other: Self) -> Self {
+        Self {
+            timeouts: self.timeouts + other.timeouts,
+            resets: self.resets + other.resets,
+            closed: self.closed + other.closed,
+            mismatches: self.mismatches + other.mismatches,
+            other: self.other + other.other,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -644,6 +690,7 @@ struct Tally {
     /// Latency of every successful operation, in nanoseconds.
     latencies_ns: Vec<u32>,
     errors: u64,
+    failures: Failures,
     port_busy: u64,
 }
 
@@ -670,6 +717,7 @@ impl Tally {
     fn merge(mut self, other: Self) -> Self {
         self.latencies_ns.extend(other.latencies_ns);
         self.errors += other.errors;
+        self.failures = self.failures.merge(other.failures);
         self.port_busy += other.port_busy;
         self
     }
@@ -718,9 +766,15 @@ fn percentile_us(sorted_ns: &[u32], percent: f64) -> f64 {
 
 /// A blocking TCP socket with the client timeouts and TCP_NODELAY set.
 fn tcp_client_socket(to: SocketAddr) -> io::Result<Socket> {
+    tcp_client_socket_with(to, IO_TIMEOUT)
+}
+
+/// A blocking TCP socket with `timeout` on reads and writes and
+/// TCP_NODELAY set.
+fn tcp_client_socket_with(to: SocketAddr, timeout: Duration) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(to), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_read_timeout(Some(IO_TIMEOUT))?;
-    socket.set_write_timeout(Some(IO_TIMEOUT))?;
+    socket.set_read_timeout(Some(timeout))?;
+    socket.set_write_timeout(Some(timeout))?;
     socket.set_tcp_nodelay(true)?;
     Ok(socket)
 }
@@ -823,6 +877,7 @@ fn crr(args: &CrrArgs) -> Result<CrrReport> {
         rate: tally.operations() as f64 / seconds,
         latency: Latency::of(tally.latencies_ns),
         errors: tally.errors,
+        failures: tally.failures,
         port_busy: tally.port_busy,
     })
 }
@@ -844,15 +899,26 @@ fn crr_thread(args: &CrrArgs, source: IpAddr, ports: PortRange, budget: &Budget)
             &mut next_ports,
             ports.len(),
             &mut tally.port_busy,
+            args.timeout,
         )
         .and_then(|mut stream| {
             stream.write_all(&request)?;
-            stream.read_exact(&mut response)
+            stream.read_exact(&mut response)?;
+            if response != request {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "the echo differs from the request",
+                ));
+            }
+            Ok(())
         });
         // The stream is closed by now, with an RST.
         match result {
             Ok(()) => tally.record(started.elapsed()),
-            Err(_) => tally.errors += 1,
+            Err(error) => {
+                tally.errors += 1;
+                tally.failures.count(&error);
+            }
         }
     }
     tally
@@ -871,15 +937,16 @@ fn crr_connect(
     ports: &mut impl Iterator<Item = u16>,
     tries: usize,
     port_busy: &mut u64,
+    timeout: Duration,
 ) -> io::Result<TcpStream> {
-    let socket = tcp_client_socket(to)?;
+    let socket = tcp_client_socket_with(to, timeout)?;
     socket.set_reuse_address(true)?;
     // SO_LINGER {on, 0}: close() sends an RST instead of a FIN. Set now rather
     // than after the response, so that a connection failing halfway is closed
     // the same way.
     socket.set_linger(Some(Duration::ZERO))?;
     bind_next_free_port(&socket, source, ports, tries, port_busy)?;
-    socket.connect_timeout(&to.into(), IO_TIMEOUT)?;
+    socket.connect_timeout(&to.into(), timeout)?;
     Ok(socket.into())
 }
 
@@ -1140,6 +1207,7 @@ mod tests {
             source: None,
             ports: "20000-60999".parse().expect("a valid range"),
             size: NonZeroUsize::new(64).expect("non-zero"),
+            timeout: IO_TIMEOUT,
         })
         .expect("crr runs");
         assert!(report.connections > 0 && report.errors == 0, "{report:?}");
@@ -1219,5 +1287,31 @@ mod tests {
             ])
             .is_err()
         );
+    }
+
+    /// What the soak's verdict rests on: a refused connection counts as a
+    /// reset, not as a timeout.
+    #[test]
+    fn crr_tells_resets_from_timeouts() {
+        // A port nobody listens on: the kernel answers every SYN with RST.
+        let closed = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|l| l.local_addr())
+            .expect("a free port");
+        let report = crr(&CrrArgs {
+            limits: Limits {
+                max: 20,
+                ..limits(closed)
+            },
+            concurrency: NonZeroUsize::new(1).expect("non-zero"),
+            source: None,
+            ports: "20000-60999".parse().expect("a valid range"),
+            size: NonZeroUsize::new(64).expect("non-zero"),
+            timeout: IO_TIMEOUT,
+        })
+        .expect("crr runs");
+        assert_eq!(report.connections, 0, "{report:?}");
+        assert!(report.errors > 0, "{report:?}");
+        assert_eq!(report.failures.resets, report.errors, "{report:?}");
+        assert_eq!(report.failures.timeouts, 0, "{report:?}");
     }
 }
