@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT OR GPL-2.0-only
 //! The agent's HTTP API: JSON bodies over a Unix socket, under versioned
 //! paths. Shared by the server (agent) and the client (CLI); documented in
-//! the README.
+//! docs/cli.md.
 
 use std::net::Ipv4Addr;
 

@@ -28,7 +28,7 @@ pub struct Options {
     /// Only these benchmarks (B1..B8, comma-separated).
     #[arg(long)]
     pub only: Option<String>,
-    /// Also copy results.md and b3.svg to docs/bench/, which the README
+    /// Also copy results.md and b3.svg to docs/bench/, which docs/benchmarks.md
     /// shows.
     #[arg(long)]
     pub docs: bool,

@@ -220,7 +220,7 @@ async fn down(State(s): State<Shared>) -> Json<crate::api::DownReport> {
 async fn not_found() -> ApiError {
     ApiError::new(
         ErrorKind::NotFound,
-        "no such API path (see the README's API section)".to_owned(),
+        "no such API path (see docs/cli.md, API)".to_owned(),
     )
 }
 
@@ -231,7 +231,7 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
         status: StatusCode::METHOD_NOT_ALLOWED,
         body: ErrorBody {
             message: format!(
-                "method {method} is not allowed on {} (see the README's API section)",
+                "method {method} is not allowed on {} (see docs/cli.md, API)",
                 uri.path()
             ),
             kind: ErrorKind::InvalidArgument.as_str().to_owned(),
