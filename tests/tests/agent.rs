@@ -862,3 +862,96 @@ fn api_answers_half_closed_requests_and_closes_silent_connections() {
     }
     agent.ok(&["status"]);
 }
+
+/// Docker's driver socket is served by the same server: a half-closed
+/// request is answered, a connection that says nothing (or stops in its
+/// first head) is closed after the head timeout, and a connection that has
+/// made a request may idle as long as dockerd keeps it (dockerd reuses its
+/// plugin connections for POSTs).
+#[test]
+fn docker_socket_is_served_by_the_hardened_server() {
+    require_root!();
+    use std::{
+        io::{Read as _, Write as _},
+        net::Shutdown,
+        os::unix::net::UnixStream,
+        time::{Duration, Instant},
+    };
+    let host = Netns::new("h");
+    let dir = netd_tests::topology::Scratch::new();
+    let docker_socket = dir.0.join("docker.sock");
+    let docker_arg = docker_socket.display().to_string();
+    let agent = Agent::start(
+        &host,
+        &[
+            "--subnet",
+            "10.104.0.0/24",
+            "--docker-plugin-socket",
+            &docker_arg,
+        ],
+    );
+    let activate = b"POST /Plugin.Activate HTTP/1.1\r\nHost: netd\r\nContent-Length: 2\r\n\r\n{}";
+
+    let silent = UnixStream::connect(&docker_socket).expect("connect");
+    let mut trickle = UnixStream::connect(&docker_socket).expect("connect");
+    trickle
+        .write_all(b"POST /Plugin.Activate HTTP/1.1\r\nHo")
+        .expect("write");
+    let opened = Instant::now();
+    let closing = [
+        ("silent", silent.try_clone()),
+        ("partial head", trickle.try_clone()),
+    ]
+    .map(|(what, stream)| {
+        let mut stream = stream.expect("clone");
+        thread::spawn(move || {
+            let read = read_until_closed(&mut stream, Duration::from_secs(30));
+            (what, read, opened.elapsed())
+        })
+    });
+
+    // Keep-alive: one request, then idle past the head timeout, then
+    // another on the same connection.
+    let mut kept = UnixStream::connect(&docker_socket).expect("connect");
+    let mut answer = [0; 4096];
+    kept.write_all(activate).expect("write");
+    kept.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let n = kept.read(&mut answer).expect("first answer");
+    let first = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert!(
+        first.starts_with("HTTP/1.1 200") && first.contains("NetworkDriver"),
+        "{first}"
+    );
+
+    let mut half = UnixStream::connect(&docker_socket).expect("connect");
+    half.write_all(activate).expect("write");
+    half.shutdown(Shutdown::Write).expect("shutdown");
+    let (answer_half, closed) = read_until_closed(&mut half, Duration::from_secs(10));
+    assert!(
+        answer_half.contains("NetworkDriver"),
+        "half-closed: {answer_half:?}"
+    );
+    assert!(closed, "closed after answering a half-closed request");
+
+    for handle in closing {
+        let (what, (answer, closed), after) = handle.join().expect("reader");
+        assert!(closed, "{what}: still open after 30 s ({answer:?})");
+        assert!(
+            after >= Duration::from_secs(9),
+            "{what}: closed after {after:?}"
+        );
+        assert!(answer.is_empty(), "{what}: {answer:?}");
+    }
+    assert!(opened.elapsed() >= Duration::from_secs(10));
+    kept.write_all(activate)
+        .expect("the idle connection is still open");
+    let n = kept.read(&mut answer).expect("second answer");
+    let second = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+    drop((
+        silent.shutdown(Shutdown::Both),
+        trickle.shutdown(Shutdown::Both),
+    ));
+    agent.ok(&["status"]);
+}

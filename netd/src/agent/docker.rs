@@ -38,7 +38,7 @@ use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf, sync::Arc};
 use axum::{
     Router,
     body::Bytes,
-    extract::{DefaultBodyLimit, Path as UrlPath, State},
+    extract::{Path as UrlPath, State},
     http::{StatusCode, header},
     response::{IntoResponse, Response},
     routing::post,
@@ -53,6 +53,7 @@ use tracing::{debug, info, warn};
 use super::{
     Agent,
     error::AgentError,
+    http::HeadTimeout,
     ipam, now_rfc3339, ports,
     state::{Change, EndpointState, NetworkState, Phase, PublishedPort},
 };
@@ -64,9 +65,6 @@ use crate::{
 
 /// The media type of the plugin protocol, sent back on every answer.
 const PLUGIN_MEDIA_TYPE: &str = "application/vnd.docker.plugins.v1.2+json";
-
-/// Request bodies above this are refused; Docker's largest are a few KiB.
-const MAX_BODY: usize = 1 << 20;
 
 /// Who the driver's endpoints belong to (`netd ps --json`'s `owner`).
 pub const OWNER: &str = "docker";
@@ -938,11 +936,8 @@ pub(super) async fn serve(
 ) -> std::io::Result<()> {
     let router = Router::new()
         .route("/{method}", post(handle))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(agent);
-    axum::serve(listener, router)
-        .with_graceful_shutdown(stop)
-        .await
+    super::http::serve(listener, router, HeadTimeout::FirstRequest, "docker", stop).await
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ mod datapath;
 /// Docker's remote network driver, on `--docker-plugin-socket`.
 mod docker;
 pub mod error;
+mod http;
 pub mod ipam;
 mod ports;
 mod server;

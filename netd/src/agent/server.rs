@@ -3,7 +3,7 @@
 //! Engine API (`curl --unix-socket /run/netd/netd.sock http://netd/v1/status`).
 //! Errors are JSON too: `{"message": ..., "kind": ...}` with a 4xx/5xx status.
 
-use std::{fs, os::unix::fs::PermissionsExt as _, path::Path, sync::Arc, time::Duration};
+use std::{fs, os::unix::fs::PermissionsExt as _, path::Path, sync::Arc};
 
 use axum::{
     Json, Router,
@@ -13,30 +13,22 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use hyper::server::conn::http1;
-use hyper_util::{
-    rt::{TokioIo, TokioTimer},
-    server::graceful::GracefulShutdown,
-    service::TowerToHyperService,
-};
 use serde::de::DeserializeOwned;
 use tokio::{
     net::{UnixListener, UnixStream},
     signal::unix::{SignalKind, signal},
     sync::{Mutex, Notify},
 };
-use tracing::{debug, info, warn};
+use tracing::info;
 
 use super::{
     Agent,
     error::{AgentError, ErrorKind},
+    http::{self, HeadTimeout, MAX_BODY},
 };
 use crate::api::{
     AttachRequest, DetachRequest, DetachResponse, ErrorBody, PortsRequest, PortsResponse,
 };
-
-/// Request bodies above this are refused (413).
-const MAX_BODY: usize = 1 << 20;
 
 #[derive(Clone)]
 struct Shared {
@@ -256,67 +248,7 @@ fn router(shared: Shared) -> Router {
         .route("/v1/down", post(down))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(shared)
-}
-
-/// A client has this long to send a request's head once the server waits
-/// for one; then its connection is closed. Without it, a client that
-/// connects and says nothing (or trickles bytes) holds a connection, a
-/// task and a file descriptor forever. Idle keep-alive connections close
-/// after it too: netd's CLI opens one per request.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a stop waits for requests in progress before it drops them.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Serves `router` over HTTP/1.1 on `listener` until `stop` completes,
-/// then lets requests in progress finish. What axum's `serve` does, plus
-/// the head timeout and half-closes: a client that sends its whole request
-/// and shuts down its writing half (`nc -N`, `socat`) gets its answer.
-async fn serve_http(
-    listener: UnixListener,
-    router: Router,
-    stop: impl Future<Output = ()>,
-) -> std::io::Result<()> {
-    let connections = GracefulShutdown::new();
-    let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .half_close(true);
-    tokio::pin!(stop);
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(err) => {
-                    // Out of file descriptors or memory: wait for some to
-                    // come back rather than spin.
-                    warn!(error = %err, "accepting an API connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = &mut stop => break,
-        };
-        let connection = http.serve_connection(
-            TokioIo::new(stream),
-            TowerToHyperService::new(router.clone()),
-        );
-        let connection = connections.watch(connection);
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                debug!(error = %err, "API connection");
-            }
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, connections.shutdown())
-        .await
-        .is_err()
-    {
-        warn!("requests still in progress after {DRAIN_TIMEOUT:?}: dropped");
-    }
-    Ok(())
 }
 
 /// Binds the API socket (mode 0600: the API is root's). A stale socket file
@@ -408,7 +340,14 @@ pub async fn serve(agent: Agent) -> anyhow::Result<()> {
             () = stop.notified() => info!("down: everything removed; stopping"),
         }
     };
-    let served = serve_http(listener, router(shared), shutdown).await;
+    let served = http::serve(
+        listener,
+        router(shared),
+        HeadTimeout::EveryRequest,
+        "api",
+        shutdown,
+    )
+    .await;
     ticker.abort();
     let _ = fs::remove_file(&socket);
     if let Some(docker) = docker {
