@@ -490,7 +490,19 @@ impl Agent {
                     kept.push(flow);
                     continue;
                 }
-                Some(Collect::Expired) => collected.expired += 1,
+                Some(Collect::Expired) => {
+                    // Removed at once, not with the batch at the end: a
+                    // SYN reopening the tuple between this look and that
+                    // batch (the scan takes tens of milliseconds with
+                    // thousands of flows, more on a loaded machine) would
+                    // lose its entries, its SYN-ACK would leave untracked
+                    // and the tuple stay blocked. Two entries per call
+                    // keep the window to microseconds.
+                    self.datapath.maps().ct_remove_all(&flow.keys())?;
+                    collected.expired += 1;
+                    remaining = remaining.saturating_sub(2);
+                    continue;
+                }
                 Some(Collect::Stale) => collected.stale += 1,
                 None => {
                     kept.push(flow);
