@@ -418,6 +418,17 @@ fn cri_pods_with_host_ports_are_served_and_removed() {
         t.fetch(&format!("http://{HOST_IP}:8081/")).as_deref(),
         Some(PAGE)
     );
+    // Its flows carry the pod's name too.
+    let flows = t.agent.json(&["conntrack"]);
+    assert!(
+        flows
+            .as_array()
+            .expect("flows")
+            .iter()
+            .any(|f| f["endpoint"] == "shop/web"
+                && f["src"].as_str().is_some_and(|s| s.starts_with(OUT_IP))),
+        "{flows}"
+    );
     let log = fs::read_to_string(scratch.0.join("logs/web/httpd.log")).unwrap_or_default();
     assert!(log.contains(OUT_IP), "httpd saw the client as: {log}");
     // UDP to a server in the pod's namespace (entered through the pause

@@ -21,6 +21,7 @@ use std::{
 use aya::maps::{Array, HashMap, Map, MapData, lpm_trie::LpmTrie};
 use netd_common::{
     endpoint::EndpointInfo,
+    map_names,
     ports::{Mapping, PortKey, PortValue},
 };
 use netd_tests::{
@@ -218,13 +219,12 @@ impl Bed {
     /// the host address its `NETD_PORTS` keys give it, and the addresses in
     /// `NETD_ENDPOINTS`.
     fn kernel(&self) -> View {
-        let bpffs = self.agent().bpffs();
         let pinned = |name: &str| {
-            let path = bpffs.join(name);
+            let path = self.agent().map_pin(name);
             MapData::from_pin(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
         };
         let mappings =
-            Array::<_, Mapping>::try_from(Map::Array(pinned("NETD_MAPPINGS"))).expect("array");
+            Array::<_, Mapping>::try_from(Map::Array(pinned(map_names::MAPPINGS))).expect("array");
         let mut active = BTreeMap::new();
         for (slot, mapping) in mappings.iter().enumerate() {
             let mapping = mapping.expect("a slot");
@@ -232,8 +232,9 @@ impl Bed {
                 active.insert(slot as u32, mapping);
             }
         }
-        let ports = LpmTrie::<_, PortKey, PortValue>::try_from(Map::LpmTrie(pinned("NETD_PORTS")))
-            .expect("lpm trie");
+        let ports =
+            LpmTrie::<_, PortKey, PortValue>::try_from(Map::LpmTrie(pinned(map_names::PORTS)))
+                .expect("lpm trie");
         let mut keyed: BTreeMap<u32, BTreeSet<(u8, Ipv4Addr)>> = BTreeMap::new();
         for entry in ports.iter() {
             let (key, value) = entry.expect("a key");
@@ -283,7 +284,7 @@ impl Bed {
             );
         }
         let endpoints =
-            HashMap::<_, u32, EndpointInfo>::try_from(Map::HashMap(pinned("NETD_ENDPOINTS")))
+            HashMap::<_, u32, EndpointInfo>::try_from(Map::HashMap(pinned(map_names::ENDPOINTS)))
                 .expect("hash map");
         view.endpoints = endpoints
             .keys()
@@ -675,4 +676,82 @@ fn an_operation_whose_end_cannot_be_recorded_is_finished_later() {
     bed.wait_forgotten(&id, "the interrupted detach");
     bed.assert_agree("interrupted detach finished");
     let _ = &bed.host;
+}
+
+/// The CNI plugin's calls through a failing journal: an ADD whose record
+/// cannot be written fails with the cause and leaves nothing; a DEL whose
+/// record cannot be written fails (the runtime retries it) and leaves the
+/// pod as it was; both succeed once writes do, and memory, files and
+/// kernel agree after each step.
+#[test]
+fn cni_calls_through_a_failing_journal_change_nothing() {
+    require_root!();
+    let bed = Bed::new(None, &[]);
+    let pod = Netns::new("pod");
+    let pod_path = pod.path().display().to_string();
+    let conf = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "netd",
+        "type": "netd",
+        "socket": bed.agent().socket(),
+        "runtimeConfig": {"portMappings": [
+            {"HostPort": 8080, "ContainerPort": 80, "Protocol": "tcp", "HostIP": ""}
+        ]},
+    })
+    .to_string();
+    let cni = |command: &str| {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new(netd_tests::agent::netd_bin())
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", "c0ffee01")
+            .env("CNI_NETNS", &pod_path)
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_ARGS", "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the plugin");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(conf.as_bytes())
+            .expect("configuration");
+        let out = child.wait_with_output().expect("plugin output");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+
+    for errno in ["ENOSPC", "EIO"] {
+        bed.arm(&format!("state.journal:write={errno}"));
+        let (ok, answer) = cni("ADD");
+        assert!(!ok, "ADD with a failing journal: {answer}");
+        assert!(answer.contains("state.journal"), "names the file: {answer}");
+        bed.arm("");
+        bed.wait_writable("after a failed ADD");
+        assert_eq!(bed.assert_agree(&format!("ADD, journal {errno}")), 0);
+        assert!(
+            bed.memory().endpoints.is_empty(),
+            "no pod after a failed ADD"
+        );
+    }
+    let (ok, answer) = cni("ADD");
+    assert!(ok, "ADD: {answer}");
+    assert_eq!(bed.assert_agree("ADD"), 1);
+
+    bed.arm("state.journal:write=EIO");
+    let (ok, answer) = cni("DEL");
+    assert!(!ok, "DEL with a failing journal: {answer}");
+    bed.arm("");
+    bed.wait_writable("after a failed DEL");
+    bed.assert_agree("DEL, journal EIO");
+    let (ok, answer) = cni("DEL");
+    assert!(ok, "DEL, retried: {answer}");
+    assert_eq!(bed.assert_agree("DEL"), 0);
+    assert!(bed.memory().endpoints.is_empty());
 }
