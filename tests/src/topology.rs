@@ -92,10 +92,12 @@ pub fn fetch(ns: &Netns, url: &str) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Waits until something listens on `port` (TCP, or UDP) in `ns`.
+/// Waits until something listens on `port` (TCP, or UDP) in `ns`. A
+/// readiness wait, not a speed bar: Python's start takes over 10 s under
+/// emulation (the 6.1 VM) on a busy machine.
 pub fn wait_listening(ns: &Netns, port: u16, udp: bool) {
     let flag = if udp { "-Huln" } else { "-Htln" };
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while ns
         .sh(&format!("ss {flag} sport = :{port}"))
         .trim()
