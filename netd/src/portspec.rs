@@ -328,16 +328,10 @@ impl FromStr for PortSpec {
                 .ok_or_else(|| SpecError::Syntax(spec.to_owned()))?;
             (ip, host, ctr)
         } else {
-            let parts: Vec<&str> = rest.split(':').collect();
-            match parts.as_slice() {
-                [ctr] => ("", "", *ctr),
-                [host, ctr] => ("", *host, *ctr),
-                [ip @ .., host, ctr] => {
-                    let ip = rest[..ip.iter().map(|p| p.len() + 1).sum::<usize>() - 1].trim();
-                    (ip, *host, *ctr)
-                }
-                [] => unreachable!("split yields a part"),
-            }
+            let mut parts = rest.rsplitn(3, ':');
+            let ctr = parts.next().unwrap_or_default();
+            let host = parts.next().unwrap_or_default();
+            (parts.next().unwrap_or_default().trim(), host, ctr)
         };
         let ctr = parse_ctr(spec, ctr)?;
         let host_ip = parse_host_ip(spec, ip)?;

@@ -695,12 +695,7 @@ impl Agent {
         })?;
         let ep = self.state.endpoints[id].clone();
         failpoint::hit("detach:recorded");
-        for port in &ep.ports {
-            self.datapath.maps().uninstall(&ports::rule(&ep, port))?;
-        }
-        let slots: std::collections::BTreeSet<(u32, u32)> =
-            ep.ports.iter().map(|p| (p.slot, p.generation)).collect();
-        self.sweep_conntrack(|flow| flow.mapping().is_some_and(|m| slots.contains(&m)))?;
+        self.withdraw(&ep, &ep.ports)?;
         self.disconnect_endpoint(&ep)?;
         if let Some(link) = self.nl.link(&ep.host_ifname).await? {
             self.nl.del_link(link.index, &ep.host_ifname).await?;
@@ -833,7 +828,13 @@ fn default_name(given: &str, id: &str) -> String {
 
 fn check_name(name: &str) -> Result<(), AgentError> {
     let why = match name.split_once('/') {
-        None => check_plain_name(name, 64),
+        None => check_plain_name(name, 64).map(|why| {
+            if why == NAME_CHARACTERS {
+                format!("{why} (and one '/' in a pod's NAMESPACE/NAME)")
+            } else {
+                why
+            }
+        }),
         // Kubernetes names a pod within its namespace: a DNS label (63
         // bytes at most), then a DNS subdomain (253).
         Some((namespace, pod)) => check_plain_name(namespace, 63)
@@ -851,6 +852,9 @@ fn check_name(name: &str) -> Result<(), AgentError> {
     }
 }
 
+/// What [`check_plain_name`] says of a name with other characters.
+const NAME_CHARACTERS: &str = "use letters, digits, '-', '_' and '.'";
+
 /// Why `name` is not a name of at most `max` bytes, if it is not.
 fn check_plain_name(name: &str, max: usize) -> Option<String> {
     if name.is_empty() {
@@ -861,10 +865,7 @@ fn check_plain_name(name: &str, max: usize) -> Option<String> {
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     {
-        Some(
-            "use letters, digits, '-', '_' and '.' (and one '/' in a pod's NAMESPACE/NAME)"
-                .to_owned(),
-        )
+        Some(NAME_CHARACTERS.to_owned())
     } else {
         None
     }

@@ -441,15 +441,30 @@ impl Agent {
             mappings: ports.iter().map(|p| (p.slot, p.generation)).collect(),
         })?;
         let ep = self.state.endpoints[id].without_ports();
-        let mut views = Vec::new();
+        let views = ports
+            .iter()
+            .map(|port| self.port_view(&ep, port))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.withdraw(&ep, ports)?;
         for port in ports {
-            views.push(self.port_view(&ep, port)?);
-            self.datapath.maps().uninstall(&rule(&ep, port))?;
             info!(endpoint = %ep.name, mapping = %form(port), "unpublished");
         }
-        let slots: BTreeSet<(u32, u32)> = ports.iter().map(|p| (p.slot, p.generation)).collect();
-        self.sweep_conntrack(|flow| flow.mapping().is_some_and(|m| slots.contains(&m)))?;
         Ok(views)
+    }
+
+    /// Takes `ports` of `ep` out of the kernel, their flows with them;
+    /// their removal is recorded already (an unpublish, or the endpoint's
+    /// `removing`).
+    pub(super) fn withdraw(
+        &mut self,
+        ep: &EndpointState,
+        ports: &[PublishedPort],
+    ) -> Result<(), AgentError> {
+        for port in ports {
+            self.datapath.maps().uninstall(&rule(ep, port))?;
+        }
+        let slots: BTreeSet<(u32, u32)> = ports.iter().map(|p| (p.slot, p.generation)).collect();
+        self.sweep_conntrack(|flow| flow.mapping().is_some_and(|m| slots.contains(&m)))
     }
 
     pub(super) fn port_view(
