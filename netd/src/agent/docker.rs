@@ -52,14 +52,14 @@ use tracing::{debug, info, warn};
 
 use super::{
     Agent,
+    endpoint::{NewEndpoint, Placement},
     error::AgentError,
     http::HeadTimeout,
-    ipam, now_rfc3339, ports,
+    ports,
     state::{Change, EndpointState, NetworkState, Phase, PublishedPort},
 };
 use crate::{
     mac::MacAddr,
-    netns::{Netns, NsIdent},
     portspec::{PortRange, PortSpec, Proto},
 };
 
@@ -130,8 +130,6 @@ pub enum DockerError {
         prefix_len: u8,
         subnet: Ipv4Net,
     },
-    #[error("endpoint {0} exists already")]
-    EndpointExists(String),
     #[error("no endpoint {0}: Docker did not create it through this agent, or it was removed")]
     UnknownEndpoint(String),
     #[error(
@@ -500,12 +498,6 @@ fn check_endpoint_id(id: &str) -> Result<(), DockerError> {
     }
 }
 
-/// The host end of an endpoint's veth, on the bridge (as `netd attach`
-/// names it), and the end Docker moves into the container.
-fn veth_names(id: &str) -> (String, String) {
-    (format!("veth{}", &id[..11]), format!("dk{}", &id[..11]))
-}
-
 impl Agent {
     fn docker_endpoint_count(&self) -> usize {
         self.state
@@ -552,10 +544,8 @@ impl Agent {
         Ok(())
     }
 
-    /// Creates endpoint `req.endpoint_id` with Docker's address, or the
-    /// lowest free one: validates everything first, then records the
-    /// endpoint, then creates its veth pair and datapath entries; on
-    /// failure, removes what was created and the record.
+    /// Creates endpoint `req.endpoint_id` in the agent's namespace, with
+    /// Docker's address or the lowest free one, for Docker to move.
     async fn docker_create_endpoint(
         &mut self,
         req: CreateEndpointRequest,
@@ -566,7 +556,7 @@ impl Agent {
         if !given.address_ipv6.is_empty() {
             return Err(DockerError::Ipv6);
         }
-        let net = self.state.network.clone();
+        let subnet = self.state.network.subnet;
         let requested_ip = match given.address.as_str() {
             "" => None,
             text => {
@@ -574,11 +564,11 @@ impl Agent {
                     what: "interface address",
                     value: text.to_owned(),
                 })?;
-                if address.prefix_len() != net.subnet.prefix_len() {
+                if address.prefix_len() != subnet.prefix_len() {
                     return Err(DockerError::AddressPrefix {
                         address,
-                        prefix_len: net.subnet.prefix_len(),
-                        subnet: net.subnet,
+                        prefix_len: subnet.prefix_len(),
+                        subnet,
                     });
                 }
                 Some(address.addr())
@@ -588,63 +578,24 @@ impl Agent {
             "" => None,
             text => Some(text.parse::<MacAddr>().map_err(AgentError::from)?),
         };
-        if self.state.endpoints.contains_key(&id) {
-            return Err(DockerError::EndpointExists(id));
-        }
-        // The ID is the endpoint's name too: names are unique.
-        if let Some(holder) = self.state.endpoints.values().find(|ep| ep.name == id) {
-            return Err(AgentError::NameTaken {
-                name: id,
-                id: holder.id.clone(),
-            }
-            .into());
-        }
-        self.release_stale().await?;
-        let taken = self.taken();
-        let ip = match requested_ip {
-            Some(ip) => {
-                ipam::check_requested(ip, net.subnet, net.gateway, &taken)?;
-                ip
-            }
-            None => ipam::next_free(net.subnet, net.gateway, &taken)?,
-        };
-        let (host_ifname, ifname) = veth_names(&id);
-        let endpoint = EndpointState {
-            id: id.clone(),
-            name: id.clone(),
-            // Unknown until Join names the sandbox.
-            netns: PathBuf::new(),
-            // Never a real namespace's (nsfs has no device 0), so `netd
-            // attach` of any namespace never collides with it.
-            netns_ident: NsIdent { dev: 0, ino: 0 },
-            ifname,
-            host_ifname,
-            ip,
-            mac: requested_mac.unwrap_or_else(|| MacAddr::from_ipv4(ip)),
-            created: now_rfc3339(),
-            phase: Phase::Creating,
-            ports: Vec::new(),
-            owner: Some(OWNER.to_owned()),
-            container_id: None,
-        };
-        self.commit(Change::EndpointAdded {
-            endpoint: Box::new(endpoint.clone()),
-        })?;
-
-        let plumbed = match self.docker_plumb(&endpoint).await {
-            Ok(()) => self
-                .connect_endpoint(&endpoint)
-                .await
-                .map_err(DockerError::from),
-            Err(err) => Err(err),
-        };
-        self.settle(&endpoint, plumbed).await?;
-        info!(endpoint = %id, ip = %ip, veth = %endpoint.host_ifname, "Docker endpoint created");
+        let endpoint = self
+            .create_endpoint(NewEndpoint {
+                // The ID is the endpoint's name too.
+                id: Some(id),
+                name: None,
+                ip: requested_ip,
+                mac: requested_mac,
+                owner: Some(OWNER.to_owned()),
+                container_id: None,
+                ports: Vec::new(),
+                placement: Placement::Host,
+            })
+            .await?;
 
         // libnetwork refuses an answer that changes what it chose.
         let chosen = EndpointInterface {
             address: if requested_ip.is_none() {
-                format!("{ip}/{}", net.subnet.prefix_len())
+                format!("{}/{}", endpoint.ip, subnet.prefix_len())
             } else {
                 String::new()
             },
@@ -658,20 +609,6 @@ impl Agent {
         Ok(CreateEndpointResponse {
             interface: (chosen != EndpointInterface::default()).then_some(chosen),
         })
-    }
-
-    /// Creates `ep`'s veth pair with both ends in the agent's namespace:
-    /// the host end a port of the bridge and up, the other end down with
-    /// the endpoint's MAC and the network's MTU, for Docker to move.
-    async fn docker_plumb(&self, ep: &EndpointState) -> Result<(), DockerError> {
-        let net = &self.state.network;
-        // The namespace the agent runs in: all its threads share it.
-        let own = Netns::open("/proc/self/ns/net").map_err(AgentError::from)?;
-        self.nl
-            .create_veth(&ep.host_ifname, &ep.ifname, &own, ep.mac, net.mtu)
-            .await?;
-        self.bridge_port(ep).await?;
-        Ok(())
     }
 
     fn docker_endpoint(&self, id: &str) -> Result<&EndpointState, DockerError> {
@@ -689,7 +626,7 @@ impl Agent {
             debug!(endpoint = %req.endpoint_id, "DeleteEndpoint of an unknown endpoint");
             return Ok(());
         }
-        self.remove(&req.endpoint_id).await?;
+        self.remove_endpoint(&req.endpoint_id).await?;
         Ok(())
     }
 
@@ -1130,9 +1067,5 @@ mod tests {
         assert!(check_endpoint_id(&"ab".repeat(32)).is_ok());
         assert!(check_endpoint_id("../../etc").is_err());
         assert!(check_endpoint_id("abc").is_err());
-        assert_eq!(
-            veth_names(&"0123456789abcdef".repeat(4)),
-            ("veth0123456789a".to_owned(), "dk0123456789a".to_owned())
-        );
     }
 }

@@ -60,6 +60,8 @@ pub enum AgentError {
     },
     #[error("no endpoint named {0}")]
     UnknownEndpoint(String),
+    #[error("endpoint {0} exists already")]
+    EndpointExists(String),
     #[error("bridge {bridge} is full: Linux allows at most {BRIDGE_MAX_PORTS} ports on a bridge")]
     BridgeFull { bridge: String },
     #[error("{path} exists inside the namespace already: interface {ifname} is taken")]
@@ -235,6 +237,7 @@ impl AgentError {
             | Self::NameTaken { .. }
             | Self::Broken { .. }
             | Self::AlreadyAttached { .. }
+            | Self::EndpointExists(_)
             | Self::IfnameTaken { .. }
             | Self::NotABridge { .. }
             | Self::SubnetOverlap { .. }

@@ -3,7 +3,7 @@
 //! Engine API (`curl --unix-socket /run/netd/netd.sock http://netd/v1/status`).
 //! Errors are JSON too: `{"message": ..., "kind": ...}` with a 4xx/5xx status.
 
-use std::{fs, os::unix::fs::PermissionsExt as _, path::Path, sync::Arc};
+use std::{fs, net::Ipv4Addr, os::unix::fs::PermissionsExt as _, path::Path, sync::Arc};
 
 use axum::{
     Json, Router,
@@ -23,11 +23,14 @@ use tracing::info;
 
 use super::{
     Agent,
+    endpoint::{NewEndpoint, Placement},
     error::{AgentError, ErrorKind},
     http::{self, HeadTimeout, MAX_BODY},
 };
-use crate::api::{
-    AttachRequest, DetachRequest, DetachResponse, ErrorBody, PortsRequest, PortsResponse,
+use crate::{
+    api::{AttachRequest, DetachRequest, DetachResponse, ErrorBody, PortsRequest, PortsResponse},
+    mac::MacAddr,
+    portspec::PortSpec,
 };
 
 #[derive(Clone)]
@@ -138,8 +141,43 @@ async fn attach(
     State(s): State<Shared>,
     Body(req): Body<AttachRequest>,
 ) -> ApiResult<(StatusCode, Json<crate::api::Endpoint>)> {
-    let endpoint = s.agent.lock().await.attach(req).await?;
-    Ok((StatusCode::CREATED, Json(endpoint)))
+    let new = new_endpoint(req)?;
+    let mut agent = s.agent.lock().await;
+    let endpoint = agent.create_endpoint(new).await?;
+    Ok((StatusCode::CREATED, Json(agent.view(&endpoint))))
+}
+
+/// An attach request (`netd attach`, the CNI plugin's ADD) as the network
+/// core takes it: every string parsed, the namespace opened.
+fn new_endpoint(req: AttachRequest) -> Result<NewEndpoint, AgentError> {
+    let ip = req
+        .ip
+        .as_deref()
+        .map(|ip| {
+            ip.parse::<Ipv4Addr>()
+                .map_err(|_| AgentError::IpSyntax(ip.to_owned()))
+        })
+        .transpose()?;
+    let mac = req.mac.as_deref().map(str::parse::<MacAddr>).transpose()?;
+    let ports = req
+        .ports
+        .iter()
+        .map(|s| s.parse())
+        .collect::<Result<Vec<PortSpec>, _>>()?;
+    let placement = Placement::Netns {
+        given: req.netns,
+        ifname: req.ifname.unwrap_or_else(|| "eth0".to_owned()),
+    };
+    Ok(NewEndpoint {
+        id: None,
+        name: req.name,
+        ip,
+        mac,
+        owner: req.owner,
+        container_id: req.container_id,
+        ports,
+        placement,
+    })
 }
 
 async fn detach(
@@ -204,7 +242,7 @@ async fn stats(State(s): State<Shared>) -> ApiResult<Json<crate::api::Stats>> {
 }
 
 async fn down(State(s): State<Shared>) -> Json<crate::api::DownReport> {
-    let report = s.agent.lock().await.down().await;
+    let report = crate::api::DownReport::from(s.agent.lock().await.down().await);
     s.stop.notify_one();
     Json(report)
 }

@@ -45,7 +45,9 @@ impl Down {
                 let mut store = StateStore::new(&self.state_dir);
                 let state = store.load()?;
                 let nl = Netlink::connect()?;
-                agent::down(&nl, state.as_ref(), &store, &self.bpffs).await
+                agent::down(&nl, state.as_ref(), &store, &self.bpffs)
+                    .await
+                    .into()
             }
             Err(err) => return Err(err.into()),
         };
