@@ -42,9 +42,18 @@ pub const ICC_DENIED: u32 = BASE + 9;
 pub const INTERNAL_NETWORK: u32 = BASE + 10;
 /// No masquerade port was free for a new flow (bounded retries).
 pub const NAT_EXHAUSTED: u32 = BASE + 11;
+/// A container sent to an address of another network: networks are
+/// isolated from each other, as Docker's are (they meet only through
+/// published ports).
+pub const ISOLATED: u32 = BASE + 12;
 
-/// Number of reasons: the map's size.
-pub const COUNT: u32 = 12;
+/// Number of reasons.
+pub const COUNT: u32 = 13;
+
+/// `NETD_DROPS`' size: room for reasons to come, so that adding one never
+/// changes the pinned map's layout (a resized map must be migrated).
+pub const SLOTS: u32 = 64;
+const _: () = assert!(COUNT <= SLOTS);
 
 /// Stable names, in code order.
 pub const NAMES: [&str; COUNT as usize] = [
@@ -60,6 +69,7 @@ pub const NAMES: [&str; COUNT as usize] = [
     "icc_denied",
     "internal_network",
     "nat_exhausted",
+    "isolated",
 ];
 
 /// The `NETD_DROPS` index of a drop code.
@@ -75,6 +85,6 @@ mod tests {
     #[test]
     fn every_code_has_a_name() {
         assert_eq!(NAMES.len() as u32, COUNT);
-        assert_eq!(index(NAT_EXHAUSTED), COUNT - 1);
+        assert_eq!(index(ISOLATED), COUNT - 1);
     }
 }

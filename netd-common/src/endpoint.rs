@@ -9,9 +9,39 @@ abi_type! {
         pub ifindex: u32,
         /// Its interface's MAC.
         pub mac: [u8; 6],
-        pub _pad: [u8; 2],
+        /// Its network's index in `NETD_NETWORKS`. Was padding before
+        /// netd had many networks: endpoints pinned by an older netd read
+        /// as the default network's (0).
+        pub network: u16,
     }
     size = 12;
+}
+
+/// How many networks the datapath holds (`NETD_NETWORKS`' size).
+pub const MAX_NETWORKS: u32 = 4096;
+
+/// The default network's index: the agent's own network, the only one an
+/// older netd knew.
+pub const DEFAULT_NETWORK: u16 = 0;
+
+abi_type! {
+    /// One network's settings, in the array `NETD_NETWORKS` at the
+    /// network's index.
+    pub struct NetworkInfo {
+        /// The network's subnet and mask (network order).
+        pub subnet_be: [u8; 4],
+        pub mask_be: [u8; 4],
+        /// The gateway's address: hairpin flows to this network's
+        /// containers come from it.
+        pub gateway_be: [u8; 4],
+        /// The bridge's MAC: the source MAC of packets netd delivers into
+        /// this network's containers, as if the gateway had routed them.
+        pub gateway_mac: [u8; 6],
+        pub _pad: [u8; 2],
+        /// `NET_NO_ICC`, `NET_NO_MASQUERADE`, `NET_INTERNAL`.
+        pub flags: u32,
+    }
+    size = 24;
 }
 
 /// [`DatapathConfig::redirect`]: deliver into containers with
@@ -41,9 +71,13 @@ pub const NET_INTERNAL: u32 = 4;
 pub const NET_PROTECT_PORTS: u32 = 8;
 
 abi_type! {
-    /// The network's settings, the only entry of the array `NETD_CONFIG`.
+    /// The datapath's settings, the only entry of the array `NETD_CONFIG`.
+    /// The fields of the default network (subnet, mask, gateway, its MAC
+    /// and `NET_*` flags but `NET_PROTECT_PORTS`) are kept for the programs
+    /// of an older netd, which run until the agent swaps its own in; this
+    /// netd's programs read every network from `NETD_NETWORKS`.
     pub struct DatapathConfig {
-        /// The network's subnet and mask (network order).
+        /// The default network's subnet and mask (network order).
         pub subnet_be: [u8; 4],
         pub mask_be: [u8; 4],
         /// The bridge's MAC: the source MAC of packets netd delivers into
@@ -76,7 +110,9 @@ abi_type! {
     pub struct VethInfo {
         pub addr_be: [u8; 4],
         pub mac: [u8; 6],
-        pub _pad: [u8; 2],
+        /// The container's network's index in `NETD_NETWORKS` (padding
+        /// before netd had many networks: 0, the default network).
+        pub network: u16,
     }
     size = 12;
 }

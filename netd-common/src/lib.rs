@@ -64,9 +64,11 @@ pub mod map_names {
     pub const UPLINKS: &str = "NETD_UPLINKS";
     pub const SOCK_REVNAT: &str = "NETD_SOCK_REVNAT";
     pub const FRAGS: &str = "NETD_FRAGS";
+    pub const NETWORKS: &str = "NETD_NETWORKS";
+    pub const SUBNETS: &str = "NETD_SUBNETS";
 
     /// Every map that is pinned.
-    pub const PINNED: [&str; 13] = [
+    pub const PINNED: [&str; 15] = [
         PROTO_STATS,
         DROPS,
         PORTS,
@@ -80,5 +82,7 @@ pub mod map_names {
         UPLINKS,
         SOCK_REVNAT,
         FRAGS,
+        NETWORKS,
+        SUBNETS,
     ];
 }

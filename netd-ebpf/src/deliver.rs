@@ -8,25 +8,59 @@ use aya_ebpf::{
     helpers::generated::{
         bpf_fib_lookup as fib_lookup, bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer,
     },
+    maps::lpm_trie::Key,
     programs::TcContext,
 };
 use netd_common::{
     drop,
-    endpoint::{DatapathConfig, REDIRECT_PEER},
+    endpoint::{DEFAULT_NETWORK, DatapathConfig, NetworkInfo, REDIRECT_PEER},
 };
 
-use crate::{maps::NETD_CONFIG, nat, parse::Flow};
+use crate::{
+    maps::{NETD_CONFIG, NETD_NETWORKS, NETD_SUBNETS, NETD_VETHS},
+    nat,
+    parse::Flow,
+};
 
 const AF_INET: u8 = 2;
 /// `BPF_FIB_LKUP_RET_*` (include/uapi/linux/bpf.h).
 const FIB_SUCCESS: i64 = 0;
 const FIB_NO_NEIGH: i64 = 7;
 
-/// The network's settings; zeroes (peer redirect) if the agent has not
+/// The datapath's settings; zeroes (peer redirect) if the agent has not
 /// written them yet.
 #[inline(always)]
 pub fn config() -> DatapathConfig {
     NETD_CONFIG.get(0).copied().unwrap_or_default()
+}
+
+/// The settings of network `index`; zeroes (a network holding no
+/// address) for an index the agent has not written.
+#[inline(always)]
+pub fn network(index: u16) -> NetworkInfo {
+    NETD_NETWORKS
+        .get(u32::from(index))
+        .copied()
+        .unwrap_or_default()
+}
+
+/// The index of the network behind host veth `ifindex`: the default
+/// network's for a veth netd does not know.
+#[inline(always)]
+pub fn network_of_veth(ifindex: u32) -> u16 {
+    match NETD_VETHS.get_ptr(ifindex) {
+        // SAFETY: a live map value.
+        Some(veth) => unsafe { (*veth).network },
+        None => DEFAULT_NETWORK,
+    }
+}
+
+/// The index of the network whose subnet holds `addr`, if one does.
+#[inline(always)]
+pub fn network_of_addr(addr: [u8; 4]) -> Option<u16> {
+    NETD_SUBNETS
+        .get(&Key::new(32, addr))
+        .map(|index| *index as u16)
 }
 
 /// Redirects to the container behind host veth `ifindex`: into its
@@ -49,20 +83,26 @@ pub fn redirect_into(ifindex: u32, redirect: u32) -> Result<i32, u32> {
     }
 }
 
+/// The MAC packets delivered into the container behind host veth
+/// `ifindex` come from: its network's gateway (the bridge).
+#[inline(always)]
+pub fn gateway_mac_for(ifindex: u32) -> [u8; 6] {
+    network(network_of_veth(ifindex)).gateway_mac
+}
+
 /// Delivers into the container behind `ifindex` with MAC `dmac`, as if the
 /// gateway had routed the packet.
 #[inline(always)]
 pub fn to_endpoint(ctx: &TcContext, ifindex: u32, dmac: [u8; 6]) -> Result<i32, u32> {
-    let cfg = config();
-    nat::tc_set_macs(ctx, dmac, cfg.gateway_mac)?;
-    redirect_into(ifindex, cfg.redirect)
+    nat::tc_set_macs(ctx, dmac, gateway_mac_for(ifindex))?;
+    redirect_into(ifindex, config().redirect)
 }
 
-/// Whether `addr` is inside the container network.
+/// Whether `addr` is inside the network `net`.
 #[inline(always)]
-pub fn in_network(cfg: &DatapathConfig, addr: [u8; 4]) -> bool {
-    let mask = u32::from_ne_bytes(cfg.mask_be);
-    mask != 0 && u32::from_ne_bytes(addr) & mask == u32::from_ne_bytes(cfg.subnet_be)
+pub fn in_network(net: &NetworkInfo, addr: [u8; 4]) -> bool {
+    let mask = u32::from_ne_bytes(net.mask_be);
+    mask != 0 && u32::from_ne_bytes(addr) & mask == u32::from_ne_bytes(net.subnet_be)
 }
 
 /// Whether `addr` can be the far end of a flow netd creates: not

@@ -5,17 +5,19 @@
 //! dropped (anti-spoofing); packets of tracked flows are translated and
 //! delivered (replies of published ports routed straight out, masqueraded
 //! flows out, hairpin flows into their container); ICMP errors about
-//! tracked flows are translated with them. A new flow meets the network's
-//! policy: to another container (unless `enable_icc=false`) it goes on over
-//! the bridge; to a published port of the host it is hairpinned; to the
-//! host itself it goes on; to the outside it is dropped on an internal
-//! network, else masqueraded (unless masquerade is off).
+//! tracked flows are translated with them. A new flow meets its network's
+//! policy: to another container of the network (unless `enable_icc=false`)
+//! it goes on over the bridge; to another network's container it is
+//! dropped (isolation); to a published port of the host it is hairpinned,
+//! whatever network the target is on; to the host itself it goes on; to
+//! the outside it is dropped on an internal network, else masqueraded
+//! (unless masquerade is off).
 
 use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
 use netd_common::{
     ct::{CT_AT_UPLINK, CT_TO_ENDPOINT},
     drop,
-    endpoint::{NET_INTERNAL, NET_NO_ICC, NET_NO_MASQUERADE},
+    endpoint::{DEFAULT_NETWORK, NET_INTERNAL, NET_NO_ICC, NET_NO_MASQUERADE},
     stats::hook,
 };
 
@@ -30,15 +32,16 @@ use crate::{
 };
 
 /// Drops what the container may not send: a source MAC other than its
-/// own (any frame), a source address other than its own (IPv4).
+/// own (any frame), a source address other than its own (IPv4). Returns
+/// the index of the container's network.
 #[inline(always)]
-fn check_source(ctx: &TcContext) -> Result<(), u32> {
+fn check_source(ctx: &TcContext) -> Result<u16, u32> {
     // SAFETY: the context's skb pointer is valid for the program's life.
     let ifindex = unsafe { (*ctx.skb.skb).ingress_ifindex };
     // A veth netd does not know (not attached yet, or being detached): its
     // packets are not netd's to police.
     let Some(veth) = NETD_VETHS.get_ptr(ifindex) else {
-        return Ok(());
+        return Ok(DEFAULT_NETWORK);
     };
     // SAFETY: a live map value, copied out.
     let veth = unsafe { *veth };
@@ -53,7 +56,7 @@ fn check_source(ctx: &TcContext) -> Result<(), u32> {
             return Err(drop::SPOOFED);
         }
     }
-    Ok(())
+    Ok(veth.network)
 }
 
 /// Sends a translated packet on: into a container, or out by the FIB.
@@ -69,7 +72,7 @@ fn deliver(ctx: &TcContext, flow: &Flow, action: &Action) -> Result<i32, u32> {
 #[inline(always)]
 pub fn try_endpoint_tc(ctx: &TcContext) -> Result<i32, u32> {
     observe::count(ctx, hook::ENDPOINT_TC);
-    check_source(ctx)?;
+    let network = check_source(ctx)?;
     let Some(packet) = parse::forwardable(ctx) else {
         return Ok(TC_ACT_OK);
     };
@@ -77,7 +80,7 @@ pub fn try_endpoint_tc(ctx: &TcContext) -> Result<i32, u32> {
         Packet::Flow(flow) => flow,
         Packet::IcmpError(err) => {
             let Some(entry) = ct::lookup(&ct::key_of_quoted(&err.inner)) else {
-                return policy_only(&err.outer);
+                return policy_only(&err.outer, network);
             };
             // SAFETY: a live map value, copied out.
             let action = unsafe { Action::of(&*entry) };
@@ -91,14 +94,14 @@ pub fn try_endpoint_tc(ctx: &TcContext) -> Result<i32, u32> {
     };
     if !frag::recall(&mut flow) {
         // A later fragment of a datagram netd did not translate.
-        return policy_only(&flow);
+        return policy_only(&flow, network);
     }
     let key = ct::key_of(&flow);
     let (entry, new_flow) = match ct::lookup(&key) {
         // SAFETY: a live map value.
         Some(entry) if unsafe { (*entry).flags } & CT_AT_UPLINK == 0 => (entry, false),
         Some(_) => return Ok(TC_ACT_OK),
-        None => match new_flow(ctx, &flow, &key)? {
+        None => match new_flow(ctx, &flow, &key, network)? {
             Some(entry) => (entry, true),
             None => return Ok(TC_ACT_OK),
         },
@@ -110,18 +113,24 @@ pub fn try_endpoint_tc(ctx: &TcContext) -> Result<i32, u32> {
     deliver(ctx, &flow, &action)
 }
 
-/// The network's policy for an untranslated packet from a container:
-/// `Ok` to let it go on, or the drop reason.
+/// The policy of network `network` for an untranslated packet from one of
+/// its containers: `Ok` to let it go on, or the drop reason. Another
+/// network's containers are out of reach (their gateways are the host's
+/// addresses, which are not).
 #[inline(always)]
-fn policy_only(flow: &Flow) -> Result<i32, u32> {
-    let cfg = deliver::config();
-    if deliver::in_network(&cfg, flow.daddr) {
-        if cfg.flags & NET_NO_ICC != 0 && flow.daddr != cfg.gateway_be {
+fn policy_only(flow: &Flow, network: u16) -> Result<i32, u32> {
+    let net = deliver::network(network);
+    if deliver::in_network(&net, flow.daddr) {
+        if net.flags & NET_NO_ICC != 0 && flow.daddr != net.gateway_be {
             return Err(drop::ICC_DENIED);
         }
         return Ok(TC_ACT_OK);
     }
-    if cfg.flags & NET_INTERNAL != 0 && NETD_LOCAL_ADDRS.get_ptr(flow.daddr).is_none() {
+    let local = NETD_LOCAL_ADDRS.get_ptr(flow.daddr).is_some();
+    if !local && deliver::network_of_addr(flow.daddr).is_some() {
+        return Err(drop::ISOLATED);
+    }
+    if net.flags & NET_INTERNAL != 0 && !local {
         return Err(drop::INTERNAL_NETWORK);
     }
     Ok(TC_ACT_OK)
@@ -135,12 +144,14 @@ fn new_flow(
     ctx: &TcContext,
     flow: &Flow,
     key: &netd_common::ct::CtKey,
+    network: u16,
 ) -> Result<Option<*mut netd_common::ct::CtEntry>, u32> {
-    policy_only(flow)?;
-    let cfg = deliver::config();
-    if deliver::in_network(&cfg, flow.daddr) && flow.daddr != cfg.gateway_be {
+    policy_only(flow, network)?;
+    let net = deliver::network(network);
+    if deliver::in_network(&net, flow.daddr) && flow.daddr != net.gateway_be {
         return Ok(None);
     }
+    let cfg = deliver::config();
     // Broadcast and multicast (DHCP, mDNS) are the link's and the host's,
     // 0.0.0.0/8 and loopback destinations are martians: none is a peer to
     // masquerade to (the FIB would hand them to the default route).
@@ -157,9 +168,10 @@ fn new_flow(
     // SAFETY: a live map value, copied out.
     let src = unsafe { *src };
     let ports = (cfg.nat_port_min, cfg.nat_port_max);
-    if NETD_LOCAL_ADDRS.get_ptr(flow.daddr).is_some() || flow.daddr == cfg.gateway_be {
+    if NETD_LOCAL_ADDRS.get_ptr(flow.daddr).is_some() || flow.daddr == net.gateway_be {
         // To the host: a published port is hairpinned, anything else is
-        // the host's.
+        // the host's. The target may be on another network: it sees the
+        // flow come from its own gateway, and answers there.
         if flow.proto == PROTO_ICMP {
             return Ok(None);
         }
@@ -169,15 +181,16 @@ fn new_flow(
         let endpoint = NETD_ENDPOINTS
             .get_ptr(mapping.ctr_addr_be)
             .ok_or(drop::NO_ENDPOINT)?;
+        // SAFETY: a live map value, copied out.
+        let endpoint = unsafe { *endpoint };
+        let source = snat::NatSource {
+            addr: deliver::network(endpoint.network).gateway_be,
+            ports,
+        };
         let target = snat::HairpinTarget {
             slot,
             mapping,
-            // SAFETY: a live map value, copied out.
-            endpoint: unsafe { *endpoint },
-        };
-        let source = snat::NatSource {
-            addr: cfg.gateway_be,
-            ports,
+            endpoint,
         };
         return snat::hairpin(ctx, flow, key, &src, &target, &source).map(Some);
     }
@@ -187,7 +200,7 @@ fn new_flow(
     let Some(egress) = deliver::egress(ctx, flow) else {
         return Ok(None);
     };
-    if cfg.flags & NET_NO_MASQUERADE != 0 {
+    if net.flags & NET_NO_MASQUERADE != 0 {
         if NETD_UPLINKS.get_ptr(egress).is_none() {
             return Ok(None);
         }

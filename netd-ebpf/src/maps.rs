@@ -11,7 +11,7 @@ use aya_ebpf::{
 use netd_common::{
     ct::{CtEntry, CtKey, FragKey, FragPorts},
     drop,
-    endpoint::{DatapathConfig, EndpointInfo, UplinkInfo, VethInfo},
+    endpoint::{DatapathConfig, EndpointInfo, MAX_NETWORKS, NetworkInfo, UplinkInfo, VethInfo},
     ports::{Mapping, MappingStats, PortKey, PortValue, SockRevKey, SockRevValue},
     stats::{ProtoStats, hook},
 };
@@ -22,7 +22,7 @@ pub static NETD_PROTO_STATS: PerCpuArray<ProtoStats, { hook::COUNT as usize }> =
 
 /// Drops by reason (`netd_common::drop`, index `code - BASE`).
 #[btf_map]
-pub static NETD_DROPS: PerCpuArray<u64, { drop::COUNT as usize }> = PerCpuArray::new();
+pub static NETD_DROPS: PerCpuArray<u64, { drop::SLOTS as usize }> = PerCpuArray::new();
 
 /// Published ports: (protocol, host address, port prefix) -> mapping slot.
 #[btf_map]
@@ -55,9 +55,18 @@ pub static NETD_ENDPOINTS: HashMap<[u8; 4], EndpointInfo, 4096> = HashMap::new()
 #[btf_map]
 pub static NETD_LOCAL_ADDRS: HashMap<[u8; 4], u32, 1024> = HashMap::new();
 
-/// The network's settings (one entry).
+/// The datapath's settings (one entry).
 #[btf_map]
 pub static NETD_CONFIG: Array<DatapathConfig, 1> = Array::new();
+
+/// Every network's settings, by network index (the default network is 0).
+#[btf_map]
+pub static NETD_NETWORKS: Array<NetworkInfo, { MAX_NETWORKS as usize }> = Array::new();
+
+/// Every network's subnet -> its index: which network an address belongs
+/// to, for isolation and for refusing forged sources.
+#[btf_map]
+pub static NETD_SUBNETS: LpmTrie<[u8; 4], u32, { MAX_NETWORKS as usize }> = LpmTrie::new();
 
 /// Containers' host veths by ifindex: the only address and MAC each may
 /// send from.

@@ -43,6 +43,10 @@ pub struct AttachRequest {
     /// the endpoint's name is another (a Kubernetes pod's `NAMESPACE/NAME`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
+    /// The network to attach to, by name or ID (default: the agent's
+    /// default network, `netd`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
 }
 
 /// `POST /v1/ports` (publish) and `POST /v1/ports/unpublish`.
@@ -53,6 +57,46 @@ pub struct PortsRequest {
     pub target: String,
     /// Docker `-p` specs.
     pub specs: Vec<String>,
+    /// The network of the target's endpoint, when the target is on
+    /// several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+}
+
+/// `POST /v1/networks`: create a network, with Docker's options.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkCreateRequest {
+    pub name: String,
+    /// Default: the next free pool, as Docker allocates them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<String>,
+    /// Default: the subnet's first host address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    #[serde(default)]
+    pub internal: bool,
+    /// `KEY=VALUE`, Docker's bridge driver options.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
+    /// `KEY=VALUE`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+}
+
+/// One network, as `netd network ls` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkSummary {
+    pub id: String,
+    pub name: String,
+    pub driver: String,
+    pub scope: String,
+    pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    pub bridge: String,
+    pub internal: bool,
+    pub endpoints: usize,
+    pub created: String,
 }
 
 /// A published mapping, with its counters.
@@ -60,6 +104,9 @@ pub struct PortsRequest {
 pub struct Port {
     pub endpoint: String,
     pub endpoint_id: String,
+    /// The endpoint's network.
+    #[serde(default)]
+    pub network: String,
     pub proto: String,
     pub host_ip: Ipv4Addr,
     pub host_port: u16,
@@ -155,6 +202,10 @@ pub struct HookStats {
 #[serde(deny_unknown_fields)]
 pub struct DetachRequest {
     pub netns: String,
+    /// Only the endpoint on this network (default: every endpoint of the
+    /// namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
 }
 
 /// An attached namespace.
@@ -177,6 +228,9 @@ pub struct Endpoint {
     pub owner: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
+    /// The network's name.
+    #[serde(default)]
+    pub network: String,
 }
 
 /// `POST /v1/detach`'s answer: what was detached (nothing, if the namespace

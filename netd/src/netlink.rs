@@ -18,9 +18,12 @@ use netlink_packet_route::{
         InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, LinkXdp,
         XdpAttached,
     },
-    route::{RouteAddress, RouteAttribute, RouteMessage},
+    route::{RouteAddress, RouteAttribute, RouteMessage, RouteScope},
+    rule::{RuleAction, RuleAttribute, RuleMessage},
 };
-use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder};
+use rtnetlink::{
+    Handle, IpVersion, LinkBridge, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder,
+};
 use thiserror::Error;
 
 use crate::{
@@ -423,4 +426,90 @@ impl Netlink {
             other => other.map_err(Self::error(format!("add a default route via {gateway}"))),
         }
     }
+
+    /// Routes what `source` sends out of interface `index`, whatever the
+    /// main table says: a routing table of the interface's own (its
+    /// subnet on-link, a default route via `gateway`) and a rule sending
+    /// packets from `source` to it. A namespace on several networks
+    /// answers from each network's address by that network's interface,
+    /// as the datapath's source check wants; new connections still
+    /// follow the one default route. Already present is not an error.
+    pub async fn add_source_routing(
+        &self,
+        index: u32,
+        source: Ipv4Addr,
+        subnet: Ipv4Net,
+        gateway: Ipv4Addr,
+    ) -> Result<(), NetlinkError> {
+        let table = SOURCE_TABLE_BASE + index;
+        let on_link = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(subnet.network(), subnet.prefix_len())
+            .output_interface(index)
+            .scope(RouteScope::Link)
+            .table_id(table)
+            .build();
+        let default = RouteMessageBuilder::<Ipv4Addr>::new()
+            .gateway(gateway)
+            .output_interface(index)
+            .table_id(table)
+            .build();
+        for (route, what) in [(on_link, "its subnet"), (default, "a default route")] {
+            match self.handle.route().add(route).execute().await {
+                Err(err) if is_errno(&err, libc::EEXIST) => {}
+                other => other.map_err(Self::error(format!("add {what} to table {table}")))?,
+            }
+        }
+        let rule = self
+            .handle
+            .rule()
+            .add()
+            .v4()
+            .source_prefix(source, 32)
+            .table_id(table)
+            .priority(SOURCE_RULE_PRIORITY)
+            .action(RuleAction::ToTable);
+        match rule.execute().await {
+            Err(err) if is_errno(&err, libc::EEXIST) => Ok(()),
+            other => other.map_err(Self::error(format!(
+                "add a rule from {source} to table {table}"
+            ))),
+        }
+    }
+
+    /// Removes the rules [`Self::add_source_routing`] added for `source`
+    /// (the table's routes went with the interface). None is not an error.
+    pub async fn del_source_routing(&self, source: Ipv4Addr) -> Result<(), NetlinkError> {
+        let rules: Vec<RuleMessage> = self
+            .handle
+            .rule()
+            .get(IpVersion::V4)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(Self::error("list rules"))?;
+        for rule in rules {
+            let ours = rule.header.src_len == 32
+                && rule
+                    .attributes
+                    .contains(&RuleAttribute::Source(source.into()))
+                && rule
+                    .attributes
+                    .contains(&RuleAttribute::Priority(SOURCE_RULE_PRIORITY));
+            if !ours {
+                continue;
+            }
+            match self.handle.rule().del(rule).execute().await {
+                Err(err) if is_errno(&err, libc::ENOENT) => {}
+                other => other.map_err(Self::error(format!("delete the rule from {source}")))?,
+            }
+        }
+        Ok(())
+    }
 }
+
+/// Tables of [`Netlink::add_source_routing`]: this plus the interface's
+/// index, clear of the kernel's own (253-255) and of small numbers an
+/// administrator picks.
+const SOURCE_TABLE_BASE: u32 = 10_000;
+/// Before the main table's rule (32766), after the local table's (0).
+const SOURCE_RULE_PRIORITY: u32 = 1000;

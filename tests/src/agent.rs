@@ -405,6 +405,23 @@ fn replay(state: &mut serde_json::Value, change: &serde_json::Value) {
                 .or_insert_with(|| Value::Object(serde_json::Map::new()));
             filters[uplink] = change["added_qdisc"].clone();
         }
+        "network_created" => {
+            let network = change["network"].clone();
+            let name = network["name"].as_str().expect("name").to_owned();
+            let state = state.as_object_mut().expect("object");
+            state
+                .entry("networks")
+                .or_insert_with(|| Value::Object(serde_json::Map::new()))[name] = network;
+        }
+        "network_removed" => {
+            let name = change["name"].as_str().expect("name");
+            if let Some(networks) = state["networks"].as_object_mut() {
+                networks.remove(name);
+                if networks.is_empty() {
+                    state.as_object_mut().expect("object").remove("networks");
+                }
+            }
+        }
         other => panic!("a journal line of an unknown op {other:?}: {change}"),
     }
     state["endpoints"] = Value::Object(endpoints);

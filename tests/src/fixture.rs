@@ -6,11 +6,15 @@
 use std::{collections::BTreeSet, net::Ipv4Addr};
 
 use anyhow::Context as _;
+use ipnet::Ipv4Net;
 use netd::datapath::{Maps, PortRule};
 use netd_common::{
     ct::{CtEntry, CtKey},
     drop,
-    endpoint::{DatapathConfig, EndpointInfo, REDIRECT_PEER},
+    endpoint::{
+        DEFAULT_NETWORK, DatapathConfig, EndpointInfo, NET_PROTECT_PORTS, NetworkInfo,
+        REDIRECT_PEER,
+    },
 };
 
 use crate::{
@@ -101,6 +105,24 @@ pub fn config() -> DatapathConfig {
     }
 }
 
+/// The network of the fixture's containers, the default one.
+pub fn network() -> NetworkInfo {
+    network_of(&config())
+}
+
+/// The default network as the agent writes it beside `cfg`: its subnet,
+/// gateway and `NET_*` flags (but `NET_PROTECT_PORTS`, the datapath's).
+fn network_of(cfg: &DatapathConfig) -> NetworkInfo {
+    NetworkInfo {
+        subnet_be: cfg.subnet_be,
+        mask_be: cfg.mask_be,
+        gateway_be: cfg.gateway_be,
+        gateway_mac: cfg.gateway_mac,
+        _pad: [0; 2],
+        flags: cfg.flags & !NET_PROTECT_PORTS,
+    }
+}
+
 /// The datapath with the network, its two containers behind host veths
 /// `ifindexes`, both local addresses and the rules.
 pub fn fixture_on(ifindexes: (u32, u32)) -> Bpf {
@@ -123,6 +145,12 @@ pub fn fixture_on_with(
     };
     let mut maps = Maps::new(bpf.ebpf_mut());
     maps.set_config(&config()).context("config")?;
+    maps.set_network(
+        DEFAULT_NETWORK,
+        "172.30.0.0/16".parse().expect("subnet"),
+        &network(),
+    )
+    .context("network")?;
     maps.sync_local_addrs(&BTreeSet::from([HOST, HOST2, GATEWAY]))
         .context("local addresses")?;
     for (ip, mac, ifindex) in [(CTR, CTR_MAC, ifindexes.0), (CTR2, CTR2_MAC, ifindexes.1)] {
@@ -131,11 +159,12 @@ pub fn fixture_on_with(
             EndpointInfo {
                 ifindex,
                 mac,
-                _pad: [0; 2],
+                network: DEFAULT_NETWORK,
             },
         )
         .context("endpoint")?;
-        maps.set_veth(ifindex, ip, mac).context("veth")?;
+        maps.set_veth(ifindex, ip, mac, DEFAULT_NETWORK)
+            .context("veth")?;
     }
     for rule in rules {
         maps.install(rule, true)
@@ -149,10 +178,15 @@ pub fn fixture() -> Bpf {
     fixture_on((7, 8))
 }
 
+/// Sets the datapath's settings and the default network's, as the agent
+/// sets both.
 pub fn set_config(bpf: &mut Bpf, config: &DatapathConfig) {
-    Maps::new(bpf.ebpf_mut())
-        .set_config(config)
-        .expect("config");
+    let mut maps = Maps::new(bpf.ebpf_mut());
+    maps.set_config(config).expect("config");
+    let subnet = Ipv4Net::with_netmask(config.subnet_be.into(), config.mask_be.into())
+        .expect("the config's subnet");
+    maps.set_network(DEFAULT_NETWORK, subnet, &network_of(config))
+        .expect("network");
 }
 
 pub fn ct(bpf: &mut Bpf) -> Vec<(CtKey, CtEntry)> {

@@ -331,7 +331,7 @@ fn bad_attach_requests_change_nothing() {
         ),
         (
             vec!["attach", &taken_name],
-            "is already attached as endpoint holder",
+            "is already attached to network netd as endpoint holder",
         ),
         (
             vec!["attach", &target_path, "--ip", "10.1.2.3"],

@@ -56,8 +56,18 @@
 //! | 68 | attach `-p 8080:80` (taken): the attach goes too | already published |
 //! | 69 | attach `-p 8080:80/tcp/udp` | one protocol per spec |
 //! | 70 | `detach --name` an unknown 64-digit ID | no endpoint named |
-//! | 71 | `network inspect ghost` (an argument it does not take) | exit 2: unexpected argument |
+//! | 71 | `network inspect ghost` (an unknown network) | exit 1: no such network |
 //! | 72 | `publish 8080:80` without a target | exit 2: 2 values required |
+//! | 72a | `network create netd` (the default network's name) | already exists |
+//! | 72b | `network create -x` | exit 2: unexpected argument |
+//! | 72c | `network create a/b` | invalid network name |
+//! | 72d | `network create --subnet` overlapping the default network | overlaps |
+//! | 72e | `network create --gateway` outside its subnet | not a host address of the subnet |
+//! | 72f | `network create -o` an option Docker does not have | unsupported network option |
+//! | 72g | `network rm netd` | is the default network |
+//! | 72h | `network rm` an unknown network | no such network |
+//! | 72i | `attach --network` an unknown network | no such network |
+//! | 72j | `publish --network` an unknown network | no such network |
 //! | 73 | API: malformed JSON (`{"target":`) | 400 invalid request body |
 //! | 74 | API: `specs` a string, not a list | 400 invalid type |
 //! | 75 | API: `specs` missing | 400 missing field |
@@ -649,13 +659,59 @@ fn cli_requests() {
         ),
         cli(
             &["network", "inspect", "ghost"],
-            2,
-            "unexpected argument 'ghost'",
+            1,
+            "no such network: ghost",
         ),
         cli(
             &["publish", "8080:80"],
             2,
             "error: 2 values required by '<SPEC... TARGET>",
+        ),
+        cli(
+            &["network", "create", "netd"],
+            1,
+            "network with name netd already exists",
+        ),
+        cli(&["network", "create", "-x"], 2, "unexpected argument '-x'"),
+        cli(
+            &["network", "create", "a/b"],
+            1,
+            "invalid network name \"a/b\"",
+        ),
+        cli(
+            &["network", "create", "x", "--subnet", "172.30.128.0/17"],
+            1,
+            "overlaps 172.30.0.0/16",
+        ),
+        cli(
+            &[
+                "network",
+                "create",
+                "x",
+                "--subnet",
+                "10.99.0.0/24",
+                "--gateway",
+                "10.98.0.1",
+            ],
+            1,
+            "is not a host address of the subnet",
+        ),
+        cli(
+            &["network", "create", "x", "-o", "enable_icc=false"],
+            1,
+            "unsupported network option",
+        ),
+        cli(&["network", "rm", "netd"], 1, "is the default network"),
+        cli(&["network", "rm", "ghost"], 1, "no such network: ghost"),
+        cli(
+            &["attach", new, "--network", "ghost"],
+            1,
+            "no such network: ghost",
+        ),
+        cli(
+            &["publish", "9001:80", c2n, "--network", "ghost"],
+            1,
+            "no such network: ghost",
         ),
     ];
     run(&t, &[&c1, &c2, &fresh], &cases, || {

@@ -87,7 +87,13 @@ async fn client_run(client: &Client, c: usize, namespaces: &[String]) -> Model {
             2 if !attached.is_empty() => {
                 let ns = random.pick(&attached).expect("some").clone();
                 let _: serde_json::Value = client
-                    .post("/v1/detach", &DetachRequest { netns: ns.clone() })
+                    .post(
+                        "/v1/detach",
+                        &DetachRequest {
+                            netns: ns.clone(),
+                            network: None,
+                        },
+                    )
                     .await
                     .unwrap_or_else(|e| panic!("{}", what(format!("detach {ns}: {e}"))));
                 model.attached.remove(&ns);
@@ -98,6 +104,7 @@ async fn client_run(client: &Client, c: usize, namespaces: &[String]) -> Model {
                 let request = PortsRequest {
                     target: ns.clone(),
                     specs: vec![format!("{port}:80")],
+                    network: None,
                 };
                 let _: PortsResponse = client
                     .post("/v1/ports", &request)
@@ -110,6 +117,7 @@ async fn client_run(client: &Client, c: usize, namespaces: &[String]) -> Model {
                 let request = PortsRequest {
                     target: ns.clone(),
                     specs: vec![format!("{port}:80")],
+                    network: None,
                 };
                 let _: PortsResponse = client
                     .post("/v1/ports/unpublish", &request)

@@ -23,14 +23,14 @@ use crate::{
 
 /// The checks every packet from outside passes first: nothing addressed to
 /// loopback (never legitimate on an uplink; bindings to 127.0.0.1 must
-/// never answer there), nothing claiming a source inside the container
-/// network (forged: it lives behind the bridge).
+/// never answer there), nothing claiming a source inside a container
+/// network (forged: they live behind their bridges).
 #[inline(always)]
 fn check_outside(flow: &Flow) -> Result<(), u32> {
     if flow.daddr[0] == 127 {
         return Err(drop::MARTIAN_LOOPBACK);
     }
-    if deliver::in_network(&deliver::config(), flow.saddr) {
+    if deliver::network_of_addr(flow.saddr).is_some() {
         return Err(drop::SOURCE_IN_NETWORK);
     }
     Ok(())
@@ -41,9 +41,8 @@ fn check_outside(flow: &Flow) -> Result<(), u32> {
 /// an internal network); the rest is the kernel's.
 #[inline(always)]
 fn untranslated(flow: &Flow) -> Result<Option<(*mut CtEntry, bool)>, u32> {
-    let cfg = deliver::config();
-    if deliver::in_network(&cfg, flow.daddr) {
-        return Err(if cfg.flags & NET_INTERNAL != 0 {
+    if let Some(index) = deliver::network_of_addr(flow.daddr) {
+        return Err(if deliver::network(index).flags & NET_INTERNAL != 0 {
             drop::INTERNAL_NETWORK
         } else {
             drop::DIRECT_TO_CONTAINER

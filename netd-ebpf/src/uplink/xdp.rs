@@ -44,7 +44,7 @@ pub fn try_uplink_xdp(ctx: &XdpContext) -> Result<u32, u32> {
     let action = ct::account(entry, &flow, ctx.len(), new_flow);
     nat::xdp_rewrite(ctx, &flow, &action.rewrite)?;
     nat::xdp_decrement_ttl(ctx, &flow)?;
-    nat::xdp_set_macs(ctx, action.dmac, deliver::config().gateway_mac)?;
+    nat::xdp_set_macs(ctx, action.dmac, deliver::gateway_mac_for(action.ifindex))?;
     mark(ctx, action.ifindex)?;
     Ok(XDP_PASS)
 }

@@ -5,7 +5,7 @@
 //! flag given explicitly that contradicts the saved network is refused
 //! rather than silently ignored or applied half-way.
 
-use std::{net::Ipv4Addr, path::PathBuf};
+use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf};
 
 use ipnet::Ipv4Net;
 
@@ -180,12 +180,12 @@ pub fn cgroup2_root() -> Option<PathBuf> {
 
 /// The network settings that `-o` options give.
 #[derive(Default)]
-struct NetworkOptions {
-    bridge: Option<String>,
-    mtu: Option<u32>,
-    icc: Option<bool>,
-    masquerade: Option<bool>,
-    host_binding: Option<Ipv4Addr>,
+pub(super) struct NetworkOptions {
+    pub bridge: Option<String>,
+    pub mtu: Option<u32>,
+    pub icc: Option<bool>,
+    pub masquerade: Option<bool>,
+    pub host_binding: Option<Ipv4Addr>,
 }
 
 fn parse_bool(key: &str, value: &str) -> Result<bool, AgentError> {
@@ -204,11 +204,32 @@ impl NetworkOptions {
     /// Parses `-o KEY=VALUE` options, merged with the flags that say the
     /// same (`--bridge`, `--mtu`): both given and different is an error.
     fn parse(options: &[String], flags: &Flags) -> Result<Self, AgentError> {
-        let mut parsed = Self {
-            bridge: flags.bridge.clone(),
-            mtu: flags.mtu,
-            ..Self::default()
-        };
+        Self::parse_over(
+            options,
+            Self {
+                bridge: flags.bridge.clone(),
+                mtu: flags.mtu,
+                ..Self::default()
+            },
+        )
+    }
+
+    /// Parses `-o KEY=VALUE` options alone (`netd network create`).
+    pub(super) fn parse_given(options: &[String]) -> Result<Self, AgentError> {
+        let parsed = Self::parse_over(options, Self::default())?;
+        if let Some(bridge) = &parsed.bridge {
+            check_ifname(bridge).map_err(|why| AgentError::BridgeName {
+                name: bridge.clone(),
+                why,
+            })?;
+        }
+        if let Some(mtu) = parsed.mtu {
+            check_mtu(mtu)?;
+        }
+        Ok(parsed)
+    }
+
+    fn parse_over(options: &[String], mut parsed: Self) -> Result<Self, AgentError> {
         for option in options {
             let Some((key, value)) = option.split_once('=') else {
                 return Err(AgentError::UnknownOption(option.clone()));
@@ -287,7 +308,7 @@ pub fn check_ifname(name: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-fn check_mtu(mtu: u32) -> Result<u32, AgentError> {
+pub(super) fn check_mtu(mtu: u32) -> Result<u32, AgentError> {
     if (68..=65535).contains(&mtu) {
         Ok(mtu)
     } else {
@@ -432,6 +453,9 @@ impl Config {
                     masquerade: options.masquerade.unwrap_or(true),
                     internal: flags.internal,
                     host_binding: options.host_binding.unwrap_or(Ipv4Addr::UNSPECIFIED),
+                    index: netd_common::endpoint::DEFAULT_NETWORK,
+                    options: BTreeMap::new(),
+                    labels: BTreeMap::new(),
                 }
             }
         };
@@ -566,7 +590,7 @@ async fn default_uplink(
 
 /// Networks already used here: routes (but the default route, and routes
 /// through our own bridge, which we are adopting) and addresses' subnets.
-async fn networks_in_use(
+pub(super) async fn networks_in_use(
     nl: &Netlink,
     bridge_index: Option<u32>,
 ) -> Result<Vec<Ipv4Net>, AgentError> {

@@ -7,11 +7,12 @@ use std::{
     net::Ipv4Addr,
 };
 
+use ipnet::Ipv4Net;
 use netd_common::{
     drop,
     endpoint::{
         DatapathConfig, EndpointInfo, NET_INTERNAL, NET_NO_ICC, NET_NO_MASQUERADE,
-        NET_PROTECT_PORTS,
+        NET_PROTECT_PORTS, NetworkInfo,
     },
     stats::hook,
 };
@@ -21,7 +22,7 @@ use super::{
     Agent,
     error::AgentError,
     ports,
-    state::{Change, EndpointState, Phase},
+    state::{Change, EndpointState, NetworkState, Phase},
 };
 use crate::{
     api,
@@ -77,6 +78,13 @@ fn addr_port(addr: [u8; 4], port: [u8; 2]) -> String {
     format!("{}:{}", Ipv4Addr::from(addr), u16::from_be_bytes(port))
 }
 
+/// The `NET_*` flags of `net`'s own settings.
+fn network_flags(net: &NetworkState) -> u32 {
+    (if net.icc { 0 } else { NET_NO_ICC })
+        | if net.masquerade { 0 } else { NET_NO_MASQUERADE }
+        | if net.internal { NET_INTERNAL } else { 0 }
+}
+
 impl Agent {
     /// Makes the datapath match the state: configuration, uplink and
     /// endpoint attachments, endpoints, local addresses and published ports.
@@ -98,9 +106,7 @@ impl Agent {
                 .map_or([0; 4], |addr| addr.octets()),
             nat_port_min: self.config.masquerade_ports.0,
             nat_port_max: self.config.masquerade_ports.1,
-            flags: if net.icc { 0 } else { NET_NO_ICC }
-                | if net.masquerade { 0 } else { NET_NO_MASQUERADE }
-                | if net.internal { NET_INTERNAL } else { 0 }
+            flags: network_flags(&net)
                 | if self.config.protect_ports {
                     NET_PROTECT_PORTS
                 } else {
@@ -114,6 +120,21 @@ impl Agent {
             })?,
         };
         self.datapath.maps().set_config(&config)?;
+        // Every network before any program is swapped in: this netd's
+        // programs read them from NETD_NETWORKS (an older netd's read
+        // NETD_CONFIG, written above), so a restart or an upgrade never
+        // runs a program without its network's settings.
+        let networks: Vec<NetworkState> = self.state.all_networks().cloned().collect();
+        for net in &networks {
+            self.sync_network(net).await?;
+        }
+        let wanted: BTreeSet<(Ipv4Net, u16)> =
+            networks.iter().map(|net| (net.subnet, net.index)).collect();
+        for (subnet, index) in self.datapath.maps().subnets()? {
+            if !wanted.contains(&(subnet, index)) {
+                self.datapath.maps().remove_network(index, subnet)?;
+            }
+        }
         let mut wanted_pins = BTreeSet::new();
         match self.config.cgroup.clone() {
             Some(cgroup) => {
@@ -309,6 +330,24 @@ impl Agent {
         Ok(())
     }
 
+    /// Writes `net`'s settings into the datapath (`NETD_NETWORKS` and
+    /// `NETD_SUBNETS`).
+    pub(super) async fn sync_network(&mut self, net: &NetworkState) -> Result<(), AgentError> {
+        let bridge = self.nl.link(&net.bridge).await?;
+        let info = NetworkInfo {
+            subnet_be: net.subnet.network().octets(),
+            mask_be: net.subnet.netmask().octets(),
+            gateway_be: net.gateway.octets(),
+            gateway_mac: bridge.and_then(|b| b.mac).map(|m| m.0).unwrap_or_default(),
+            _pad: [0; 2],
+            flags: network_flags(net),
+        };
+        self.datapath
+            .maps()
+            .set_network(net.index, net.subnet, &info)?;
+        Ok(())
+    }
+
     /// Attaches the endpoint program to `ep`'s host veth and records the
     /// endpoint in `NETD_ENDPOINTS`.
     pub(super) async fn connect_endpoint(&mut self, ep: &EndpointState) -> Result<(), AgentError> {
@@ -320,8 +359,11 @@ impl Agent {
                 what: format!("veth {} is missing", ep.host_ifname),
                 source: std::io::Error::from(std::io::ErrorKind::NotFound),
             })?;
+        let network = self.state.network_of(ep).index;
         // What the container may send is known before its program runs.
-        self.datapath.maps().set_veth(link.index, ep.ip, ep.mac.0)?;
+        self.datapath
+            .maps()
+            .set_veth(link.index, ep.ip, ep.mac.0, network)?;
         self.datapath.attach_tc(
             ENDPOINT_TC,
             &ep.host_ifname,
@@ -332,7 +374,7 @@ impl Agent {
             EndpointInfo {
                 ifindex: link.index,
                 mac: ep.mac.0,
-                _pad: [0; 2],
+                network,
             },
         )?;
         Ok(())

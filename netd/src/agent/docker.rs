@@ -580,6 +580,8 @@ impl Agent {
         };
         let endpoint = self
             .create_endpoint(NewEndpoint {
+                // Docker's netd network is the agent's default network.
+                network: None,
                 // The ID is the endpoint's name too.
                 id: Some(id),
                 name: None,
@@ -883,17 +885,9 @@ mod tests {
 
     fn network() -> NetworkState {
         NetworkState {
-            id: "ab".repeat(32),
-            name: "netd".into(),
-            created: "2026-11-28T00:00:00Z".into(),
-            bridge: "netd0".into(),
             subnet: "172.30.0.0/16".parse().expect("subnet"),
             gateway: Ipv4Addr::new(172, 30, 0, 1),
-            mtu: 1500,
-            icc: true,
-            masquerade: true,
-            internal: false,
-            host_binding: Ipv4Addr::UNSPECIFIED,
+            ..crate::agent::state::sample_network()
         }
     }
 

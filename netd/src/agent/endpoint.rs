@@ -31,9 +31,14 @@ use crate::{
 
 /// Where a new endpoint's interface goes.
 pub(super) enum Placement {
-    /// Inside the namespace `given` (a name or a path), as `ifname`,
-    /// configured: address, route, up.
-    Netns { given: String, ifname: String },
+    /// Inside the namespace `given` (a name or a path), as `ifname` (by
+    /// default the first free `ethN`: `eth0` on the namespace's first
+    /// network, `eth1` on its second, as `docker network connect` names
+    /// them), configured: address, route, up.
+    Netns {
+        given: String,
+        ifname: Option<String>,
+    },
     /// Left in the agent's namespace, down and unconfigured, for a runtime
     /// to move into its container and configure (Docker does).
     Host,
@@ -42,6 +47,8 @@ pub(super) enum Placement {
 /// An endpoint to create, as an adapter translated its request. Every
 /// field left `None` is chosen by the network.
 pub(super) struct NewEndpoint {
+    /// The network, by name or ID; the default network for `None`.
+    pub network: Option<String>,
     /// The runtime's own ID for it (Docker's endpoint ID); else a random one.
     pub id: Option<String>,
     pub name: Option<String>,
@@ -52,6 +59,20 @@ pub(super) struct NewEndpoint {
     /// Published with the endpoint: all or nothing.
     pub ports: Vec<PortSpec>,
     pub placement: Placement,
+}
+
+/// How a new endpoint's interface is configured in its namespace.
+struct Configure {
+    /// Whether it carries the namespace's default route.
+    default_route: bool,
+}
+
+/// The first `ethN` not in `taken`.
+fn next_ifname(taken: &[String]) -> String {
+    (0..)
+        .map(|n| format!("eth{n}"))
+        .find(|name| !taken.contains(name))
+        .expect("some ethN is free")
 }
 
 /// The interface name Docker's endpoints have in the agent's namespace
@@ -66,13 +87,19 @@ fn host_ifname(id: &str) -> String {
 }
 
 impl Agent {
-    /// Addresses in use, by endpoint name.
-    fn taken(&self) -> BTreeMap<Ipv4Addr, String> {
+    /// Addresses in use on network `network`, by endpoint name.
+    fn taken(&self, network: &str) -> BTreeMap<Ipv4Addr, String> {
+        self.on_network(network)
+            .map(|ep| (ep.ip, ep.name.clone()))
+            .collect()
+    }
+
+    /// The endpoints on network `network`.
+    fn on_network<'a>(&'a self, network: &'a str) -> impl Iterator<Item = &'a EndpointState> {
         self.state
             .endpoints
             .values()
-            .map(|ep| (ep.ip, ep.name.clone()))
-            .collect()
+            .filter(move |ep| self.state.network_of(ep).name == network)
     }
 
     /// Creates the endpoint `new` describes: validates everything first,
@@ -92,16 +119,21 @@ impl Agent {
         if let Some(id) = &new.container_id {
             check_container_id(id)?;
         }
+        if let Placement::Netns {
+            ifname: Some(ifname),
+            ..
+        } = &new.placement
+        {
+            check_ifname(ifname).map_err(|why| AgentError::Ifname {
+                name: ifname.clone(),
+                why,
+            })?;
+        }
+        let net = self.resolve_network(new.network.as_deref())?.clone();
         // The namespace the interface goes into: the agent's own for a
         // runtime to move it from.
         let ns = match &new.placement {
-            Placement::Netns { given, ifname } => {
-                check_ifname(ifname).map_err(|why| AgentError::Ifname {
-                    name: ifname.clone(),
-                    why,
-                })?;
-                Netns::open(given)?
-            }
+            Placement::Netns { given, .. } => Netns::open(given)?,
             // All the agent's threads share its namespace.
             Placement::Host => Netns::open("/proc/self/ns/net")?,
         };
@@ -111,21 +143,27 @@ impl Agent {
         {
             return Err(AgentError::EndpointExists(id.clone()));
         }
-        if let Placement::Netns { given, .. } = &new.placement
-            && let Some(existing) = self
+        // The namespace's endpoints on other networks (multi-homing).
+        let mut siblings = Vec::new();
+        if let Placement::Netns { given, .. } = &new.placement {
+            for ep in self
                 .state
                 .endpoints
                 .values()
-                .find(|ep| ep.netns_ident == ns.ident())
-        {
-            return Err(AgentError::AlreadyAttached {
-                netns: given.clone(),
-                name: existing.name.clone(),
-                ip: existing.ip,
-            });
+                .filter(|ep| ep.netns_ident == ns.ident())
+            {
+                if self.state.network_of(ep).name == net.name {
+                    return Err(AgentError::AlreadyAttached {
+                        netns: given.clone(),
+                        name: ep.name.clone(),
+                        ip: ep.ip,
+                        network: net.name.clone(),
+                    });
+                }
+                siblings.push(ep.ifname.clone());
+            }
         }
-        let net = self.state.network.clone();
-        let taken = self.taken();
+        let taken = self.taken(&net.name);
         let ip = match new.ip {
             Some(ip) => {
                 ipam::check_requested(ip, net.subnet, net.gateway, &taken)?;
@@ -139,18 +177,21 @@ impl Agent {
             (None, Placement::Netns { given, .. }) => default_name(given, &id),
             (None, Placement::Host) => id.clone(),
         };
-        if let Some(holder) = self.state.endpoints.values().find(|ep| ep.name == name) {
+        // Names are unique within a network: a namespace on two networks
+        // has the same default name on both.
+        if let Some(holder) = self.on_network(&net.name).find(|ep| ep.name == name) {
             return Err(AgentError::NameTaken {
                 name,
                 id: holder.id.clone(),
             });
         }
+        let bridge_index = self.bridges[&net.name];
         let ports = self
             .nl
             .links()
             .await?
             .iter()
-            .filter(|l| l.controller == Some(self.bridge_index))
+            .filter(|l| l.controller == Some(bridge_index))
             .count();
         if ports >= BRIDGE_MAX_PORTS {
             return Err(AgentError::BridgeFull { bridge: net.bridge });
@@ -159,11 +200,15 @@ impl Agent {
         // created (they are planned again, under the same lock, once the
         // endpoint exists).
         if !new.ports.is_empty() {
-            self.plan(&new.ports).await?;
+            self.plan(&net, &new.ports).await?;
         }
 
         let (netns, netns_ident, ifname) = match &new.placement {
-            Placement::Netns { ifname, .. } => (ns.path().to_owned(), ns.ident(), ifname.clone()),
+            Placement::Netns { ifname, .. } => (
+                ns.path().to_owned(),
+                ns.ident(),
+                ifname.clone().unwrap_or_else(|| next_ifname(&siblings)),
+            ),
             // The sandbox is unknown until the runtime names it; device 0
             // is never a real namespace's (nsfs has none), so no attach of
             // a namespace collides with it.
@@ -187,13 +232,20 @@ impl Agent {
             ports: Vec::new(),
             owner: new.owner.clone(),
             container_id: new.container_id.clone(),
+            network: (net.name != self.state.network.name).then(|| net.name.clone()),
         };
         self.commit(Change::EndpointAdded {
             endpoint: Box::new(endpoint.clone()),
         })?;
         failpoint::hit("attach:recorded");
 
-        let configure = matches!(new.placement, Placement::Netns { .. });
+        let configure = match new.placement {
+            Placement::Netns { .. } => Some(Configure {
+                // One default route per namespace: its first network's.
+                default_route: siblings.is_empty(),
+            }),
+            Placement::Host => None,
+        };
         let plumbed = match self.plumb(&endpoint, &ns, configure).await {
             Ok(()) => self.connect_endpoint(&endpoint).await,
             Err(err) => Err(err),
@@ -210,8 +262,10 @@ impl Agent {
         Ok(self.state.endpoints[&id].clone())
     }
 
-    /// Makes `ep`'s host veth, just created, a port of the bridge, up.
+    /// Makes `ep`'s host veth, just created, a port of its network's
+    /// bridge, up.
     async fn bridge_port(&self, ep: &EndpointState) -> Result<(), AgentError> {
+        let bridge = self.bridge_of(ep);
         let host = self
             .nl
             .link(&ep.host_ifname)
@@ -222,13 +276,13 @@ impl Agent {
             })?;
         if let Err(err) = self
             .nl
-            .set_controller(host.index, self.bridge_index, &ep.host_ifname)
+            .set_controller(host.index, bridge, &ep.host_ifname)
             .await
         {
             // The kernel says EXFULL when the bridge has no port number left.
             if err.errno() == Some(libc::EXFULL) {
                 return Err(AgentError::BridgeFull {
-                    bridge: self.state.network.bridge.clone(),
+                    bridge: self.state.network_of(ep).bridge.clone(),
                 });
             }
             return Err(err.into());
@@ -271,17 +325,17 @@ impl Agent {
     }
 
     /// Creates the endpoint's veth with its other end in `ns` and joins it
-    /// to the bridge. With `configure`, configures that end: address, MTU,
-    /// `lo` and the interface up, default route via the gateway; without,
-    /// leaves it down, with the endpoint's MAC and the network's MTU, for
-    /// a runtime to move.
+    /// to its network's bridge. With `configure`, configures that end:
+    /// address, MTU, `lo` and the interface up, and the default route via
+    /// the gateway if asked; without, leaves it down, with the endpoint's
+    /// MAC and the network's MTU, for a runtime to move.
     async fn plumb(
         &self,
         ep: &EndpointState,
         ns: &Netns,
-        configure: bool,
+        configure: Option<Configure>,
     ) -> Result<(), AgentError> {
-        let net = &self.state.network;
+        let net = self.state.network_of(ep);
         if let Err(err) = self
             .nl
             .create_veth(&ep.host_ifname, &ep.ifname, ns, ep.mac, net.mtu)
@@ -297,9 +351,9 @@ impl Agent {
         }
         self.bridge_port(ep).await?;
         failpoint::hit("attach:veth-created");
-        if !configure {
+        let Some(configure) = configure else {
             return Ok(());
-        }
+        };
 
         let inside = Netlink::connect_in(ns)?;
         let lo = inside.link("lo").await?;
@@ -317,7 +371,13 @@ impl Agent {
             .add_address(eth.index, ep.ip, net.subnet.prefix_len(), &ep.ifname)
             .await?;
         inside.set_up(eth.index, &ep.ifname).await?;
-        inside.add_default_route(net.gateway).await?;
+        if configure.default_route {
+            inside.add_default_route(net.gateway).await?;
+        } else {
+            inside
+                .add_source_routing(eth.index, ep.ip, net.subnet, net.gateway)
+                .await?;
+        }
         Ok(())
     }
 
@@ -361,14 +421,55 @@ impl Agent {
             self.nl.del_link(link.index, &ep.host_ifname).await?;
         }
         self.forget(id)?;
+        self.tidy_namespace(&ep).await;
         info!(endpoint = %ep.name, ip = %ep.ip, "endpoint removed");
         Ok(view)
     }
 
-    /// Removes whatever is attached for namespace `given`. Succeeds with
-    /// nothing removed when nothing is: runtimes call this after deleting
-    /// the namespace, and may call it twice.
-    pub async fn detach_netns(&mut self, given: &str) -> Result<Vec<api::Endpoint>, AgentError> {
+    /// What `ep`'s namespace keeps after `ep` went, when other endpoints
+    /// stay in it: no rule for `ep`'s address, and a default route still,
+    /// through the next network's gateway if `ep`'s was it (as Docker
+    /// moves the gateway on `docker network disconnect`). Best effort: the
+    /// endpoint is gone whatever happens here.
+    async fn tidy_namespace(&self, ep: &EndpointState) {
+        let Some(stays) = self
+            .state
+            .endpoints
+            .values()
+            .find(|other| other.netns_ident == ep.netns_ident && ep.netns_ident.ino != 0)
+        else {
+            return;
+        };
+        let Ok(ns) = Netns::open(&ep.netns.to_string_lossy()) else {
+            return;
+        };
+        if ns.ident() != ep.netns_ident {
+            return;
+        }
+        let gateway = self.state.network_of(stays).gateway;
+        let tidied = async {
+            let inside = Netlink::connect_in(&ns)?;
+            inside.del_source_routing(ep.ip).await?;
+            inside.add_default_route(gateway).await?;
+            Ok::<_, AgentError>(())
+        };
+        if let Err(err) = tidied.await {
+            warn!(error = %err, netns = %ep.netns.display(), "tidying routes after {}", ep.name);
+        }
+    }
+
+    /// Removes whatever is attached for namespace `given`, on `network`
+    /// only if one is named. Succeeds with nothing removed when nothing
+    /// is: runtimes call this after deleting the namespace, and may call
+    /// it twice.
+    pub async fn detach_netns(
+        &mut self,
+        given: &str,
+        network: Option<&str>,
+    ) -> Result<Vec<api::Endpoint>, AgentError> {
+        let network = network
+            .map(|name| self.resolve_network(Some(name)).map(|n| n.name.clone()))
+            .transpose()?;
         let path = netns::resolve(given);
         let ident = Netns::open(given).ok().map(|ns| ns.ident());
         let ids: Vec<String> = self
@@ -376,6 +477,11 @@ impl Agent {
             .endpoints
             .values()
             .filter(|ep| ep.netns == path || Some(ep.netns_ident) == ident)
+            .filter(|ep| {
+                network
+                    .as_ref()
+                    .is_none_or(|name| &self.state.network_of(ep).name == name)
+            })
             .map(|ep| ep.id.clone())
             .collect();
         let mut detached = Vec::new();
@@ -420,7 +526,7 @@ impl Agent {
                     ep.host_ifname
                 )));
             }
-            Some(link) if link.controller != Some(self.bridge_index) => {
+            Some(link) if link.controller != Some(self.bridge_of(&ep)) => {
                 return Err(broken(format!(
                     "its host veth {} is not on the bridge",
                     ep.host_ifname

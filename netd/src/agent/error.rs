@@ -52,16 +52,37 @@ pub enum AgentError {
     Owner(String),
     #[error("the name {name} is already used by endpoint {id}")]
     NameTaken { name: String, id: String },
-    #[error("namespace {netns} is already attached as endpoint {name} ({ip})")]
+    #[error("namespace {netns} is already attached to network {network} as endpoint {name} ({ip})")]
     AlreadyAttached {
         netns: String,
         name: String,
         ip: Ipv4Addr,
+        network: String,
     },
     #[error("no endpoint named {0}")]
     UnknownEndpoint(String),
     #[error("endpoint {0} exists already")]
     EndpointExists(String),
+    #[error("invalid network name {name:?}: {why}")]
+    NetworkName { name: String, why: &'static str },
+    #[error("network with name {0} already exists")]
+    NetworkExists(String),
+    #[error("no such network: {0}")]
+    UnknownNetwork(String),
+    #[error("network {name} has active endpoints ({endpoints}): detach them first")]
+    NetworkInUse { name: String, endpoints: String },
+    #[error("{0} is the default network: it goes only with the agent (`netd down`)")]
+    DefaultNetwork(String),
+    #[error("no network left: the datapath holds {0}")]
+    TooManyNetworks(u32),
+    #[error("invalid subnet {0:?}: expected ADDRESS/PREFIX, e.g. 10.89.0.0/24")]
+    SubnetSyntax(String),
+    #[error("invalid label {0:?}: expected KEY=VALUE")]
+    Label(String),
+    #[error("a link named {0} exists already: pick another bridge name")]
+    BridgeExists(String),
+    #[error("{target} has endpoints on networks {networks}: name one with --network")]
+    AmbiguousTarget { target: String, networks: String },
     #[error("bridge {bridge} is full: Linux allows at most {BRIDGE_MAX_PORTS} ports on a bridge")]
     BridgeFull { bridge: String },
     #[error("{path} exists inside the namespace already: interface {ifname} is taken")]
@@ -201,6 +222,7 @@ impl AgentError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::Netns(NetnsError::NotFound { .. })
+            | Self::UnknownNetwork(_)
             | Self::UnknownEndpoint(_)
             | Self::UnknownTarget(_) => ErrorKind::NotFound,
             Self::Spec(_)
@@ -209,6 +231,11 @@ impl AgentError {
             | Self::UnknownOption(_)
             | Self::OptionValue { .. }
             | Self::MasqueradePorts(_)
+            | Self::NetworkName { .. }
+            | Self::SubnetSyntax(_)
+            | Self::Label(_)
+            | Self::AmbiguousTarget { .. }
+            | Self::DefaultNetwork(_)
             | Self::NotACgroup(_) => ErrorKind::InvalidArgument,
             Self::PortTaken { .. } | Self::PortInUse { .. } => ErrorKind::Conflict,
             Self::NoEphemeralPorts { .. }
@@ -238,14 +265,18 @@ impl AgentError {
             | Self::Broken { .. }
             | Self::AlreadyAttached { .. }
             | Self::EndpointExists(_)
+            | Self::NetworkExists(_)
+            | Self::NetworkInUse { .. }
+            | Self::BridgeExists(_)
             | Self::IfnameTaken { .. }
             | Self::NotABridge { .. }
             | Self::SubnetOverlap { .. }
             | Self::SocketInUse(_)
             | Self::Locked(_) => ErrorKind::Conflict,
-            Self::SubnetFull { .. } | Self::BridgeFull { .. } | Self::NoFreeSubnet => {
-                ErrorKind::Exhausted
-            }
+            Self::SubnetFull { .. }
+            | Self::BridgeFull { .. }
+            | Self::NoFreeSubnet
+            | Self::TooManyNetworks(_) => ErrorKind::Exhausted,
             Self::Netns(_)
             | Self::Netlink(_)
             | Self::Connect(_)

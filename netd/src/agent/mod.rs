@@ -12,6 +12,7 @@ mod endpoint;
 pub mod error;
 mod http;
 pub mod ipam;
+mod network;
 mod ports;
 mod server;
 pub mod state;
@@ -66,7 +67,8 @@ pub struct Agent {
     store: StateStore,
     state: State,
     nl: Netlink,
-    bridge_index: u32,
+    /// Each network's bridge, by network name.
+    bridges: BTreeMap<String, u32>,
     datapath: Datapath,
     /// When conntrack was last garbage-collected.
     last_gc: std::time::Instant,
@@ -106,6 +108,7 @@ impl Agent {
         let state = saved.unwrap_or_else(|| State {
             version: STATE_VERSION,
             network: config.network.clone(),
+            networks: BTreeMap::new(),
             endpoints: BTreeMap::new(),
             next_generation: 1,
             journal_seq: 0,
@@ -132,7 +135,10 @@ impl Agent {
         for lack in &config.degraded {
             warn!("{lack}");
         }
-        let bridge_index = ensure_bridge(&nl, &state.network).await?;
+        let mut bridges = BTreeMap::new();
+        for net in state.all_networks() {
+            bridges.insert(net.name.clone(), ensure_bridge(&nl, net).await?);
+        }
         enable_forwarding()?;
         if config.uplinks.is_empty() {
             warn!("no uplink: no default route here and no --uplink given");
@@ -144,7 +150,7 @@ impl Agent {
             store,
             state,
             nl,
-            bridge_index,
+            bridges,
             datapath,
             last_gc: std::time::Instant::now(),
             xdp_modes: BTreeMap::new(),
@@ -195,9 +201,10 @@ impl Agent {
                     self.forget(&ep.id)?;
                 }
                 (Phase::Ready, Some(link)) => {
-                    if link.controller != Some(self.bridge_index) {
+                    let bridge = self.bridge_of(&ep);
+                    if link.controller != Some(bridge) {
                         self.nl
-                            .set_controller(link.index, self.bridge_index, &ep.host_ifname)
+                            .set_controller(link.index, bridge, &ep.host_ifname)
                             .await?;
                     }
                     if !link.up {
@@ -282,7 +289,13 @@ impl Agent {
         self.finish_interrupted().await;
     }
 
+    /// The ifindex of the bridge of `ep`'s network.
+    fn bridge_of(&self, ep: &EndpointState) -> u32 {
+        self.bridges[&self.state.network_of(ep).name]
+    }
+
     pub(super) fn view(&self, ep: &EndpointState) -> api::Endpoint {
+        let net = self.state.network_of(ep);
         api::Endpoint {
             id: ep.id.clone(),
             name: ep.name.clone(),
@@ -290,13 +303,14 @@ impl Agent {
             ifname: ep.ifname.clone(),
             host_ifname: ep.host_ifname.clone(),
             ip: ep.ip,
-            prefix_len: self.state.network.subnet.prefix_len(),
-            gateway: self.state.network.gateway,
+            prefix_len: net.subnet.prefix_len(),
+            gateway: net.gateway,
             mac: ep.mac,
             created: ep.created.clone(),
             ports: ep.ports.iter().map(ports::form).collect(),
             owner: ep.owner.clone(),
             container_id: ep.container_id.clone(),
+            network: net.name.clone(),
         }
     }
 
@@ -349,82 +363,6 @@ impl Agent {
         }
     }
 
-    pub fn inspect(&self) -> Vec<api::NetworkInspect> {
-        let net = &self.state.network;
-        let containers = self
-            .state
-            .endpoints
-            .values()
-            .map(|ep| {
-                (
-                    ep.id.clone(),
-                    api::ContainerInspect {
-                        name: ep.name.clone(),
-                        endpoint_id: ep.id.clone(),
-                        mac_address: ep.mac,
-                        ipv4_address: format!("{}/{}", ep.ip, net.subnet.prefix_len()),
-                        ipv6_address: String::new(),
-                    },
-                )
-            })
-            .collect();
-        // The agent's network is the host's default network, as Docker's
-        // `bridge` is: Docker shows that one with its whole option set,
-        // `default_bridge` included, and null IPAM options.
-        let options = BTreeMap::from([
-            (
-                "com.docker.network.bridge.default_bridge".to_owned(),
-                "true".to_owned(),
-            ),
-            (
-                "com.docker.network.bridge.name".to_owned(),
-                net.bridge.clone(),
-            ),
-            (
-                "com.docker.network.bridge.enable_icc".to_owned(),
-                net.icc.to_string(),
-            ),
-            (
-                "com.docker.network.bridge.enable_ip_masquerade".to_owned(),
-                net.masquerade.to_string(),
-            ),
-            (
-                "com.docker.network.bridge.host_binding_ipv4".to_owned(),
-                net.host_binding.to_string(),
-            ),
-            (
-                "com.docker.network.driver.mtu".to_owned(),
-                net.mtu.to_string(),
-            ),
-        ]);
-        vec![api::NetworkInspect {
-            name: net.name.clone(),
-            id: net.id.clone(),
-            created: net.created.clone(),
-            scope: "local".to_owned(),
-            // Docker's name for what this network is.
-            driver: "bridge".to_owned(),
-            enable_ipv6: false,
-            ipam: api::Ipam {
-                driver: "default".to_owned(),
-                options: None,
-                config: vec![api::IpamConfig {
-                    subnet: net.subnet,
-                    gateway: net.gateway,
-                }],
-            },
-            internal: net.internal,
-            // Docker's default bridge is not attachable (a Swarm notion).
-            attachable: false,
-            ingress: false,
-            config_from: api::ConfigFrom::default(),
-            config_only: false,
-            containers,
-            options,
-            labels: BTreeMap::new(),
-        }]
-    }
-
     /// Removes everything this agent created: see [`down`].
     pub async fn down(&mut self) -> Teardown {
         let teardown = down(&self.nl, Some(&self.state), &self.store, &self.config.bpffs).await;
@@ -444,7 +382,7 @@ fn lock_state_dir(dir: &Path) -> Result<Flock<File>, AgentError> {
 
 /// Creates the bridge, or adopts an existing one; sets its MTU, gateway
 /// address and state. Returns its index.
-async fn ensure_bridge(nl: &Netlink, net: &NetworkState) -> Result<u32, AgentError> {
+pub(super) async fn ensure_bridge(nl: &Netlink, net: &NetworkState) -> Result<u32, AgentError> {
     let bridge = match nl.link(&net.bridge).await? {
         Some(link) => {
             // Config::resolve refused a non-bridge of this name already.

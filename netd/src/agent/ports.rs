@@ -21,7 +21,7 @@ use tracing::info;
 use super::{
     Agent,
     error::AgentError,
-    state::{Change, EndpointState, Phase, PublishedPort},
+    state::{Change, EndpointState, NetworkState, Phase, PublishedPort},
 };
 use crate::{
     api,
@@ -193,32 +193,62 @@ fn names(spec: &PortSpec, default_ip: Ipv4Addr, port: &PublishedPort) -> bool {
 
 impl Agent {
     /// The endpoint `target` names: an attached namespace (by name, path or
-    /// identity), or an endpoint's name or ID.
-    pub(super) fn resolve_target(&self, target: &str) -> Result<String, AgentError> {
+    /// identity), or an endpoint's name or ID; on `network` if one is
+    /// named. A target on several networks needs one named, but that its
+    /// endpoint on the default network is meant when it has one.
+    pub(super) fn resolve_target(
+        &self,
+        target: &str,
+        network: Option<&str>,
+    ) -> Result<String, AgentError> {
+        let network = network
+            .map(|name| self.resolve_network(Some(name)).map(|n| n.name.clone()))
+            .transpose()?;
         let path = netns::resolve(target);
         let ident = Netns::open(target).ok().map(|ns| ns.ident());
-        self.state
+        let found: Vec<&EndpointState> = self
+            .state
             .endpoints
             .values()
-            .find(|ep| {
+            .filter(|ep| {
                 ep.name == target
                     || ep.id == target
                     || ep.netns == path
                     || Some(ep.netns_ident) == ident
             })
-            .map(|ep| ep.id.clone())
-            .ok_or_else(|| AgentError::UnknownTarget(target.to_owned()))
+            .filter(|ep| {
+                network
+                    .as_ref()
+                    .is_none_or(|name| &self.state.network_of(ep).name == name)
+            })
+            .collect();
+        match found.as_slice() {
+            [] => Err(AgentError::UnknownTarget(target.to_owned())),
+            [one] => Ok(one.id.clone()),
+            many => match many.iter().find(|ep| ep.network.is_none()) {
+                Some(on_default) => Ok(on_default.id.clone()),
+                None => Err(AgentError::AmbiguousTarget {
+                    target: target.to_owned(),
+                    networks: many
+                        .iter()
+                        .map(|ep| self.state.network_of(ep).name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                }),
+            },
+        }
     }
 
-    /// Resolves `specs` for endpoint `id` into mappings, checking everything.
-    /// Changes nothing.
+    /// Resolves `specs` for an endpoint of network `net` into mappings,
+    /// checking everything. Changes nothing.
     pub(super) async fn plan(
         &mut self,
+        net: &NetworkState,
         specs: &[PortSpec],
     ) -> Result<Vec<PublishedPort>, AgentError> {
         // Only what the request needs is asked of the kernel: each query
         // is a netlink dump, and publishing one port should cost little.
-        let default_ip = self.state.network.host_binding;
+        let default_ip = net.host_binding;
         let names_address = specs.iter().any(|s| {
             let ip = s.host_ip.unwrap_or(default_ip);
             !ip.is_unspecified() && !ip.is_loopback()
@@ -246,11 +276,11 @@ impl Agent {
         let mut next_slot = 0;
         let mut generation = self.state.next_generation;
         let mut planned = Vec::new();
-        if self.state.network.internal {
+        if net.internal {
             return Err(AgentError::InternalNetwork);
         }
         for spec in specs {
-            let host_ip = spec.host_ip.unwrap_or(self.state.network.host_binding);
+            let host_ip = spec.host_ip.unwrap_or(net.host_binding);
             if !host_ip.is_unspecified() && !host_ip.is_loopback() && !local.contains(&host_ip) {
                 return Err(AgentError::HostIpNotLocal(host_ip));
             }
@@ -324,8 +354,9 @@ impl Agent {
         &mut self,
         target: &str,
         specs: &[String],
+        network: Option<&str>,
     ) -> Result<Vec<api::Port>, AgentError> {
-        let id = self.resolve_target(target)?;
+        let id = self.resolve_target(target, network)?;
         let specs: Vec<PortSpec> = specs.iter().map(|s| s.parse()).collect::<Result<_, _>>()?;
         self.require_veth(&id).await?;
         self.publish_specs(&id, &specs).await
@@ -351,7 +382,8 @@ impl Agent {
         id: &str,
         specs: &[PortSpec],
     ) -> Result<Vec<api::Port>, AgentError> {
-        let planned = self.plan(specs).await?;
+        let net = self.state.network_of(&self.state.endpoints[id]).clone();
+        let planned = self.plan(&net, specs).await?;
         if planned.is_empty() {
             return Ok(Vec::new());
         }
@@ -408,18 +440,16 @@ impl Agent {
         &mut self,
         target: &str,
         specs: &[String],
+        network: Option<&str>,
     ) -> Result<Vec<api::Port>, AgentError> {
-        let id = self.resolve_target(target)?;
+        let id = self.resolve_target(target, network)?;
         let specs: Vec<PortSpec> = specs.iter().map(|s| s.parse()).collect::<Result<_, _>>()?;
         let ep = self.state.endpoints.get(&id).expect("resolved above");
+        let default_ip = self.state.network_of(ep).host_binding;
         let removed: Vec<PublishedPort> = ep
             .ports
             .iter()
-            .filter(|p| {
-                specs
-                    .iter()
-                    .any(|s| names(s, self.state.network.host_binding, p))
-            })
+            .filter(|p| specs.iter().any(|s| names(s, default_ip, p)))
             .cloned()
             .collect();
         self.unpublish_ports(&id, &removed).await
@@ -481,6 +511,7 @@ impl Agent {
         Ok(api::Port {
             endpoint: ep.name.clone(),
             endpoint_id: ep.id.clone(),
+            network: self.state.network_of(ep).name.clone(),
             proto: port.proto.name().to_owned(),
             host_ip: port.host_ip,
             host_port: port.host.first,

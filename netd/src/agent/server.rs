@@ -129,8 +129,37 @@ async fn status(State(s): State<Shared>) -> Json<crate::api::Status> {
     Json(s.agent.lock().await.status())
 }
 
-async fn network(State(s): State<Shared>) -> Json<Vec<crate::api::NetworkInspect>> {
-    Json(s.agent.lock().await.inspect())
+/// `GET /v1/network`: every network, as `docker network inspect` shows
+/// them (kept from when the agent had one).
+async fn network(State(s): State<Shared>) -> ApiResult<Json<Vec<crate::api::NetworkInspect>>> {
+    Ok(Json(s.agent.lock().await.inspect(&[])?))
+}
+
+async fn list_networks(State(s): State<Shared>) -> Json<Vec<crate::api::NetworkSummary>> {
+    Json(s.agent.lock().await.networks())
+}
+
+async fn create_network(
+    State(s): State<Shared>,
+    Body(req): Body<crate::api::NetworkCreateRequest>,
+) -> ApiResult<(StatusCode, Json<crate::api::NetworkSummary>)> {
+    let created = s.agent.lock().await.create_network(req).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+async fn inspect_network(
+    State(s): State<Shared>,
+    UrlPath(name): UrlPath<String>,
+) -> ApiResult<Json<crate::api::NetworkInspect>> {
+    let mut found = s.agent.lock().await.inspect(&[name])?;
+    Ok(Json(found.remove(0)))
+}
+
+async fn delete_network(
+    State(s): State<Shared>,
+    UrlPath(name): UrlPath<String>,
+) -> ApiResult<Json<crate::api::NetworkSummary>> {
+    Ok(Json(s.agent.lock().await.remove_network(&name).await?))
 }
 
 async fn list_endpoints(State(s): State<Shared>) -> Json<Vec<crate::api::Endpoint>> {
@@ -166,9 +195,10 @@ fn new_endpoint(req: AttachRequest) -> Result<NewEndpoint, AgentError> {
         .collect::<Result<Vec<PortSpec>, _>>()?;
     let placement = Placement::Netns {
         given: req.netns,
-        ifname: req.ifname.unwrap_or_else(|| "eth0".to_owned()),
+        ifname: req.ifname,
     };
     Ok(NewEndpoint {
+        network: req.network,
         id: None,
         name: req.name,
         ip,
@@ -184,7 +214,12 @@ async fn detach(
     State(s): State<Shared>,
     Body(req): Body<DetachRequest>,
 ) -> ApiResult<Json<DetachResponse>> {
-    let detached = s.agent.lock().await.detach_netns(&req.netns).await?;
+    let detached = s
+        .agent
+        .lock()
+        .await
+        .detach_netns(&req.netns, req.network.as_deref())
+        .await?;
     Ok(Json(DetachResponse { detached }))
 }
 
@@ -211,7 +246,7 @@ async fn publish(
         .agent
         .lock()
         .await
-        .publish(&req.target, &req.specs)
+        .publish(&req.target, &req.specs, req.network.as_deref())
         .await?;
     Ok((StatusCode::CREATED, Json(PortsResponse { ports })))
 }
@@ -224,7 +259,7 @@ async fn unpublish(
         .agent
         .lock()
         .await
-        .unpublish(&req.target, &req.specs)
+        .unpublish(&req.target, &req.specs, req.network.as_deref())
         .await?;
     Ok(Json(PortsResponse { ports }))
 }
@@ -273,6 +308,11 @@ fn router(shared: Shared) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/network", get(network))
+        .route("/v1/networks", get(list_networks).post(create_network))
+        .route(
+            "/v1/networks/{name}",
+            get(inspect_network).delete(delete_network),
+        )
         .route("/v1/endpoints", get(list_endpoints).post(attach))
         .route(
             "/v1/endpoints/{name}",

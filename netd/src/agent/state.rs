@@ -79,7 +79,14 @@ use crate::{
 
 /// The layout version of `state.json`. A state written by a newer netd is
 /// refused rather than misread.
-pub const STATE_VERSION: u32 = 1;
+///
+/// - 1: one network (`network`).
+/// - 2: networks made at run time beside it (`networks`), endpoints naming
+///   theirs. A version 1 state reads as a version 2 one with no other
+///   network (every field 2 added has a default), and is written as
+///   version 2 from then on: a netd of version 1 refuses it rather than
+///   take another network's endpoints for its own.
+pub const STATE_VERSION: u32 = 2;
 
 /// Bytes the journal keeps preallocated for removals on a full disk: about
 /// 300 detaches (two lines, ~220 bytes) or 600 single-spec unpublishes.
@@ -100,7 +107,7 @@ pub enum StateError {
         source: serde_json::Error,
     },
     #[error(
-        "{path} was written by a newer netd (state version {found}, this netd reads {STATE_VERSION}); refusing to misread it"
+        "{path} was written by a newer netd (state version {found}, this netd reads {STATE_VERSION} and older): run that netd again, or `netd down` with it to start over; nothing was changed"
     )]
     Version { path: PathBuf, found: u32 },
     #[error("writing {path}")]
@@ -137,7 +144,11 @@ fn is_no_space(err: &io::Error) -> bool {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct State {
     pub version: u32,
+    /// The default network (named `netd`), as the agent's flags made it.
     pub network: NetworkState,
+    /// Networks made at run time (`netd network create`), by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub networks: BTreeMap<String, NetworkState>,
     /// Endpoints by ID.
     pub endpoints: BTreeMap<String, EndpointState>,
     /// The generation the next published mapping gets.
@@ -184,6 +195,10 @@ pub enum Change {
     DockerNetwork { network: Option<String> },
     /// netd's filter is on `uplink`, and whether netd added its qdisc.
     TcFilter { uplink: String, added_qdisc: bool },
+    /// A network made at run time, before its bridge exists.
+    NetworkCreated { network: Box<NetworkState> },
+    /// A network removed, after its bridge is gone.
+    NetworkRemoved { name: String },
 }
 
 impl Change {
@@ -235,6 +250,14 @@ impl Change {
             } => {
                 state.tc_filters.insert(uplink.clone(), *added_qdisc);
             }
+            Self::NetworkCreated { network } => {
+                state
+                    .networks
+                    .insert(network.name.clone(), (**network).clone());
+            }
+            Self::NetworkRemoved { name } => {
+                state.networks.remove(name);
+            }
         }
     }
 
@@ -248,6 +271,7 @@ impl Change {
             Self::Published { .. }
                 | Self::EndpointAdded { .. }
                 | Self::DockerNetwork { network: Some(_) }
+                | Self::NetworkCreated { .. }
         )
     }
 }
@@ -303,6 +327,16 @@ pub struct NetworkState {
     /// published ports whose spec names none.
     #[serde(default = "any_address")]
     pub host_binding: Ipv4Addr,
+    /// Its index in the datapath's `NETD_NETWORKS`: 0 for the default
+    /// network, unique among networks.
+    #[serde(default)]
+    pub index: u16,
+    /// The `-o` options it was created with, as given: what `network
+    /// inspect` shows, as Docker shows a user-defined network's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 fn yes() -> bool {
@@ -349,6 +383,33 @@ pub struct EndpointState {
     /// they were: the format is unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
+    /// The network it is on, when not the default one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+}
+
+impl State {
+    /// The network named `name`: the default one or one made at run time.
+    pub fn network_named(&self, name: &str) -> Option<&NetworkState> {
+        if name == self.network.name {
+            Some(&self.network)
+        } else {
+            self.networks.get(name)
+        }
+    }
+
+    /// The network `ep` is on.
+    pub fn network_of(&self, ep: &EndpointState) -> &NetworkState {
+        ep.network
+            .as_deref()
+            .and_then(|name| self.networks.get(name))
+            .unwrap_or(&self.network)
+    }
+
+    /// Every network, the default one first.
+    pub fn all_networks(&self) -> impl Iterator<Item = &NetworkState> {
+        std::iter::once(&self.network).chain(self.networks.values())
+    }
 }
 
 impl EndpointState {
@@ -369,6 +430,7 @@ impl EndpointState {
             ports: Vec::new(),
             owner: self.owner.clone(),
             container_id: self.container_id.clone(),
+            network: self.network.clone(),
         }
     }
 }
@@ -696,9 +758,12 @@ impl StateStore {
                 found: version.version,
             });
         }
-        serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|source| StateError::Parse { path, source })
+        let mut state: State =
+            serde_json::from_str(&text).map_err(|source| StateError::Parse { path, source })?;
+        // Older layouts read as this one (see STATE_VERSION); the next
+        // save writes this version.
+        state.version = STATE_VERSION;
+        Ok(Some(state))
     }
 
     /// Replaces the saved state with `state`, atomically, and empties the
@@ -819,6 +884,28 @@ pub(crate) fn sample_endpoint() -> EndpointState {
         ports: Vec::new(),
         owner: None,
         container_id: None,
+        network: None,
+    }
+}
+
+/// A default network "netd" on 172.17.0.0/16, for tests.
+#[cfg(test)]
+pub(crate) fn sample_network() -> NetworkState {
+    NetworkState {
+        id: "ab".repeat(32),
+        name: "netd".into(),
+        created: "2026-11-28T00:00:00Z".into(),
+        bridge: "netd0".into(),
+        subnet: "172.17.0.0/16".parse().expect("subnet"),
+        gateway: Ipv4Addr::new(172, 17, 0, 1),
+        mtu: 1500,
+        icc: true,
+        masquerade: true,
+        internal: false,
+        host_binding: Ipv4Addr::UNSPECIFIED,
+        index: 0,
+        options: BTreeMap::new(),
+        labels: BTreeMap::new(),
     }
 }
 
@@ -829,19 +916,8 @@ mod tests {
     fn state() -> State {
         State {
             version: STATE_VERSION,
-            network: NetworkState {
-                id: "ab".repeat(32),
-                name: "netd".into(),
-                created: "2026-11-28T00:00:00Z".into(),
-                bridge: "netd0".into(),
-                subnet: "172.17.0.0/16".parse().expect("subnet"),
-                gateway: Ipv4Addr::new(172, 17, 0, 1),
-                mtu: 1500,
-                icc: true,
-                masquerade: true,
-                internal: false,
-                host_binding: Ipv4Addr::UNSPECIFIED,
-            },
+            network: sample_network(),
+            networks: BTreeMap::new(),
             endpoints: BTreeMap::new(),
             next_generation: 1,
             journal_seq: 0,
@@ -1248,6 +1324,61 @@ mod tests {
         assert_eq!(
             fs::metadata(store.journal_path()).expect("journal").len(),
             0
+        );
+    }
+
+    /// A state directory as netd 0.1 (state version 1, one network) left
+    /// it, its journal included: it loads as this version's state with no
+    /// other network, and is saved as this version.
+    #[test]
+    fn a_version_1_state_migrates() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(
+            dir.path().join(STATE_FILE),
+            include_str!("testdata/state-v1.json"),
+        )
+        .expect("write");
+        fs::write(
+            dir.path().join(JOURNAL_FILE),
+            include_str!("testdata/journal-v1.jsonl"),
+        )
+        .expect("write");
+        let mut store = StateStore::new(dir.path());
+        let mut state = store.load().expect("load").expect("state");
+        assert_eq!(state.version, STATE_VERSION);
+        assert_eq!(state.network.name, "netd");
+        assert_eq!(state.network.index, netd_common::endpoint::DEFAULT_NETWORK);
+        assert!(state.network.options.is_empty() && state.network.labels.is_empty());
+        assert!(state.networks.is_empty());
+        assert_eq!(
+            store.seq(),
+            5,
+            "the journal's lines after the snapshot's 3 replayed"
+        );
+        let web = &state.endpoints["0b4f6e2c9a1d"];
+        assert_eq!(web.network, None);
+        assert_eq!(state.network_of(web).name, "netd");
+        assert_eq!(
+            web.ports.len(),
+            1,
+            "seq 3 is in the snapshot: not applied twice"
+        );
+        let db = &state.endpoints["7d3a9c5e1f2b"];
+        assert_eq!(db.phase, Phase::Ready);
+        assert_eq!(db.ip, Ipv4Addr::new(172, 30, 0, 3));
+        assert_eq!(
+            state.docker_network.as_deref(),
+            Some("e1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90")
+        );
+
+        // Saved, it is version 2 and reads back the same.
+        store.save(&mut state).expect("save");
+        let text = fs::read_to_string(store.path()).expect("state.json");
+        let saved: serde_json::Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(saved["version"], STATE_VERSION);
+        assert_eq!(
+            StateStore::new(dir.path()).load().expect("load"),
+            Some(state)
         );
     }
 

@@ -78,7 +78,8 @@ impl From<Teardown> for DownReport {
 
 /// Removes everything netd created in this namespace, as recorded in
 /// `state` (or found by the bridge name when there is no state): the
-/// endpoints' veths, the TC hooks netd added to uplinks, the bridge, the
+/// endpoints' veths, the TC hooks netd added to uplinks, every network's
+/// bridge, the
 /// pins under `bpffs`, and the state itself. Idempotent.
 pub async fn down(
     nl: &Netlink,
@@ -87,7 +88,6 @@ pub async fn down(
     bpffs: &Path,
 ) -> Teardown {
     let mut teardown = Teardown::default();
-    let bridge = state.map_or(config::DEFAULT_BRIDGE, |s| s.network.bridge.as_str());
     for ep in state.iter().flat_map(|s| s.endpoints.values()) {
         let deleted = match nl.link(&ep.host_ifname).await {
             Ok(Some(link)) => nl
@@ -134,20 +134,26 @@ pub async fn down(
             }
         }
     }
-    let deleted = match nl.link(bridge).await {
-        Ok(Some(link)) if link.kind.as_deref() == Some("bridge") => {
-            nl.del_link(link.index, bridge).await.map(|()| true)
-        }
-        Ok(_) => Ok(false),
-        Err(err) => Err(err),
+    let bridges: Vec<&str> = match state {
+        Some(state) => state.all_networks().map(|n| n.bridge.as_str()).collect(),
+        None => vec![config::DEFAULT_BRIDGE],
     };
-    match deleted {
-        Ok(true) => teardown.removed.push(format!("bridge {bridge}")),
-        Ok(false) => {}
-        Err(source) => teardown.errors.push(TeardownError::Bridge {
-            bridge: bridge.to_owned(),
-            source,
-        }),
+    for bridge in bridges {
+        let deleted = match nl.link(bridge).await {
+            Ok(Some(link)) if link.kind.as_deref() == Some("bridge") => {
+                nl.del_link(link.index, bridge).await.map(|()| true)
+            }
+            Ok(_) => Ok(false),
+            Err(err) => Err(err),
+        };
+        match deleted {
+            Ok(true) => teardown.removed.push(format!("bridge {bridge}")),
+            Ok(false) => {}
+            Err(source) => teardown.errors.push(TeardownError::Bridge {
+                bridge: bridge.to_owned(),
+                source,
+            }),
+        }
     }
     match fs::remove_dir_all(bpffs) {
         Ok(()) => teardown

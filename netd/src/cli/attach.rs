@@ -4,13 +4,15 @@ use clap::Args;
 use super::{Context, output};
 use crate::api::{AttachRequest, Endpoint};
 
-/// Attach a network namespace to netd's bridge: a veth pair, an address, a
-/// MAC, the MTU and a default route via the gateway.
+/// Attach a network namespace to a netd network: a veth pair on the
+/// network's bridge, an address, a MAC, the MTU and, on the namespace's
+/// first network, a default route via the gateway.
 ///
 /// NETNS is a name under /run/netns or a path to a namespace file
-/// (/proc/PID/ns/net or a bind mount).
+/// (/proc/PID/ns/net or a bind mount). A namespace may be on several
+/// networks: `eth0` on the first, `eth1` on the second, ...
 ///
-/// Example: `netd attach web --ip 172.17.0.10`
+/// Examples: `netd attach web --ip 172.17.0.10`, `netd attach web --network backend`
 #[derive(Args)]
 pub struct Attach {
     /// The network namespace (name or path).
@@ -21,9 +23,13 @@ pub struct Attach {
     /// The MAC address [default: 02:42 followed by the IP's bytes, as Docker].
     #[arg(long)]
     mac: Option<String>,
-    /// The interface's name inside the namespace.
-    #[arg(long, default_value = "eth0")]
-    ifname: String,
+    /// The network (name or ID) [default: the default network, netd].
+    #[arg(long)]
+    network: Option<String>,
+    /// The interface's name inside the namespace [default: the first free
+    /// ethN].
+    #[arg(long)]
+    ifname: Option<String>,
     /// The endpoint's name [default: the namespace's name].
     #[arg(long)]
     name: Option<String>,
@@ -39,11 +45,12 @@ impl Attach {
             netns: self.netns,
             ip: self.ip,
             mac: self.mac,
-            ifname: Some(self.ifname),
+            ifname: self.ifname,
             name: self.name,
             ports: self.ports,
             owner: None,
             container_id: None,
+            network: self.network,
         };
         let endpoint: Endpoint = ctx.client.post("/v1/endpoints", &request).await?;
         if ctx.json {
@@ -56,6 +63,7 @@ impl Attach {
 
 pub fn print_endpoint(ep: &Endpoint) {
     println!("name:      {}", ep.name);
+    println!("network:   {}", ep.network);
     println!("endpoint:  {}", ep.id);
     println!("netns:     {}", ep.netns);
     println!("interface: {} (host side {})", ep.ifname, ep.host_ifname);

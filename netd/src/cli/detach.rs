@@ -10,16 +10,21 @@ use crate::api::{DetachRequest, DetachResponse, Endpoint};
 /// was already deleted, and when called twice, as runtimes expect. Detaching
 /// by --name fails if no endpoint has that name.
 ///
-/// Examples: `netd detach web`, `netd detach /proc/1234/ns/net`,
-/// `netd detach --name web`
+/// Without --network, every endpoint of the namespace is detached.
+///
+/// Examples: `netd detach web`, `netd detach web --network backend`,
+/// `netd detach /proc/1234/ns/net`, `netd detach --name web`
 #[derive(Args)]
-#[group(required = true, multiple = false)]
 pub struct Detach {
     /// The network namespace (name or path).
+    #[arg(required_unless_present = "name", conflicts_with = "name")]
     netns: Option<String>,
     /// The endpoint's name or ID, instead of a namespace.
     #[arg(long)]
     name: Option<String>,
+    /// Only the namespace's endpoint on this network (name or ID).
+    #[arg(long, conflicts_with = "name")]
+    network: Option<String>,
 }
 
 impl Detach {
@@ -32,7 +37,13 @@ impl Detach {
             (Some(netns), None) => {
                 let response: DetachResponse = ctx
                     .client
-                    .post("/v1/detach", &DetachRequest { netns })
+                    .post(
+                        "/v1/detach",
+                        &DetachRequest {
+                            netns,
+                            network: self.network,
+                        },
+                    )
                     .await?;
                 response.detached
             }
@@ -45,14 +56,17 @@ impl Detach {
             println!("nothing attached");
         }
         for ep in detached {
-            println!("detached {} ({}, {})", ep.name, ep.ip, ep.netns);
+            println!(
+                "detached {} ({}, {}, network {})",
+                ep.name, ep.ip, ep.netns, ep.network
+            );
         }
         Ok(())
     }
 }
 
 /// Percent-encodes what is not safe in a URL path segment.
-fn url_escape(s: &str) -> String {
+pub(super) fn url_escape(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

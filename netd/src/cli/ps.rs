@@ -22,6 +22,7 @@ impl Ps {
                 vec![
                     ep.id[..12].to_owned(),
                     ep.name.clone(),
+                    ep.network.clone(),
                     ep.netns.clone(),
                     ep.ip.to_string(),
                     ep.mac.to_string(),
@@ -30,7 +31,15 @@ impl Ps {
             })
             .collect();
         output::table(
-            &["ENDPOINT ID", "NAME", "NETNS", "IP", "MAC", "PORTS"],
+            &[
+                "ENDPOINT ID",
+                "NAME",
+                "NETWORK",
+                "NETNS",
+                "IP",
+                "MAC",
+                "PORTS",
+            ],
             &rows,
         );
         Ok(())

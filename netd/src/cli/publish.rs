@@ -19,6 +19,10 @@ pub struct Publish {
     /// Port specs, then the endpoint.
     #[arg(required = true, num_args = 2.., value_name = "SPEC... TARGET")]
     args: Vec<String>,
+    /// The network of TARGET's endpoint, when TARGET is on several
+    /// [default: its endpoint on the default network].
+    #[arg(long)]
+    network: Option<String>,
 }
 
 /// Unpublish ports: the same specs as `publish` (or `CTRPORT` for an
@@ -30,19 +34,26 @@ pub struct Unpublish {
     /// Port specs, then the endpoint.
     #[arg(required = true, num_args = 2.., value_name = "SPEC... TARGET")]
     args: Vec<String>,
+    /// The network of TARGET's endpoint, when TARGET is on several.
+    #[arg(long)]
+    network: Option<String>,
 }
 
-fn request(mut args: Vec<String>) -> PortsRequest {
+fn request(mut args: Vec<String>, network: Option<String>) -> PortsRequest {
     let target = args.pop().expect("clap requires two arguments");
     PortsRequest {
         target,
         specs: args,
+        network,
     }
 }
 
 impl Publish {
     pub async fn execute(self, ctx: &Context) -> anyhow::Result<()> {
-        let response: PortsResponse = ctx.client.post("/v1/ports", &request(self.args)).await?;
+        let response: PortsResponse = ctx
+            .client
+            .post("/v1/ports", &request(self.args, self.network))
+            .await?;
         if ctx.json {
             return output::json(&response.ports);
         }
@@ -57,7 +68,7 @@ impl Unpublish {
     pub async fn execute(self, ctx: &Context) -> anyhow::Result<()> {
         let response: PortsResponse = ctx
             .client
-            .post("/v1/ports/unpublish", &request(self.args))
+            .post("/v1/ports/unpublish", &request(self.args, self.network))
             .await?;
         if ctx.json {
             return output::json(&response.ports);

@@ -12,10 +12,11 @@ use aya::{
     maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuValues, lpm_trie::Key},
     util::nr_cpus,
 };
+use ipnet::Ipv4Net;
 use netd_common::{
     ct::{CtEntry, CtKey},
     drop,
-    endpoint::{DatapathConfig, EndpointInfo, UplinkInfo, VethInfo},
+    endpoint::{DatapathConfig, EndpointInfo, NetworkInfo, UplinkInfo, VethInfo},
     map_names as names,
     ports::{
         MAPPING_ACTIVE, MAPPING_TO_ONE, Mapping, MappingStats, PORT_KEY_FIXED_BITS, PortKey,
@@ -106,6 +107,71 @@ impl<'a> Maps<'a> {
         map.set(0, config, 0).map_err(Self::ctx(names::CONFIG))
     }
 
+    /// Writes network `index`'s settings and its subnet.
+    pub fn set_network(
+        &mut self,
+        index: u16,
+        subnet: Ipv4Net,
+        info: &NetworkInfo,
+    ) -> Result<(), DatapathError> {
+        let mut map: Array<&mut MapData, NetworkInfo> =
+            Array::try_from(self.map(names::NETWORKS)?).map_err(Self::ctx(names::NETWORKS))?;
+        map.set(u32::from(index), info, 0)
+            .map_err(Self::ctx(names::NETWORKS))?;
+        let mut subnets: LpmTrie<&mut MapData, [u8; 4], u32> =
+            LpmTrie::try_from(self.map(names::SUBNETS)?).map_err(Self::ctx(names::SUBNETS))?;
+        subnets
+            .insert(
+                &Key::new(u32::from(subnet.prefix_len()), subnet.network().octets()),
+                u32::from(index),
+                0,
+            )
+            .map_err(Self::ctx(names::SUBNETS))
+    }
+
+    /// Network `index`'s settings as the datapath has them (zeroes: none).
+    pub fn network(&mut self, index: u16) -> Result<NetworkInfo, DatapathError> {
+        let map: Array<&mut MapData, NetworkInfo> =
+            Array::try_from(self.map(names::NETWORKS)?).map_err(Self::ctx(names::NETWORKS))?;
+        map.get(&u32::from(index), 0)
+            .map_err(Self::ctx(names::NETWORKS))
+    }
+
+    /// The subnets the datapath knows, with their network's index.
+    pub fn subnets(&mut self) -> Result<Vec<(Ipv4Net, u16)>, DatapathError> {
+        let map: LpmTrie<&mut MapData, [u8; 4], u32> =
+            LpmTrie::try_from(self.map(names::SUBNETS)?).map_err(Self::ctx(names::SUBNETS))?;
+        let keys: Vec<Key<[u8; 4]>> = map
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(Self::ctx(names::SUBNETS))?;
+        keys.iter()
+            .map(|key| {
+                let index = map.get(key, 0).map_err(Self::ctx(names::SUBNETS))?;
+                let subnet = Ipv4Net::new(Ipv4Addr::from(key.data()), key.prefix_len() as u8)
+                    .expect("an LPM key's prefix length is at most 32");
+                Ok((subnet, index as u16))
+            })
+            .collect()
+    }
+
+    /// Forgets network `index` and its subnet; absent is fine.
+    pub fn remove_network(&mut self, index: u16, subnet: Ipv4Net) -> Result<(), DatapathError> {
+        let mut subnets: LpmTrie<&mut MapData, [u8; 4], u32> =
+            LpmTrie::try_from(self.map(names::SUBNETS)?).map_err(Self::ctx(names::SUBNETS))?;
+        match subnets.remove(&Key::new(
+            u32::from(subnet.prefix_len()),
+            subnet.network().octets(),
+        )) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(err) => return Err(Self::ctx(names::SUBNETS)(err)),
+        }
+        let mut map: Array<&mut MapData, NetworkInfo> =
+            Array::try_from(self.map(names::NETWORKS)?).map_err(Self::ctx(names::NETWORKS))?;
+        map.set(u32::from(index), NetworkInfo::default(), 0)
+            .map_err(Self::ctx(names::NETWORKS))
+    }
+
     pub fn config(&mut self) -> Result<DatapathConfig, DatapathError> {
         let map: Array<&mut MapData, DatapathConfig> =
             Array::try_from(self.map(names::CONFIG)?).map_err(Self::ctx(names::CONFIG))?;
@@ -150,11 +216,12 @@ impl<'a> Maps<'a> {
         ifindex: u32,
         ip: Ipv4Addr,
         mac: [u8; 6],
+        network: u16,
     ) -> Result<(), DatapathError> {
         let info = VethInfo {
             addr_be: ip.octets(),
             mac,
-            _pad: [0; 2],
+            network,
         };
         self.veths_map()?
             .insert(ifindex, info, 0)

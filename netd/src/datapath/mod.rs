@@ -30,7 +30,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::MapInfo,
+    maps::{Map, MapData, MapInfo, PerCpuArray, PerCpuValues},
     programs::{
         SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::{FdLink, LinkError, PinnedLink},
@@ -41,6 +41,7 @@ use aya::{
 };
 use netd_common::{
     ct::{CtEntry, CtKey},
+    drop,
     endpoint::{DatapathConfig, EndpointInfo},
     map_names as names,
     ports::{Mapping, MappingStats, PortKey, PortValue},
@@ -129,6 +130,8 @@ fn expected_layout(name: &str) -> Option<(u32, u32)> {
             size_of::<netd_common::ct::FragKey>(),
             size_of::<netd_common::ct::FragPorts>(),
         ),
+        names::NETWORKS => sizes(4, size_of::<netd_common::endpoint::NetworkInfo>()),
+        names::SUBNETS => sizes(4 + 4, 4),
         _ => None,
     }
 }
@@ -454,12 +457,68 @@ pub struct Datapath {
     qdiscs_added: std::collections::BTreeSet<String>,
 }
 
+/// The drop counters of a `NETD_DROPS` pinned by a netd with fewer slots
+/// (before [`drop::SLOTS`]): read, and the pin removed, so that the load
+/// creates the map at its new size; [`restore_drops`] writes them back.
+/// Programs already attached keep counting into the old map until the
+/// agent swaps its own in: those few counts are lost, no packet is.
+fn take_short_drops(dir: &Path) -> Result<Option<Vec<PerCpuValues<u64>>>, DatapathError> {
+    let path = dir.join(names::DROPS);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let map = |source| DatapathError::MapOp {
+        map: names::DROPS,
+        source,
+    };
+    let info = MapInfo::from_pin(&path).map_err(map)?;
+    if info.max_entries() >= drop::SLOTS {
+        return Ok(None);
+    }
+    let data = MapData::from_pin(&path).map_err(map)?;
+    let old: PerCpuArray<MapData, u64> =
+        PerCpuArray::try_from(Map::PerCpuArray(data)).map_err(map)?;
+    let values = (0..info.max_entries())
+        .map(|i| old.get(&i, 0))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(map)?;
+    fs::remove_file(&path).map_err(|source| DatapathError::Io {
+        what: format!("removing {} to resize it", path.display()),
+        source,
+    })?;
+    info!(
+        from = info.max_entries(),
+        to = drop::SLOTS,
+        "resizing the pinned drop counters"
+    );
+    Ok(Some(values))
+}
+
+/// Writes counters [`take_short_drops`] saved into the new `NETD_DROPS`.
+fn restore_drops(ebpf: &mut Ebpf, values: Vec<PerCpuValues<u64>>) -> Result<(), DatapathError> {
+    let map = |source| DatapathError::MapOp {
+        map: names::DROPS,
+        source,
+    };
+    let mut drops: PerCpuArray<&mut MapData, u64> = PerCpuArray::try_from(
+        ebpf.map_mut(names::DROPS)
+            .ok_or(DatapathError::MissingMap(names::DROPS))?,
+    )
+    .map_err(map)?;
+    for (i, counts) in values.into_iter().enumerate() {
+        drops.set(i as u32, counts, 0).map_err(map)?;
+    }
+    Ok(())
+}
+
 impl Datapath {
     /// Loads the programs, reusing the maps pinned under `options.bpffs` if
-    /// there are any (and refusing them if their layout differs).
+    /// there are any (and refusing them if their layout differs; resizing
+    /// the drop counters of an older netd).
     pub fn load(options: &Options) -> Result<Self, DatapathError> {
         ensure_bpffs(&options.bpffs)?;
         check_pinned_layouts(&options.bpffs)?;
+        let short_drops = take_short_drops(&options.bpffs)?;
         let reused: Vec<&str> = names::PINNED
             .into_iter()
             .filter(|name| options.bpffs.join(name).exists())
@@ -470,6 +529,9 @@ impl Datapath {
         }
         loader.map_max_entries(names::CT, options.ct_max);
         let mut ebpf = loader.load(crate::ebpf::object())?;
+        if let Some(values) = short_drops {
+            restore_drops(&mut ebpf, values)?;
+        }
         if reused.is_empty() {
             info!(bpffs = %options.bpffs.display(), "created and pinned the maps");
         } else {

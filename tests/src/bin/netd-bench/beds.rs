@@ -109,6 +109,8 @@ pub struct Bed {
     pub kind: Kind,
     /// What is published now.
     published: Vec<Port>,
+    /// Networks a netd bed's agent has besides its default one (B9).
+    networks: usize,
     /// Whether the netfilter ruleset was loaded once.
     loaded: bool,
     // Drop order: processes, then the agent (its `netd down`), then the
@@ -159,6 +161,7 @@ impl Bed {
         let mut bed = Self {
             kind,
             published: Vec::new(),
+            networks: 0,
             loaded: false,
             servers: Vec::new(),
             proxy: None,
@@ -300,6 +303,38 @@ impl Bed {
         Ok(())
     }
 
+    /// Makes a netd bed's agent hold `count` networks in all, the default
+    /// one included (empty networks `bench-N`, each with its bridge, of
+    /// [`bench_subnet`]). Other beds have one network whatever is asked.
+    pub fn set_networks(&mut self, count: usize) -> anyhow::Result<()> {
+        let Some(agent) = &self.agent else {
+            return Ok(());
+        };
+        let want = count.saturating_sub(1);
+        while self.networks < want {
+            let name = format!("bench-{}", self.networks);
+            let subnet = bench_subnet(self.networks);
+            let run = agent.cli(&["network", "create", &name, "--subnet", &subnet]);
+            if !run.success() {
+                bail!("netd network create {name}: {}", run.stderr.trim());
+            }
+            self.networks += 1;
+        }
+        if self.networks > want {
+            let names: Vec<String> = (want..self.networks)
+                .map(|n| format!("bench-{n}"))
+                .collect();
+            let mut args = vec!["network", "rm"];
+            args.extend(names.iter().map(String::as_str));
+            let run = agent.cli(&args);
+            if !run.success() {
+                bail!("netd network rm: {}", run.stderr.trim());
+            }
+            self.networks = want;
+        }
+        Ok(())
+    }
+
     /// Records that `port` was published by other means (the timed
     /// operations of B4).
     pub fn note_published(&mut self, port: Port) {
@@ -359,6 +394,12 @@ fn full_name(kernel_name: &str) -> String {
         .find(|p| p.starts_with(kernel_name))
         .map_or(kernel_name, |p| p)
         .to_owned()
+}
+
+/// The subnet of B9's `n`th network: /24s from 10.128.0.0, clear of the
+/// beds' own addresses (172.30.0.0/16, 10.250.0.0/24).
+pub fn bench_subnet(n: usize) -> String {
+    format!("10.{}.{}.0/24", 128 + n / 256, n % 256)
 }
 
 /// Runs `script` in `ns` with `input` on its stdin.

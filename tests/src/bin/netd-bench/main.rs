@@ -29,13 +29,13 @@ use crate::{
     measure::Loadgen,
     report::Results,
     series::Series,
-    traffic::{INBOUND, PORT_COUNTS, Traffic},
+    traffic::{INBOUND, NETWORK_COUNTS, PORT_COUNTS, Traffic},
 };
 
 #[derive(Parser)]
 #[command(about = "netd side by side with iptables, nftables, docker-proxy and no NAT")]
 struct Options {
-    /// The regression check: B2 and B3 for netd and no-NAT only, failing
+    /// The regression check: B2, B3 and B9 for netd and no-NAT only, failing
     /// on a gross regression of a ratio.
     #[arg(long)]
     quick: bool,
@@ -45,7 +45,7 @@ struct Options {
     /// Seconds per run (default: 2; quick: 1).
     #[arg(long)]
     seconds: Option<f64>,
-    /// Only these benchmarks (B1..B8, comma-separated).
+    /// Only these benchmarks (B1..B9, comma-separated).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where results.md, results.json and b3.svg go.
@@ -175,6 +175,11 @@ fn run(options: &Options) -> anyhow::Result<()> {
     if wanted("B8") {
         results.series.extend(traffic.b8());
     }
+    if wanted("B9") {
+        results
+            .series
+            .extend(traffic.b9(&[Kind::NoNat, Kind::Netd], &NETWORK_COUNTS)?);
+    }
     if wanted("B6") && !series::stopped() {
         eprintln!("B6: netd's programs under traffic");
         results.in_traffic = traffic.in_traffic()?;
@@ -226,6 +231,9 @@ fn beds_for(wanted: &dyn Fn(&str) -> bool) -> Vec<Kind> {
     if wanted("B4") {
         add(&publish::KINDS);
     }
+    if wanted("B9") {
+        add(&[Kind::NoNat, Kind::Netd]);
+    }
     kinds
 }
 
@@ -238,6 +246,7 @@ fn quick(traffic: &mut Traffic<'_>, results: &mut Results) -> anyhow::Result<Opt
     for attempt in 1..=2 {
         let mut series: Vec<Series> = vec![traffic.b2(&kinds)];
         series.extend(traffic.b3(&kinds, &[1, MANY_PORTS])?);
+        series.extend(traffic.b9(&kinds, &NETWORK_COUNTS)?);
         results.series = series;
         if series::stopped() {
             bail!("interrupted");
@@ -263,11 +272,24 @@ fn quick_verdict(results: &Results) -> Option<String> {
         .b3_relative(Kind::Netd, MANY_PORTS)
         .zip(results.b3_relative(Kind::Netd, 1))
         .map(|(a, b)| a / b);
+    let many = *NETWORK_COUNTS.last().expect("network counts");
+    let networks_flat = results
+        .b9_relative(Kind::Netd, many)
+        .zip(results.b9_relative(Kind::Netd, 1))
+        .map(|(a, b)| a / b);
     eprintln!(
-        "quick: netd CRR {:.2}x no-NAT (floor {QUICK_CRR_VS_NO_NAT}), netd at {MANY_PORTS} ports {:.2}x netd at 1 (floor {QUICK_PORTS_FLAT})",
+        "quick: netd CRR {:.2}x no-NAT (floor {QUICK_CRR_VS_NO_NAT}), netd at {MANY_PORTS} ports {:.2}x netd at 1 (floor {QUICK_PORTS_FLAT}), netd with {many} networks {:.2}x with 1 (floor {QUICK_PORTS_FLAT})",
         crr.unwrap_or(f64::NAN),
-        flat.unwrap_or(f64::NAN)
+        flat.unwrap_or(f64::NAN),
+        networks_flat.unwrap_or(f64::NAN)
     );
+    if let Some(f) = networks_flat
+        && f < QUICK_PORTS_FLAT
+    {
+        return Some(format!(
+            "netd CRR with {many} networks is {f:.2}x netd with 1, below {QUICK_PORTS_FLAT}x"
+        ));
+    }
     match (crr, flat) {
         (Some(c), _) if c < QUICK_CRR_VS_NO_NAT => Some(format!(
             "netd CRR is {c:.2}x no-NAT, below {QUICK_CRR_VS_NO_NAT}x"
@@ -276,6 +298,7 @@ fn quick_verdict(results: &Results) -> Option<String> {
             "netd CRR at {MANY_PORTS} ports is {f:.2}x netd at 1 port, below {QUICK_PORTS_FLAT}x"
         )),
         (None, _) | (_, None) => Some("a quick benchmark did not produce figures".into()),
+        _ if networks_flat.is_none() => Some("B9 did not produce figures".into()),
         _ => None,
     }
 }

@@ -12,7 +12,7 @@ use crate::{
     beds::Kind,
     progs::ProgCase,
     series::{Row, Series},
-    traffic::{InTraffic, PORT_COUNTS, b3_case},
+    traffic::{InTraffic, NETWORK_COUNTS, PORT_COUNTS, b3_case, b9_case, b9_create_case},
 };
 
 /// Everything one run measured.
@@ -47,6 +47,11 @@ impl Results {
     /// `kind`'s median speed-up over `base` in a series.
     fn ratio(&self, bench: &str, case: &str, kind: Kind, base: Kind) -> Option<f64> {
         Some(self.find(bench, case)?.ratio(kind, base)?.median)
+    }
+
+    /// B9 at `count` networks relative to no-NAT of the same rounds.
+    pub fn b9_relative(&self, kind: Kind, count: usize) -> Option<f64> {
+        self.ratio("B9", &b9_case(count), kind, Kind::NoNat)
     }
 
     /// B3 at `count` ports relative to no-NAT of the same rounds.
@@ -119,6 +124,28 @@ impl Results {
                 met: got.map(|r| r >= want),
             });
         }
+
+        let many = *NETWORK_COUNTS.last().expect("network counts");
+        let flat = self
+            .b9_relative(Kind::Netd, many)
+            .zip(self.b9_relative(Kind::Netd, 1))
+            .map(|(a, b)| a / b);
+        targets.push(Target {
+            bench: "B9",
+            what: format!("CRR with {many} networks >= 0.95x with 1"),
+            measured: flat.map_or("not measured".into(), |r| format!("{r:.2}x")),
+            met: flat.map(|r| r >= 0.95),
+        });
+        let create = |count| self.find("B9", &b9_create_case(count))?.median(Kind::Netd);
+        let growth = create(many).zip(create(1));
+        targets.push(Target {
+            bench: "B9",
+            what: format!("network create with {many} networks <= 2x with 1"),
+            measured: growth.map_or("not measured".into(), |(a, b)| {
+                format!("{a:.1} ms vs {b:.1} ms ({:.2}x)", a / b)
+            }),
+            met: growth.map(|(a, b)| a <= 2.0 * b),
+        });
 
         let b4 = |case: &str| {
             self.series
@@ -299,6 +326,7 @@ fn title(bench: &str) -> &'static str {
         "B5" => "one bulk TCP stream",
         "B7" => "small UDP datagrams per second",
         "B8" => "host-local clients (127.0.0.1:8080; no NAT: straight to the container)",
+        "B9" => "many networks on one agent: new connections, and the time to create one",
         _ => "",
     }
 }

@@ -1,15 +1,15 @@
 // SPDX-License-Identifier: MIT OR GPL-2.0-only
 //! The traffic benchmarks: B1 (request/response), B2 and B3 (new
 //! connections, and their scaling with published ports), B5 (bulk), B7
-//! (small UDP packets), B8 (host-local access).
+//! (small UDP packets), B8 (host-local access), B9 (many networks).
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Instant};
 
 use anyhow::Context as _;
 use netd_tests::netns::{Cgroup, Netns};
 
 use crate::{
-    beds::{Bed, Kind},
+    beds::{Bed, Kind, bench_subnet},
     measure::{Loadgen, Measure, field},
     series::Series,
 };
@@ -27,6 +27,24 @@ pub const INBOUND: [Kind; 6] = [
 pub const HOST_LOCAL: [Kind; 4] = [Kind::NoNat, Kind::Netd, Kind::Proxy, Kind::IptOutput];
 /// The port counts of B3.
 pub const PORT_COUNTS: [usize; 4] = [1, 100, 1_000, 10_000];
+
+/// The network counts of B9.
+pub const NETWORK_COUNTS: [usize; 2] = [1, 1_000];
+/// Networks created (and removed) per B9 creation measurement.
+const CREATES_PER_RUN: usize = 10;
+
+/// The name of B9's connection series at `count` networks.
+pub fn b9_case(count: usize) -> String {
+    format!("CRR, {count} network{}", if count == 1 { "" } else { "s" })
+}
+
+/// The name of B9's creation series at `count` networks.
+pub fn b9_create_case(count: usize) -> String {
+    format!(
+        "network create, {count} network{}",
+        if count == 1 { "" } else { "s" }
+    )
+}
 
 /// The name of B3's series at `count` ports.
 pub fn b3_case(count: usize) -> String {
@@ -125,6 +143,50 @@ impl Traffic<'_> {
         for kind in kinds {
             if let Some(bed) = self.beds.get_mut(kind) {
                 bed.set_ports(1)?;
+            }
+        }
+        Ok(all)
+    }
+
+    /// B9: B2 with 1 and with 1,000 networks on the agent (phases, compared
+    /// through their ratio to no-NAT, as B3's), and how long `netd network
+    /// create` takes at each count (median of [`CREATES_PER_RUN`] creates
+    /// per run, the CLI's own start included; each removed again).
+    pub fn b9(&mut self, kinds: &[Kind], counts: &[usize]) -> anyhow::Result<Vec<Series>> {
+        let mut all = Vec::new();
+        for &count in counts {
+            for kind in kinds {
+                if let Some(bed) = self.beds.get_mut(kind) {
+                    eprintln!("B9: {} holds {count} networks", kind.label());
+                    let started = Instant::now();
+                    bed.set_networks(count)
+                        .with_context(|| format!("{} with {count} networks", kind.label()))?;
+                    if bed.agent.is_some() && count > 1 {
+                        eprintln!(
+                            "B9: {} networks created in {:.1} s",
+                            count - 1,
+                            started.elapsed().as_secs_f64()
+                        );
+                    }
+                }
+            }
+            let series = Series::new("B9", b9_case(count), "conn/s", true, &[Kind::NoNat])
+                .cpu("CPU µs/conn", 1e6);
+            all.push(self.series(series, kinds, Side::Outside, Mode::Crr));
+
+            let netd: Vec<(Kind, &Bed)> = self
+                .items(kinds)
+                .into_iter()
+                .filter(|(_, bed)| bed.agent.is_some())
+                .collect();
+            let mut create =
+                Series::new("B9", b9_create_case(count), "ms", false, &[]).cpu("", 1.0);
+            create.run(self.rounds, &netd, |bed| time_creates(bed, count));
+            all.push(create);
+        }
+        for kind in kinds {
+            if let Some(bed) = self.beds.get_mut(kind) {
+                bed.set_networks(1)?;
             }
         }
         Ok(all)
@@ -323,4 +385,43 @@ impl Mode {
             detail: report,
         })
     }
+}
+
+/// Creates [`CREATES_PER_RUN`] networks on `bed`'s agent, which holds
+/// `count`, timing each, and removes them: the median in milliseconds.
+fn time_creates(bed: &Bed, count: usize) -> anyhow::Result<Measure> {
+    let agent = bed.netd()?;
+    let names: Vec<String> = (0..CREATES_PER_RUN).map(|n| format!("probe-{n}")).collect();
+    let mut times = Vec::new();
+    let mut result = Ok(());
+    for (n, name) in names.iter().enumerate() {
+        // Past the networks the bed holds (at most `count`).
+        let subnet = bench_subnet(count + n);
+        let started = Instant::now();
+        let run = agent.cli(&["network", "create", name, "--subnet", &subnet]);
+        times.push(started.elapsed().as_secs_f64() * 1e3);
+        if !run.success() {
+            result = Err(anyhow::anyhow!(
+                "netd network create {name}: {}",
+                run.stderr.trim()
+            ));
+            break;
+        }
+    }
+    let created = &names[..times.len()];
+    let mut args = vec!["network", "rm"];
+    args.extend(created.iter().map(String::as_str));
+    // Removes whichever were created; a name not created is reported and
+    // the others go anyway.
+    let _ = agent.cli(&args);
+    result?;
+    times.sort_by(f64::total_cmp);
+    Ok(Measure {
+        value: times[times.len() / 2],
+        cpu_s: 0.0,
+        ops: times.len() as f64,
+        p50_us: None,
+        p99_us: None,
+        detail: serde_json::json!({ "create_ms": times }),
+    })
 }
