@@ -62,6 +62,9 @@ impl Run {
 
 /// A `netd agent` in a test namespace.
 pub struct Agent {
+    /// The `netd` binary of the agent and its CLI ([`netd_bin`] unless a
+    /// test runs another release).
+    bin: PathBuf,
     ns_path: PathBuf,
     dir: PathBuf,
     bpffs: BpfFs,
@@ -92,6 +95,7 @@ impl Agent {
         let dir = std::env::temp_dir().join(unique_name("agt"));
         fs::create_dir_all(&dir).expect("agent directory");
         Self {
+            bin: netd_bin(),
             ns_path: ns.path(),
             dir,
             bpffs: BpfFs::new(),
@@ -141,7 +145,7 @@ impl Agent {
             cmd.arg(format!("--mount={}", mounts.display()));
         }
         cmd.arg("--")
-            .arg(netd_bin())
+            .arg(&self.bin)
             .env("NETD_SOCKET", self.socket())
             .env("NETD_STATE_DIR", self.state_dir())
             .env("NETD_BPFFS", self.bpffs())
@@ -157,6 +161,12 @@ impl Agent {
             cmd.env(key, value);
         }
         cmd
+    }
+
+    /// Runs `bin` as the agent and the CLI from now on (an upgrade test
+    /// starts the previous release, then this one).
+    pub fn use_binary(&mut self, bin: &Path) {
+        self.bin = bin.to_owned();
     }
 
     /// Sets `key=value` in the environment of the next launch only.

@@ -15,6 +15,7 @@
 pub mod agent;
 pub mod bpf;
 pub mod fixture;
+pub mod hold;
 pub mod netns;
 pub mod pktgen;
 pub mod probe;

@@ -9,6 +9,7 @@ mod bench;
 mod cmd;
 mod demo;
 mod leftovers;
+mod previous;
 mod setup;
 mod soak;
 mod test;
@@ -43,6 +44,9 @@ enum Task {
     /// conntrack must return to its baseline and the agent's memory stay
     /// flat; report in target/soak/report.json.
     Soak(soak::Options),
+    /// Build the previous release of netd (for the upgrade test; `cargo
+    /// xtask test` does it first) and print its binary's path.
+    Previous,
 }
 
 fn main() -> ExitCode {
@@ -53,6 +57,7 @@ fn main() -> ExitCode {
         Task::Demo(options) => demo::run(&options),
         Task::Bench(options) => bench::run(&options),
         Task::Soak(options) => soak::run(&options),
+        Task::Previous => previous::build().map(|bin| println!("{}", bin.display())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,7 +10,7 @@ use crate::{
     bench,
     cmd::{self, cargo, is_root, output, workspace_root},
     leftovers::{self, Snapshot},
-    setup, vm,
+    previous, setup, vm,
 };
 
 #[derive(clap::Args)]
@@ -60,6 +60,8 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     }
 
     cmd::build_workspace()?;
+    // Kept once built: only a clean checkout pays for it.
+    let previous = previous::build()?;
 
     let ledger = workspace_root().join("target/netd-test-ledger");
     let _ = fs::remove_dir_all(&ledger);
@@ -97,7 +99,8 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     }
     tests
         .args(&options.filters)
-        .env("NETD_TEST_LEDGER", &ledger);
+        .env("NETD_TEST_LEDGER", &ledger)
+        .env(previous::ENV, &previous);
     let result = cmd::run(&mut tests);
     if nextest && options.filters.is_empty() {
         // nextest does not run doc tests.

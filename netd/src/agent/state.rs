@@ -526,6 +526,12 @@ impl StateStore {
         let Some(mut state) = self.load_snapshot()? else {
             return Ok(None);
         };
+        // An older layout reads as this one (see STATE_VERSION). The
+        // migrated snapshot is written at start: from then on an older
+        // netd refuses the directory instead of misreading this version's
+        // journal lines.
+        let migrated = state.version < STATE_VERSION;
+        state.version = STATE_VERSION;
         self.seq = state.journal_seq;
         self.lines = 0;
         self.journal_len = 0;
@@ -533,7 +539,10 @@ impl StateStore {
         let path = self.journal_path();
         let text = match fs::read_to_string(&path) {
             Ok(text) => text,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Some(state)),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                self.fold_due = migrated;
+                return Ok(Some(state));
+            }
             Err(source) => return Err(StateError::Read { path, source }),
         };
         let mut rest = text.as_str();
@@ -563,7 +572,7 @@ impl StateStore {
         }
         state.journal_seq = self.seq;
         // Folded at start, as soon as a write can succeed.
-        self.fold_due = self.lines > 0 || self.tail_dirty;
+        self.fold_due = migrated || self.lines > 0 || self.tail_dirty;
         Ok(Some(state))
     }
 
@@ -758,11 +767,8 @@ impl StateStore {
                 found: version.version,
             });
         }
-        let mut state: State =
+        let state: State =
             serde_json::from_str(&text).map_err(|source| StateError::Parse { path, source })?;
-        // Older layouts read as this one (see STATE_VERSION); the next
-        // save writes this version.
-        state.version = STATE_VERSION;
         Ok(Some(state))
     }
 
@@ -1346,6 +1352,10 @@ mod tests {
         let mut store = StateStore::new(dir.path());
         let mut state = store.load().expect("load").expect("state");
         assert_eq!(state.version, STATE_VERSION);
+        assert!(
+            matches!(store.fold_if_due(&mut state), FoldOutcome::Folded),
+            "a migrated state is written at the first fold"
+        );
         assert_eq!(state.network.name, "netd");
         assert_eq!(state.network.index, netd_common::endpoint::DEFAULT_NETWORK);
         assert!(state.network.options.is_empty() && state.network.labels.is_empty());
@@ -1380,6 +1390,29 @@ mod tests {
             StateStore::new(dir.path()).load().expect("load"),
             Some(state)
         );
+    }
+
+    /// Without a journal to fold, the migrated snapshot is written at
+    /// start all the same: an older netd must refuse the directory then.
+    #[test]
+    fn a_version_1_snapshot_is_rewritten_at_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(
+            dir.path().join(STATE_FILE),
+            include_str!("testdata/state-v1.json"),
+        )
+        .expect("write");
+        let mut store = StateStore::new(dir.path());
+        let mut state = store.load().expect("load").expect("state");
+        assert!(matches!(store.fold_if_due(&mut state), FoldOutcome::Folded));
+        let saved: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(store.path()).expect("state.json"))
+                .expect("json");
+        assert_eq!(saved["version"], STATE_VERSION);
+        // A current snapshot alone owes nothing.
+        let mut store = StateStore::new(dir.path());
+        let mut state = store.load().expect("load").expect("state");
+        assert!(matches!(store.fold_if_due(&mut state), FoldOutcome::NotDue));
     }
 
     #[test]
