@@ -18,7 +18,7 @@ use netlink_packet_route::{
         InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, LinkXdp,
         XdpAttached,
     },
-    route::{RouteAddress, RouteAttribute, RouteMessage, RouteScope},
+    route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType},
     rule::{RuleAction, RuleAttribute, RuleMessage},
 };
 use rtnetlink::{
@@ -152,15 +152,29 @@ fn is_errno(err: &rtnetlink::Error, errno: i32) -> bool {
 #[derive(Clone)]
 pub struct Netlink {
     handle: Handle,
+    /// A socket with strict checking (`NETLINK_GET_STRICT_CHK`, as `ip
+    /// route show table main` uses), on which the kernel filters a route
+    /// dump by table: the local table holds two routes per address, so
+    /// with many networks a dump of every table costs three times more.
+    filtered: Handle,
+}
+
+/// The two sockets of a [`Netlink`], made in the calling thread's
+/// namespace; their connections are spawned on the current runtime.
+fn open() -> io::Result<(Handle, Handle)> {
+    let (connection, handle, _) = rtnetlink::new_connection()?;
+    tokio::spawn(connection);
+    let (connection, filtered, _) = rtnetlink::new_connection_with_strict_check()?;
+    tokio::spawn(connection);
+    Ok((handle, filtered))
 }
 
 impl Netlink {
     /// A socket in the calling thread's namespace (the agent's). Must run
     /// inside a tokio runtime, which drives the connection.
     pub fn connect() -> Result<Self, ConnectError> {
-        let (connection, handle, _) = rtnetlink::new_connection().map_err(ConnectError::Socket)?;
-        tokio::spawn(connection);
-        Ok(Self { handle })
+        let (handle, filtered) = open().map_err(ConnectError::Socket)?;
+        Ok(Self { handle, filtered })
     }
 
     /// A stream of notifications of IPv4 address and link changes in the
@@ -185,16 +199,15 @@ impl Netlink {
     /// A socket inside `ns`.
     pub fn connect_in(ns: &Netns) -> Result<Self, ConnectError> {
         let runtime = tokio::runtime::Handle::current();
-        let (connection, handle, _) = ns
+        let (handle, filtered) = ns
             .run(move || {
-                // The socket registers with this runtime's reactor, from the
+                // The sockets register with this runtime's reactor, from the
                 // namespace thread.
                 let _guard = runtime.enter();
-                rtnetlink::new_connection()
+                open()
             })?
             .map_err(ConnectError::Socket)?;
-        tokio::spawn(connection);
-        Ok(Self { handle })
+        Ok(Self { handle, filtered })
     }
 
     fn error(op: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetlinkError {
@@ -380,10 +393,15 @@ impl Netlink {
 
     /// The IPv4 routes of the main table.
     pub async fn routes(&self) -> Result<Vec<Route>, NetlinkError> {
+        // A strict dump filters on every header field set: the table only
+        // (any protocol, any type).
+        let mut filter = RouteMessageBuilder::<Ipv4Addr>::new().build();
+        filter.header.protocol = RouteProtocol::Unspec;
+        filter.header.kind = RouteType::Unspec;
         let messages: Vec<RouteMessage> = self
-            .handle
+            .filtered
             .route()
-            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .get(filter)
             .execute()
             .try_collect()
             .await

@@ -404,37 +404,7 @@ impl Config {
                     .unwrap_or_else(|| DEFAULT_BRIDGE.to_owned());
                 let bridge_index = links.iter().find(|l| l.name == bridge).map(|l| l.index);
                 let in_use = networks_in_use(nl, bridge_index).await?;
-                let subnet = match flags.subnet {
-                    Some(subnet) => {
-                        let subnet = subnet.trunc();
-                        if let Some(existing) =
-                            in_use.iter().find(|net| ipam::overlaps(&subnet, net))
-                        {
-                            return Err(AgentError::SubnetOverlap {
-                                subnet,
-                                existing: *existing,
-                            });
-                        }
-                        subnet
-                    }
-                    None => ipam::pick_subnet(&in_use).ok_or(AgentError::NoFreeSubnet)?,
-                };
-                let gateway = match flags.gateway {
-                    Some(gateway) => gateway,
-                    None => subnet
-                        .hosts()
-                        .next()
-                        .ok_or(AgentError::GatewayOutsideSubnet {
-                            gateway: subnet.network(),
-                            subnet,
-                        })?,
-                };
-                if !subnet.contains(&gateway)
-                    || gateway == subnet.network()
-                    || gateway == subnet.broadcast()
-                {
-                    return Err(AgentError::GatewayOutsideSubnet { gateway, subnet });
-                }
+                let (subnet, gateway) = ipam::choose(flags.subnet, flags.gateway, &in_use)?;
                 let uplink_mtu = uplinks
                     .first()
                     .and_then(|name| links.iter().find(|l| &l.name == name))

@@ -315,10 +315,11 @@ impl Agent {
         if self.datapath.maps().sync_local_addrs(&addrs)? {
             info!(addresses = ?addrs, "local addresses");
         }
-        let links = self.nl.links().await?;
+        // The uplinks by name: a dump of every link would cost as much as
+        // there are networks (one bridge each) and endpoints.
         let mut uplinks = BTreeMap::new();
         for name in &self.config.uplinks {
-            if let Some(link) = links.iter().find(|l| &l.name == name)
+            if let Some(link) = self.nl.link(name).await?
                 && let Some(addr) = addresses.iter().find(|a| a.index == link.index)
             {
                 uplinks.insert(link.index, addr.ip);

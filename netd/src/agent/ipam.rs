@@ -24,6 +24,43 @@ pub fn pick_subnet(in_use: &[Ipv4Net]) -> Option<Ipv4Net> {
     default_pools().find(|pool| !in_use.iter().any(|net| overlaps(pool, net)))
 }
 
+/// A network's subnet and gateway: `subnet` if it overlaps none of
+/// `in_use`, else the first free default pool; `gateway`, else the
+/// subnet's first address. The gateway must be a host of the subnet.
+pub fn choose(
+    subnet: Option<Ipv4Net>,
+    gateway: Option<Ipv4Addr>,
+    in_use: &[Ipv4Net],
+) -> Result<(Ipv4Net, Ipv4Addr), AgentError> {
+    let subnet = match subnet {
+        Some(subnet) => {
+            let subnet = subnet.trunc();
+            if let Some(existing) = in_use.iter().find(|net| overlaps(&subnet, net)) {
+                return Err(AgentError::SubnetOverlap {
+                    subnet,
+                    existing: *existing,
+                });
+            }
+            subnet
+        }
+        None => pick_subnet(in_use).ok_or(AgentError::NoFreeSubnet)?,
+    };
+    let gateway = match gateway {
+        Some(gateway) => gateway,
+        None => subnet
+            .hosts()
+            .next()
+            .ok_or(AgentError::GatewayOutsideSubnet {
+                gateway: subnet.network(),
+                subnet,
+            })?,
+    };
+    if !subnet.contains(&gateway) || gateway == subnet.network() || gateway == subnet.broadcast() {
+        return Err(AgentError::GatewayOutsideSubnet { gateway, subnet });
+    }
+    Ok((subnet, gateway))
+}
+
 /// Whether two networks share an address.
 pub fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
@@ -85,6 +122,40 @@ mod tests {
 
     fn net(s: &str) -> Ipv4Net {
         s.parse().expect("net")
+    }
+
+    #[test]
+    fn a_network_gets_a_free_subnet_and_a_gateway_inside_it() {
+        let in_use = [net("172.17.0.0/16"), net("10.1.0.0/24")];
+        let (subnet, gateway) = choose(None, None, &in_use).expect("a pool");
+        assert_eq!(
+            (subnet, gateway),
+            (net("172.18.0.0/16"), "172.18.0.1".parse().expect("ip"))
+        );
+        let (subnet, gateway) = choose(
+            Some(net("10.2.0.9/24")),
+            Some("10.2.0.254".parse().expect("ip")),
+            &in_use,
+        )
+        .expect("given");
+        assert_eq!(
+            (subnet, gateway.to_string().as_str()),
+            (net("10.2.0.0/24"), "10.2.0.254")
+        );
+        assert!(matches!(
+            choose(Some(net("10.1.0.128/25")), None, &in_use),
+            Err(AgentError::SubnetOverlap { existing, .. }) if existing == in_use[1]
+        ));
+        for outside in ["10.3.0.0", "10.3.0.255", "10.4.0.1"] {
+            assert!(matches!(
+                choose(
+                    Some(net("10.3.0.0/24")),
+                    Some(outside.parse().expect("ip")),
+                    &in_use
+                ),
+                Err(AgentError::GatewayOutsideSubnet { .. })
+            ));
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! bridge is gone: a crash in between leaves a record whose bridge the next
 //! agent makes again (creation finished; a removal can be asked again).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use ipnet::Ipv4Net;
 use netd_common::endpoint::MAX_NETWORKS;
@@ -150,42 +150,16 @@ impl Agent {
                     .map_err(|_| AgentError::IpSyntax(text.to_owned()))
             })
             .transpose()?;
+        let taken: BTreeSet<u16> = self.state.all_networks().map(|net| net.index).collect();
         let index = (1..MAX_NETWORKS as u16)
-            .find(|i| self.state.all_networks().all(|net| net.index != *i))
+            .find(|i| !taken.contains(i))
             .ok_or(AgentError::TooManyNetworks(MAX_NETWORKS))?;
 
         // Subnets never overlap: not another network's, nor a route or an
         // address of the host (which include every network's bridge).
         let mut in_use = networks_in_use(&self.nl, None).await?;
         in_use.extend(self.state.all_networks().map(|net| net.subnet));
-        let subnet = match subnet {
-            Some(subnet) => {
-                if let Some(existing) = in_use.iter().find(|net| ipam::overlaps(&subnet, net)) {
-                    return Err(AgentError::SubnetOverlap {
-                        subnet,
-                        existing: *existing,
-                    });
-                }
-                subnet
-            }
-            None => ipam::pick_subnet(&in_use).ok_or(AgentError::NoFreeSubnet)?,
-        };
-        let gateway = match gateway {
-            Some(gateway) => gateway,
-            None => subnet
-                .hosts()
-                .next()
-                .ok_or(AgentError::GatewayOutsideSubnet {
-                    gateway: subnet.network(),
-                    subnet,
-                })?,
-        };
-        if !subnet.contains(&gateway)
-            || gateway == subnet.network()
-            || gateway == subnet.broadcast()
-        {
-            return Err(AgentError::GatewayOutsideSubnet { gateway, subnet });
-        }
+        let (subnet, gateway) = ipam::choose(subnet, gateway, &in_use)?;
 
         let id = random_hex(32);
         let bridge = options

@@ -393,14 +393,19 @@ pub async fn serve(agent: Agent) -> anyhow::Result<()> {
     let ticker = {
         let agent = shared.agent.clone();
         tokio::spawn(async move {
-            use futures::StreamExt as _;
+            use futures::{FutureExt as _, StreamExt as _};
             let mut interval = tokio::time::interval(std::time::Duration::from_secs(1));
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     _ = interval.tick() => agent.lock().await.tick().await,
                     Some(_) = changes.next() => {
-                        if let Err(err) = agent.lock().await.sync_local_addrs().await {
+                        let mut agent = agent.lock().await;
+                        // One sync for a burst (making a bridge or a veth is
+                        // several notifications; a sync reads every
+                        // address): what came before it is covered.
+                        while let Some(Some(_)) = changes.next().now_or_never() {}
+                        if let Err(err) = agent.sync_local_addrs().await {
                             tracing::warn!(error = %err, "syncing local addresses");
                         }
                     }
