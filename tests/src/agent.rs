@@ -58,6 +58,23 @@ impl Run {
     pub fn success(&self) -> bool {
         self.code == 0
     }
+
+    /// Asserts that the command (`what`) failed with one line on stderr
+    /// that contains `needle`, as netd refuses bad input.
+    pub fn assert_refused(&self, what: &str, needle: &str) {
+        assert_ne!(self.code, 0, "{what} must fail: {}", self.stdout);
+        assert!(
+            self.stderr.contains(needle),
+            "{what}: expected {needle:?} in {:?}",
+            self.stderr
+        );
+        assert_eq!(
+            self.stderr.trim().lines().count(),
+            1,
+            "{what}: one line: {}",
+            self.stderr
+        );
+    }
 }
 
 /// A `netd agent` in a test namespace.

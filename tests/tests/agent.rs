@@ -377,19 +377,9 @@ fn bad_attach_requests_change_nothing() {
     ];
     for (args, message) in cases {
         let before = snapshot(&agent, &host, Some(&target));
-        let run = agent.cli(&args);
-        assert_ne!(run.code, 0, "{args:?} must fail");
-        assert!(
-            run.stderr.contains(message),
-            "{args:?}: expected {message:?} in {:?}",
-            run.stderr
-        );
-        assert_eq!(
-            run.stderr.trim().lines().count(),
-            1,
-            "{args:?}: one line: {}",
-            run.stderr
-        );
+        agent
+            .cli(&args)
+            .assert_refused(&format!("{args:?}"), message);
         assert_unchanged(
             &before,
             &snapshot(&agent, &host, Some(&target)),
@@ -510,19 +500,9 @@ fn bad_agent_flags_change_nothing() {
     for (args, message) in cases {
         let before = addresses(&host);
         let agent = Agent::new(&host, args);
-        let run = agent.try_start();
-        assert_ne!(run.code, 0, "{args:?} must fail");
-        assert!(
-            run.stderr.contains(message),
-            "{args:?}: expected {message:?} in {}",
-            run.stderr
-        );
-        assert_eq!(
-            run.stderr.trim().lines().count(),
-            1,
-            "{args:?}: one line: {}",
-            run.stderr
-        );
+        agent
+            .try_start()
+            .assert_refused(&format!("{args:?}"), message);
         assert_unchanged(&before, &addresses(&host), &format!("{args:?}"));
         assert!(
             !link_names(&host).contains(&"netd0".to_owned()) || args.contains(&"up0"),

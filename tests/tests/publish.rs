@@ -441,14 +441,9 @@ fn bad_publish_requests_change_nothing() {
             t.agent.state(),
             ports_dump(),
         );
-        let run = t.agent.cli(&args);
-        assert_ne!(run.code, 0, "{args:?} must fail");
-        assert!(
-            run.stderr.contains(message),
-            "{args:?}: expected {message:?} in {}",
-            run.stderr
-        );
-        assert_eq!(run.stderr.trim().lines().count(), 1, "{args:?}: one line");
+        t.agent
+            .cli(&args)
+            .assert_refused(&format!("{args:?}"), message);
         let after = (
             t.agent.ok(&["ports", "--json"]),
             t.agent.state(),

@@ -220,19 +220,9 @@ fn the_previous_release_upgrades_without_a_dropped_flow_and_refuses_to_downgrade
     let maps_before = pinned_maps(&bpffs);
     let programs_before = tcx_programs(&t.host, "up0");
     t.agent.use_binary(&previous);
-    let refused = t.agent.try_start();
-    assert_ne!(refused.code, 0, "the previous release started: {refused:?}");
-    assert!(
-        refused.stderr.contains("newer netd"),
-        "says why: {}",
-        refused.stderr
-    );
-    assert_eq!(
-        refused.stderr.trim().lines().count(),
-        1,
-        "one line: {}",
-        refused.stderr
-    );
+    t.agent
+        .try_start()
+        .assert_refused("the previous release's agent", "newer netd");
     assert_eq!(files(&t.agent.state_dir()), state_before, "state unchanged");
     assert_eq!(pinned_maps(&bpffs), maps_before, "pins unchanged");
     assert_eq!(tcx_programs(&t.host, "up0"), programs_before);
@@ -270,9 +260,8 @@ fn a_state_of_a_newer_netd_is_refused_and_left_alone() {
     let programs = tcx_programs(&t.host, "up0");
 
     let refused = t.agent.try_start();
-    assert_ne!(refused.code, 0, "started on a newer state: {refused:?}");
+    refused.assert_refused("an agent on a newer state", "newer netd");
     let line = refused.stderr.trim();
-    assert_eq!(line.lines().count(), 1, "one line: {line}");
     for needle in [
         "newer netd",
         "state version 3",
