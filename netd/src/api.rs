@@ -13,6 +13,10 @@ use crate::mac::MacAddr;
 /// Every path starts with this.
 pub const PREFIX: &str = "/v1";
 
+/// The name of the network the agent's flags describe (as Docker names
+/// its default network `bridge`).
+pub const DEFAULT_NETWORK: &str = "netd";
+
 /// `POST /v1/endpoints`: attach a namespace.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -82,6 +86,12 @@ pub struct NetworkCreateRequest {
     /// `KEY=VALUE`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub labels: Vec<String>,
+    /// When a network of this name exists: answer it if it has every
+    /// setting given (a runtime's configuration naming it), else refuse
+    /// naming the first that differs. Otherwise an existing name is an
+    /// error, as in Docker.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exist_ok: bool,
 }
 
 /// One network, as `netd network ls` lists it.
@@ -359,4 +369,7 @@ pub struct ContainerInspect {
     pub ipv4_address: String,
     #[serde(rename = "IPv6Address")]
     pub ipv6_address: String,
+    /// Who attached it (not in Docker's output): `cni` or `docker` for a
+    /// runtime's plugin, `netd` for the CLI and the API.
+    pub owner: String,
 }

@@ -381,3 +381,144 @@ fn containerd_input_names_pods_and_del_always_ends() {
     assert!(endpoints(&t.agent).is_empty());
     assert!(!pod.ip("-o link show").contains("eth0"));
 }
+
+/// A conflist names its netd network (`"network"`) and may give its
+/// settings: ADD creates the network when it does not exist and checks it
+/// when it does (a contradiction is code 7 and changes nothing). One
+/// container on two networks has an interface from each; DEL, CHECK and
+/// GC of one network's configuration touch only that network's
+/// endpoints; the networks outlive the configurations (they may hold
+/// other runtimes' endpoints).
+#[test]
+fn conflists_name_their_network_and_settings_are_checked() {
+    require_root!();
+    let t = Topology::new(&[]);
+    let ctr = Netns::new("ctr");
+    let path = ctr.path().display().to_string();
+    let id = "4a1c0ffee0000000000000000000000000000000000000000000000000000002";
+    let net_conf = |name: &str, network: &str, subnet: &str| {
+        let mut conf = conf(&t.agent, "1.1.0", json!([]));
+        conf["name"] = json!(name);
+        conf["network"] = json!(network);
+        conf["subnet"] = json!(subnet);
+        conf
+    };
+    let front = net_conf("front-conf", "front", "10.91.0.0/24");
+    let mut back = net_conf("back-conf", "back", "10.92.0.0/24");
+    back["options"] = json!({"com.docker.network.bridge.enable_icc": "false"});
+    let with_ifname = |ifname: &'static str| {
+        let mut env = env(id, &path);
+        env[2] = ("CNI_IFNAME", ifname);
+        env
+    };
+
+    let add = cni("ADD", &with_ifname("eth0"), &front);
+    assert!(add.success, "{:?}", add.stdout);
+    assert_eq!(add.stdout["ips"][0]["gateway"], "10.91.0.1");
+    let add = cni("ADD", &with_ifname("eth1"), &back);
+    assert!(add.success, "{:?}", add.stdout);
+    assert!(
+        add.stdout["ips"][0]["address"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("10.92.0.")),
+        "{}",
+        add.stdout
+    );
+    assert!(ctr.ip("-4 -o addr show dev eth0").contains("10.91.0."));
+    assert!(ctr.ip("-4 -o addr show dev eth1").contains("10.92.0."));
+    let inspect = t.agent.json(&["network", "inspect", "back"]);
+    assert_eq!(inspect[0]["Labels"]["netd.cni.conflist"], "back-conf");
+    assert_eq!(
+        inspect[0]["Options"]["com.docker.network.bridge.enable_icc"],
+        "false"
+    );
+    let owners: Vec<&Value> = inspect[0]["Containers"]
+        .as_object()
+        .expect("containers")
+        .values()
+        .map(|c| &c["Owner"])
+        .collect();
+    assert_eq!(owners, [&json!("cni")], "{inspect}");
+
+    // The same network with other settings: refused, nothing changed.
+    let before = (t.agent.ok(&["network", "ls"]), t.agent.ok(&["ps"]));
+    let other = Netns::new("other");
+    let other_path = other.path().display().to_string();
+    for (setting, value, needle) in [
+        (
+            "subnet",
+            json!("10.93.0.0/24"),
+            "subnet 10.91.0.0/24, not 10.93.0.0/24",
+        ),
+        (
+            "gateway",
+            json!("10.91.0.254"),
+            "gateway 10.91.0.1, not 10.91.0.254",
+        ),
+        ("internal", json!(true), "internal false, not true"),
+    ] {
+        let mut contradicting = front.clone();
+        contradicting[setting] = value;
+        let refused = cni("ADD", &env("other", &other_path), &contradicting);
+        assert_eq!(refused.code(), 7, "{setting}: {:?}", refused.stdout);
+        assert!(
+            refused
+                .msg()
+                .contains(&format!("network front exists with {needle}")),
+            "{}",
+            refused.msg()
+        );
+    }
+    let mut icc = back.clone();
+    icc["options"] = json!({"com.docker.network.bridge.enable_icc": "true"});
+    assert_eq!(cni("ADD", &env("other", &other_path), &icc).code(), 7);
+    assert_eq!(
+        (t.agent.ok(&["network", "ls"]), t.agent.ok(&["ps"])),
+        before,
+        "a refused ADD changes nothing"
+    );
+    assert!(!other.ip("-o link show").contains("eth0"));
+
+    // The settings as they are (or none): the existing network, unchanged.
+    let mut plain = conf(&t.agent, "1.1.0", json!([]));
+    plain["network"] = json!("front");
+    let second = cni("ADD", &env("other", &other_path), &plain);
+    assert!(second.success, "{:?}", second.stdout);
+    assert!(other.ip("-4 -o addr show dev eth0").contains("10.91.0."));
+
+    // GC of front's configuration with nothing valid: front's endpoints
+    // go, back's stays.
+    let mut gc = front.clone();
+    gc["cni.dev/valid-attachments"] = json!([]);
+    assert!(cni("GC", &[], &gc).success);
+    let left: Vec<(String, String)> = t
+        .agent
+        .json(&["ps"])
+        .as_array()
+        .expect("ps")
+        .iter()
+        .map(|e| {
+            (
+                e["ifname"].as_str().expect("ifname").to_owned(),
+                e["network"].as_str().expect("network").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(left, [("eth1".to_owned(), "back".to_owned())]);
+    // DEL of front's configuration does not touch back's eth1.
+    assert!(cni("DEL", &with_ifname("eth1"), &front).success);
+    assert_eq!(endpoints(&t.agent).len(), 1, "back's endpoint stays");
+    assert!(cni("DEL", &with_ifname("eth1"), &back).success);
+    assert!(cni("DEL", &with_ifname("eth1"), &back).success, "DEL twice");
+    assert!(endpoints(&t.agent).is_empty());
+    // The networks stay: netd's, not the configuration's.
+    let names: Vec<String> = t
+        .agent
+        .json(&["network", "ls"])
+        .as_array()
+        .expect("ls")
+        .iter()
+        .map(|n| n["name"].as_str().expect("name").to_owned())
+        .collect();
+    assert_eq!(names, ["netd", "back", "front"]);
+}

@@ -285,7 +285,6 @@ fn parse_port_range(text: &str) -> Result<(u16, u16), AgentError> {
 
 pub const DEFAULT_BRIDGE: &str = "netd0";
 const DEFAULT_MTU: u32 = 1500;
-const NETWORK_NAME: &str = "netd";
 
 /// Checks an interface name the kernel would accept (IFNAMSIZ - 1 bytes, no
 /// '/', ':' or whitespace, not "." or "..").
@@ -316,21 +315,64 @@ pub(super) fn check_mtu(mtu: u32) -> Result<u32, AgentError> {
     }
 }
 
-fn mismatch<T: PartialEq + ToString>(
-    flag: &'static str,
-    given: Option<T>,
-    saved: &T,
-    state_path: &std::path::Path,
-) -> Result<(), AgentError> {
-    match given {
-        Some(given) if given != *saved => Err(AgentError::ConfigMismatch {
-            flag,
-            given: given.to_string(),
-            saved: saved.to_string(),
-            path: state_path.to_owned(),
-        }),
-        _ => Ok(()),
+/// A setting that a request for a network (the agent's flags for the
+/// saved default network, a conflist, `exist_ok` creation) gives otherwise
+/// than the network has it.
+pub(super) struct Contradiction {
+    /// As the agent's flag names it (`subnet`, `opt com.docker...`).
+    pub setting: &'static str,
+    pub given: String,
+    pub existing: String,
+}
+
+/// The first setting given that `net` has otherwise; settings not given
+/// (and `internal` false) agree with anything.
+pub(super) fn contradiction(
+    net: &NetworkState,
+    subnet: Option<Ipv4Net>,
+    gateway: Option<Ipv4Addr>,
+    internal: bool,
+    options: &NetworkOptions,
+) -> Option<Contradiction> {
+    fn differs<T: PartialEq + ToString>(
+        setting: &'static str,
+        given: Option<T>,
+        existing: &T,
+    ) -> Option<Contradiction> {
+        given
+            .filter(|given| given != existing)
+            .map(|given| Contradiction {
+                setting,
+                given: given.to_string(),
+                existing: existing.to_string(),
+            })
     }
+    differs("bridge", options.bridge.clone(), &net.bridge)
+        .or_else(|| differs("subnet", subnet.map(|s| s.trunc()), &net.subnet))
+        .or_else(|| differs("gateway", gateway, &net.gateway))
+        .or_else(|| differs("mtu", options.mtu, &net.mtu))
+        .or_else(|| {
+            differs(
+                "opt com.docker.network.bridge.enable_icc",
+                options.icc,
+                &net.icc,
+            )
+        })
+        .or_else(|| {
+            differs(
+                "opt com.docker.network.bridge.enable_ip_masquerade",
+                options.masquerade,
+                &net.masquerade,
+            )
+        })
+        .or_else(|| {
+            differs(
+                "opt com.docker.network.bridge.host_binding_ipv4",
+                options.host_binding,
+                &net.host_binding,
+            )
+        })
+        .or_else(|| differs("internal", internal.then_some(true), &net.internal))
 }
 
 impl Config {
@@ -367,34 +409,16 @@ impl Config {
 
         let network = match saved {
             Some(saved) => {
-                mismatch("bridge", options.bridge.clone(), &saved.bridge, state_path)?;
-                mismatch("subnet", flags.subnet, &saved.subnet, state_path)?;
-                mismatch("gateway", flags.gateway, &saved.gateway, state_path)?;
-                mismatch("mtu", options.mtu, &saved.mtu, state_path)?;
-                mismatch(
-                    "opt com.docker.network.bridge.enable_icc",
-                    options.icc,
-                    &saved.icc,
-                    state_path,
-                )?;
-                mismatch(
-                    "opt com.docker.network.bridge.enable_ip_masquerade",
-                    options.masquerade,
-                    &saved.masquerade,
-                    state_path,
-                )?;
-                mismatch(
-                    "opt com.docker.network.bridge.host_binding_ipv4",
-                    options.host_binding,
-                    &saved.host_binding,
-                    state_path,
-                )?;
-                mismatch(
-                    "internal",
-                    flags.internal.then_some(true),
-                    &saved.internal,
-                    state_path,
-                )?;
+                if let Some(c) =
+                    contradiction(saved, flags.subnet, flags.gateway, flags.internal, &options)
+                {
+                    return Err(AgentError::ConfigMismatch {
+                        flag: c.setting,
+                        given: c.given,
+                        saved: c.existing,
+                        path: state_path.to_owned(),
+                    });
+                }
                 saved.clone()
             }
             None => {
@@ -412,7 +436,7 @@ impl Config {
                 let mtu = check_mtu(options.mtu.or(uplink_mtu).unwrap_or(DEFAULT_MTU))?;
                 NetworkState {
                     id: super::random_hex(32),
-                    name: NETWORK_NAME.to_owned(),
+                    name: crate::api::DEFAULT_NETWORK.to_owned(),
                     created: humantime::format_rfc3339_nanos(std::time::SystemTime::now())
                         .to_string(),
                     bridge,

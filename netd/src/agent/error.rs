@@ -69,6 +69,13 @@ pub enum AgentError {
     NetworkExists(String),
     #[error("no such network: {0}")]
     UnknownNetwork(String),
+    #[error("network {name} exists with {setting} {existing}, not {given}")]
+    NetworkContradiction {
+        name: String,
+        setting: &'static str,
+        given: String,
+        existing: String,
+    },
     #[error("network {name} has active endpoints ({endpoints}): detach them first")]
     NetworkInUse { name: String, endpoints: String },
     #[error("{0} is the default network: it goes only with the agent (`netd down`)")]
@@ -259,7 +266,8 @@ impl AgentError {
             | Self::CtTimeout(_)
             | Self::UnknownUplink(_)
             | Self::KernelLacks { .. }
-            | Self::ConfigMismatch { .. } => ErrorKind::InvalidArgument,
+            | Self::ConfigMismatch { .. }
+            | Self::NetworkContradiction { .. } => ErrorKind::InvalidArgument,
             Self::IpTaken { .. }
             | Self::NameTaken { .. }
             | Self::Broken { .. }

@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use super::{
     Agent,
-    config::{NetworkOptions, networks_in_use},
+    config::{NetworkOptions, contradiction, networks_in_use},
     ensure_bridge,
     error::AgentError,
     ipam, now_rfc3339, random_hex,
@@ -125,12 +125,6 @@ impl Agent {
         req: api::NetworkCreateRequest,
     ) -> Result<api::NetworkSummary, AgentError> {
         check_network_name(&req.name)?;
-        if self
-            .resolve_network(Some(&req.name))
-            .is_ok_and(|n| n.name == req.name)
-        {
-            return Err(AgentError::NetworkExists(req.name));
-        }
         let options = NetworkOptions::parse_given(&req.options)?;
         let labels = parse_labels(&req.labels)?;
         let subnet = req
@@ -150,6 +144,20 @@ impl Agent {
                     .map_err(|_| AgentError::IpSyntax(text.to_owned()))
             })
             .transpose()?;
+        if let Some(existing) = self.state.network_named(&req.name) {
+            if !req.exist_ok {
+                return Err(AgentError::NetworkExists(req.name));
+            }
+            if let Some(c) = contradiction(existing, subnet, gateway, req.internal, &options) {
+                return Err(AgentError::NetworkContradiction {
+                    name: req.name,
+                    setting: c.setting,
+                    given: c.given,
+                    existing: c.existing,
+                });
+            }
+            return Ok(self.summary(existing));
+        }
         let taken: BTreeSet<u16> = self.state.all_networks().map(|net| net.index).collect();
         let index = (1..MAX_NETWORKS as u16)
             .find(|i| !taken.contains(i))
@@ -331,6 +339,7 @@ impl Agent {
                         mac_address: ep.mac,
                         ipv4_address: format!("{}/{}", ep.ip, net.subnet.prefix_len()),
                         ipv6_address: String::new(),
+                        owner: ep.owner.clone().unwrap_or_else(|| "netd".to_owned()),
                     },
                 )
             })

@@ -76,6 +76,7 @@ impl Network {
                     internal: create.internal,
                     options: create.options,
                     labels: create.labels,
+                    exist_ok: false,
                 };
                 let created: NetworkSummary = ctx.client.post("/v1/networks", &request).await?;
                 if ctx.json {

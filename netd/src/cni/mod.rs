@@ -25,7 +25,7 @@ use self::spec::{
     AddResult, CniError, Code, Command, Environment, Interface, IpConfig, NetConf, RouteConfig,
 };
 use crate::{
-    api::{AttachRequest, Endpoint, Status},
+    api::{AttachRequest, Endpoint, NetworkSummary, Status},
     client::{Client, ClientError},
 };
 
@@ -195,6 +195,12 @@ impl Plugin<'_> {
             .iter()
             .map(spec::PortMapping::spec)
             .collect::<Result<Vec<_>, _>>()?;
+        if let Some(request) = self.conf.network_request() {
+            self.client
+                .post::<NetworkSummary>("/v1/networks", &request)
+                .await
+                .map_err(|e| self.agent_error(e))?;
+        }
         let ip = match self.ipam() {
             Some(kind) => Some(ipam::add(kind, &self.env, self.raw)?),
             None => None,
@@ -208,6 +214,7 @@ impl Plugin<'_> {
             container_id: Some(container.to_owned()),
             ports,
             owner: Some(OWNER.to_owned()),
+            network: self.conf.network.clone(),
             ..AttachRequest::default()
         };
         let endpoint: Endpoint = match self.client.post("/v1/endpoints", &request).await {
@@ -250,7 +257,9 @@ impl Plugin<'_> {
         Ok(serde_json::to_value(result).expect("results serialize"))
     }
 
-    /// The endpoints this plugin attached.
+    /// The endpoints this plugin attached on this configuration's network:
+    /// a runtime runs DEL, CHECK and GC per network, and GC's valid
+    /// attachments are that network's only.
     async fn owned(&self) -> Result<Vec<Endpoint>, CniError> {
         let all: Vec<Endpoint> = self
             .client
@@ -259,7 +268,9 @@ impl Plugin<'_> {
             .map_err(|e| self.agent_error(e))?;
         Ok(all
             .into_iter()
-            .filter(|ep| ep.owner.as_deref() == Some(OWNER))
+            .filter(|ep| {
+                ep.owner.as_deref() == Some(OWNER) && ep.network == self.conf.network_name()
+            })
             .collect())
     }
 

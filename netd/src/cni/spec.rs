@@ -4,10 +4,16 @@
 //! network configuration) and what the plugin answers (a result, a version
 //! list or an error).
 
-use std::{collections::BTreeSet, fmt, path::PathBuf};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    path::PathBuf,
+};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::api::{DEFAULT_NETWORK, NetworkCreateRequest};
 
 /// The versions netd speaks; results are in the configuration's version.
 pub const SUPPORTED_VERSIONS: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
@@ -199,6 +205,20 @@ pub struct NetConf {
     pub ipam: Option<Ipam>,
     #[serde(default)]
     pub dns: Option<Value>,
+    /// The netd network to attach to [default: the agent's default one].
+    #[serde(default)]
+    pub network: Option<String>,
+    /// The network's settings: it is created with them when it does not
+    /// exist, and checked against them when it does (a contradiction is
+    /// an invalid configuration). Docker's bridge driver options.
+    #[serde(default)]
+    pub subnet: Option<String>,
+    #[serde(default)]
+    pub gateway: Option<String>,
+    #[serde(default)]
+    pub internal: bool,
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
     #[serde(default, rename = "runtimeConfig")]
     runtime_config: Option<Value>,
     #[serde(default, rename = "prevResult")]
@@ -229,6 +249,12 @@ const CONF_KEYS: &[Key] = &[
         under: &[key("type")],
     },
     key("dns"),
+    key("network"),
+    key("subnet"),
+    key("gateway"),
+    key("internal"),
+    // Their keys are Docker's option names, matched exactly.
+    key("options"),
     Key {
         name: "runtimeConfig",
         under: &[Key {
@@ -290,6 +316,35 @@ fn fold_keys(value: &mut Value, keys: &[Key]) {
 }
 
 impl NetConf {
+    /// The netd network this configuration attaches to.
+    pub fn network_name(&self) -> &str {
+        self.network.as_deref().unwrap_or(DEFAULT_NETWORK)
+    }
+
+    /// When the configuration names a network or gives its settings: the
+    /// request that makes sure of it (created if missing, checked if not).
+    pub fn network_request(&self) -> Option<NetworkCreateRequest> {
+        let given = self.network.is_some()
+            || self.subnet.is_some()
+            || self.gateway.is_some()
+            || self.internal
+            || !self.options.is_empty();
+        given.then(|| NetworkCreateRequest {
+            name: self.network_name().to_owned(),
+            subnet: self.subnet.clone(),
+            gateway: self.gateway.clone(),
+            internal: self.internal,
+            options: self
+                .options
+                .iter()
+                .map(|(key, value)| format!("{key}={value}"))
+                .collect(),
+            // Only a network this request creates gets it: who made it.
+            labels: vec![format!("netd.cni.conflist={}", self.name)],
+            exist_ok: true,
+        })
+    }
+
     /// Decodes the configuration as the Go plugins do: keys matched
     /// case-insensitively, unknown keys ignored.
     pub fn decode(bytes: &[u8]) -> Result<Self, CniError> {
@@ -458,6 +513,36 @@ mod tests {
 
     fn decode(conf: &Value) -> NetConf {
         NetConf::decode(conf.to_string().as_bytes()).expect("decodes")
+    }
+
+    #[test]
+    fn a_configuration_names_its_network_and_settings() {
+        let base = json!({"cniVersion": "1.0.0", "name": "front-conf", "type": "netd"});
+        let plain = decode(&base);
+        assert_eq!(plain.network_name(), DEFAULT_NETWORK);
+        assert!(plain.network_request().is_none(), "nothing to make sure of");
+
+        let mut named = base.clone();
+        named["Network"] = json!("front");
+        named["SUBNET"] = json!("10.91.0.0/24");
+        named["options"] = json!({"com.docker.network.bridge.enable_icc": "false"});
+        let conf = decode(&named);
+        assert_eq!(conf.network_name(), "front");
+        let request = conf.network_request().expect("a request");
+        assert_eq!(request.name, "front");
+        assert_eq!(request.subnet.as_deref(), Some("10.91.0.0/24"));
+        assert!(request.exist_ok);
+        assert_eq!(
+            request.options,
+            ["com.docker.network.bridge.enable_icc=false"]
+        );
+        assert_eq!(request.labels, ["netd.cni.conflist=front-conf"]);
+
+        // Settings alone check the default network.
+        let mut settings = base;
+        settings["gateway"] = json!("172.30.0.1");
+        let request = decode(&settings).network_request().expect("a request");
+        assert_eq!(request.name, DEFAULT_NETWORK);
     }
 
     /// What containerd 1.6's CRI plugin (go-cni) hands a plugin for a pod
