@@ -227,6 +227,27 @@ impl Netlink {
         Ok(messages.iter().map(Link::from_message).collect())
     }
 
+    /// The links whose controller is `controller` (a bridge's ports),
+    /// chosen by the kernel: a dump of every link costs as much as there
+    /// are networks and endpoints.
+    pub async fn ports_of(&self, controller: u32) -> Result<Vec<Link>, NetlinkError> {
+        let mut request = self.filtered.link().get();
+        request
+            .message_mut()
+            .attributes
+            .push(LinkAttribute::Controller(controller));
+        let messages: Vec<LinkMessage> = request
+            .execute()
+            .try_collect()
+            .await
+            .map_err(Self::error(format!("list the ports of link {controller}")))?;
+        Ok(messages
+            .iter()
+            .map(Link::from_message)
+            .filter(|link| link.controller == Some(controller))
+            .collect())
+    }
+
     /// The link named `name`, if there is one.
     pub async fn link(&self, name: &str) -> Result<Option<Link>, NetlinkError> {
         let result: Result<Vec<LinkMessage>, _> = self

@@ -186,13 +186,7 @@ impl Agent {
             });
         }
         let bridge_index = self.bridges[&net.name];
-        let ports = self
-            .nl
-            .links()
-            .await?
-            .iter()
-            .filter(|l| l.controller == Some(bridge_index))
-            .count();
+        let ports = self.nl.ports_of(bridge_index).await?.len();
         if ports >= BRIDGE_MAX_PORTS {
             return Err(AgentError::BridgeFull { bridge: net.bridge });
         }
