@@ -385,12 +385,42 @@ fn docker_run_on_a_netd_network_is_published_by_netd_alone() {
     let docker = Dockerd::start(&t.host, &plugin_socket);
     docker.import_busybox();
 
-    // Docker's default IPAM picks a pool of its own: refused, saying how.
-    let refused = docker.fails(&["network", "create", "-d", "netd", "netdbad"]);
+    // Docker's default IPAM picks a pool of its own: a netd network of its
+    // own, with that pool and gateway.
+    docker.ok(&["network", "create", "-d", "netd", "front"]);
+    let front_id = docker.ok(&["network", "inspect", "-f", "{{.Id}}", "front"]);
+    let front_subnet = docker.ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{(index .IPAM.Config 0).Subnet}}",
+        "front",
+    ]);
+    let netd_front = format!("docker-{}", &front_id[..12]);
+    let inspect = t.agent.json(&["network", "inspect", &netd_front]);
+    assert_eq!(
+        inspect[0]["IPAM"]["Config"][0]["Subnet"],
+        front_subnet.as_str(),
+        "{inspect}"
+    );
+    // A pool that overlaps another netd network: refused, naming it; a
+    // second Docker network of netd's is no longer refused.
+    t.agent
+        .ok(&["network", "create", "taken", "--subnet", "10.94.0.0/24"]);
+    let refused = docker.fails(&[
+        "network",
+        "create",
+        "-d",
+        "netd",
+        "--subnet",
+        "10.94.0.0/25",
+        "clash",
+    ]);
     assert!(
-        refused.contains(&format!("--subnet {SUBNET} --gateway {GATEWAY}")),
+        refused.contains("subnet 10.94.0.0/25 overlaps 10.94.0.0/24"),
         "{refused}"
     );
+    t.agent.ok(&["network", "rm", "taken"]);
     let refused = docker.fails(&[
         "network", "create", "-d", "netd", "--subnet", SUBNET, "-o", "foo=bar", "netdbad",
     ]);
@@ -491,13 +521,97 @@ fn docker_run_on_a_netd_network_is_published_by_netd_alone() {
     let proxies = docker_proxies(&t.host, docker.pid());
     assert!(proxies.is_empty(), "docker-proxy runs: {proxies:?}");
 
-    // A restarted agent keeps Docker's endpoint, and serves Docker again.
+    // A container on the network of its own; the networks are isolated
+    // from each other until `docker network connect` joins web to front.
+    docker.ok(&[
+        &[
+            "run",
+            "-d",
+            "--name",
+            "web2",
+            "--network",
+            "front",
+            "-p",
+            "8083:80",
+            IMAGE,
+        ][..],
+        HTTPD,
+    ]
+    .concat());
+    let web2_ip = docker.ok(&[
+        "inspect",
+        "--format",
+        "{{.NetworkSettings.Networks.front.IPAddress}}",
+        "web2",
+    ]);
+    let on_front = |agent: &netd_tests::agent::Agent| -> usize {
+        agent
+            .json(&["ps"])
+            .as_array()
+            .expect("ps")
+            .iter()
+            .filter(|ep| ep["network"] == netd_front.as_str())
+            .count()
+    };
+    assert_eq!(on_front(&t.agent), 1);
+    assert_eq!(
+        fetch_soon(&t, &format!("http://{HOST_IP}:8083/")).as_deref(),
+        Some(PAGE)
+    );
+    // busybox's ping (wget crashes in this minimal image).
+    let pings = |from: &str| {
+        docker
+            .docker(&[
+                "exec",
+                from,
+                "/bin/busybox",
+                "ping",
+                "-c",
+                "1",
+                "-W",
+                "1",
+                &web2_ip,
+            ])
+            .status
+            .success()
+    };
+    let isolated = || t.agent.json(&["stats"])["drops"]["isolated"].as_u64();
+    let before = isolated();
+    assert!(!pings("web"), "netdnet reached front's address");
+    assert!(isolated() > before, "dropped as isolated");
+    docker.ok(&["network", "connect", "front", "web"]);
+    assert_eq!(on_front(&t.agent), 2, "connect adds an endpoint");
+    assert!(
+        (0..5).any(|_| pings("web")),
+        "connected, web reaches web2 on front"
+    );
+    docker.ok(&["network", "disconnect", "front", "web"]);
+    assert_eq!(on_front(&t.agent), 1, "disconnect removes it");
+    assert_eq!(
+        fetch_soon(&t, &format!("http://{HOST_IP}:8080/")).as_deref(),
+        Some(PAGE),
+        "web still serves on netdnet"
+    );
+
+    // A restarted agent keeps Docker's endpoints and networks, and serves
+    // Docker again.
     assert_eq!(t.agent.terminate(), Some(0));
     t.agent.launch();
     assert_eq!(
         fetch_soon(&t, &format!("http://{HOST_IP}:8080/")).as_deref(),
         Some(PAGE),
         "after an agent restart"
+    );
+    assert_eq!(
+        fetch_soon(&t, &format!("http://{HOST_IP}:8083/")).as_deref(),
+        Some(PAGE),
+        "front after an agent restart"
+    );
+    docker.ok(&["rm", "-f", "web2"]);
+    docker.ok(&["network", "rm", "front"]);
+    assert!(
+        t.agent.cli(&["network", "inspect", &netd_front]).code != 0,
+        "docker network rm removes the netd network made for it"
     );
 
     // docker rm -f: Revoke, Leave, DeleteEndpoint; nothing of it is left.

@@ -450,6 +450,7 @@ impl Config {
                     index: netd_common::endpoint::DEFAULT_NETWORK,
                     options: BTreeMap::new(),
                     labels: BTreeMap::new(),
+                    docker_id: None,
                 }
             }
         };

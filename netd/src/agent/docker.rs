@@ -6,15 +6,16 @@
 //! eBPF publishing instead of Docker's bridge driver, iptables rules and
 //! docker-proxy.
 //!
-//! The agent owns one network; a Docker network of driver `netd` is that
-//! network, seen by Docker. How each call maps onto it:
+//! A Docker network of driver `netd` is a netd network. How each call maps
+//! onto them:
 //!
-//! - `CreateNetwork` checks Docker's addressing against netd's: the pool is
-//!   netd's subnet (`--subnet`, Docker's IPAM then hands out addresses and
-//!   netd checks each), or the null IPAM's `0.0.0.0/0` (`--ipam-driver
-//!   null`: netd hands them out); the gateway is netd's; `-o` options and
-//!   `--internal` agree with the agent's. It records the network's ID:
-//!   Docker may have one netd network.
+//! - `CreateNetwork` with the default network's subnet as its pool
+//!   (`--subnet`) is that network, seen by Docker: the gateway, `-o`
+//!   options and `--internal` must agree with the agent's, and the
+//!   network's ID is recorded. Any other pool (Docker's IPAM's choice), or
+//!   the null IPAM's `0.0.0.0/0` (`--ipam-driver null`: netd's choice), is
+//!   a netd network of its own, made through the core as `netd network
+//!   create` makes one, with Docker's ID recorded on it.
 //! - `CreateEndpoint` makes a veth pair in the agent's namespace: the host
 //!   end on the bridge with netd's endpoint program and datapath entries,
 //!   the other end (`dk…`) left for Docker to move into the container. The
@@ -29,7 +30,8 @@
 //!   through netd's ports code (map updates; no iptables rule, no proxy);
 //!   `RevokeExternalConnectivity` unpublishes them.
 //! - `DeleteEndpoint` removes the endpoint as `netd detach` does;
-//!   `DeleteNetwork` forgets the ID. Both succeed for what is gone already.
+//!   `DeleteNetwork` forgets the default network's ID, or removes the netd
+//!   network made for Docker. Both succeed for what is gone already.
 //!
 //! Errors answer HTTP 500 with `{"Err": "one line"}`, which Docker prints.
 
@@ -117,11 +119,15 @@ pub enum DockerError {
         netd: &'static str,
     },
     #[error(
-        "the netd network already backs Docker network {0}, which has containers: Docker may have one netd network"
+        "the netd network already backs Docker network {0}, which has containers: another Docker network of this pool cannot share it (create it without --subnet for a netd network of its own)"
     )]
     NetworkTaken(String),
     #[error("invalid {what} {value:?} from Docker")]
     Malformed { what: &'static str, value: String },
+    #[error(
+        "no netd network backs Docker network {0}: it was created while the agent ran on another state directory; remove it with `docker network rm` and create it again"
+    )]
+    UnknownNetwork(String),
     #[error(
         "address {address} does not have the netd network's prefix length /{prefix_len}: create the Docker network with --subnet {subnet}"
     )]
@@ -230,6 +236,8 @@ pub struct IpamData {
 
 #[derive(Clone, Debug, Deserialize)]
 pub struct CreateEndpointRequest {
+    #[serde(rename = "NetworkID", default)]
+    pub network_id: String,
     #[serde(rename = "EndpointID")]
     pub endpoint_id: String,
     #[serde(rename = "Interface", default)]
@@ -507,8 +515,53 @@ impl Agent {
             .count()
     }
 
-    fn docker_create_network(&mut self, req: CreateNetworkRequest) -> Result<(), DockerError> {
-        let options = req.options.unwrap_or_default();
+    /// The netd network behind Docker network `id`.
+    fn docker_network(&self, id: &str) -> Option<&NetworkState> {
+        if self.state.docker_network.as_deref() == Some(id) {
+            return Some(&self.state.network);
+        }
+        self.state
+            .networks
+            .values()
+            .find(|net| net.docker_id.as_deref() == Some(id))
+    }
+
+    /// A Docker network of driver `netd`: the agent's default network when
+    /// Docker's pool is its subnet (as before many networks), else a netd
+    /// network of its own, with Docker's pool and gateway (or, with the
+    /// null IPAM, netd's choice) and its `-o` options.
+    async fn docker_create_network(
+        &mut self,
+        req: CreateNetworkRequest,
+    ) -> Result<(), DockerError> {
+        if self.docker_network(&req.network_id).is_some() {
+            // Asked again (a dockerd restart): it exists.
+            return Ok(());
+        }
+        let options = req.options.clone().unwrap_or_default();
+        let ipv4 = req.ipv4_data.as_deref().unwrap_or_default();
+        if options.enable_ipv6 || !req.ipv6_data.as_deref().unwrap_or_default().is_empty() {
+            return Err(DockerError::Ipv6);
+        }
+        let [pool] = ipv4 else {
+            return Err(DockerError::PoolCount(ipv4.len()));
+        };
+        let null = pool.address_space == NULL_IPAM_SPACE && pool.pool == NULL_IPAM_POOL;
+        let malformed = |what, value: &str| DockerError::Malformed {
+            what,
+            value: value.to_owned(),
+        };
+        let subnet = match null {
+            true => None,
+            false => Some(
+                pool.pool
+                    .parse::<Ipv4Net>()
+                    .map_err(|_| malformed("pool", &pool.pool))?,
+            ),
+        };
+        if subnet != Some(self.state.network.subnet) {
+            return self.docker_own_network(req, subnet, options).await;
+        }
         let net = &self.state.network;
         check_addressing(
             net,
@@ -532,14 +585,73 @@ impl Agent {
         self.commit(Change::DockerNetwork {
             network: Some(req.network_id.clone()),
         })?;
-        info!(network = %req.network_id, subnet = %self.state.network.subnet, "Docker network created");
+        info!(network = %req.network_id, subnet = %self.state.network.subnet, "Docker network created on the default network");
         Ok(())
     }
 
-    fn docker_delete_network(&mut self, req: NetworkRef) -> Result<(), DockerError> {
+    /// A netd network made for Docker network `req` (named `docker-` and
+    /// its short ID: Docker does not tell a driver the network's name).
+    async fn docker_own_network(
+        &mut self,
+        req: CreateNetworkRequest,
+        subnet: Option<Ipv4Net>,
+        options: NetworkOptions,
+    ) -> Result<(), DockerError> {
+        let gateway = req
+            .ipv4_data
+            .iter()
+            .flatten()
+            .find_map(|pool| pool.gateway.as_deref())
+            .filter(|given| !given.is_empty())
+            .map(|given| {
+                given
+                    .parse::<Ipv4Net>()
+                    .map(|net| net.addr())
+                    .or_else(|_| given.parse::<Ipv4Addr>())
+                    .map_err(|_| DockerError::Malformed {
+                        what: "gateway",
+                        value: given.to_owned(),
+                    })
+            })
+            .transpose()?;
+        let driver_options = options
+            .generic
+            .iter()
+            .flatten()
+            .map(|(key, value)| match value {
+                Value::String(text) => format!("{key}={text}"),
+                other => format!("{key}={other}"),
+            })
+            .collect();
+        let short = &req.network_id[..req.network_id.len().min(12)];
+        let created = self
+            .make_network(
+                crate::api::NetworkCreateRequest {
+                    name: format!("docker-{short}"),
+                    subnet: subnet.map(|s| s.to_string()),
+                    gateway: gateway.map(|g| g.to_string()),
+                    internal: options.internal,
+                    options: driver_options,
+                    labels: Vec::new(),
+                    exist_ok: false,
+                },
+                Some(req.network_id.clone()),
+            )
+            .await?;
+        info!(network = %req.network_id, netd = %created.name, subnet = %created.subnet, "Docker network created");
+        Ok(())
+    }
+
+    /// Forgets Docker network `req` and removes the netd network made for
+    /// it (Docker deletes its endpoints first); nothing to do is fine.
+    async fn docker_delete_network(&mut self, req: NetworkRef) -> Result<(), DockerError> {
         if self.state.docker_network.as_deref() == Some(req.network_id.as_str()) {
             self.commit(Change::DockerNetwork { network: None })?;
             info!(network = %req.network_id, "Docker network deleted");
+        } else if let Some(net) = self.docker_network(&req.network_id) {
+            let name = net.name.clone();
+            self.remove_network(&name).await?;
+            info!(network = %req.network_id, netd = %name, "Docker network deleted");
         }
         Ok(())
     }
@@ -556,7 +668,11 @@ impl Agent {
         if !given.address_ipv6.is_empty() {
             return Err(DockerError::Ipv6);
         }
-        let subnet = self.state.network.subnet;
+        let net = self
+            .docker_network(&req.network_id)
+            .ok_or_else(|| DockerError::UnknownNetwork(req.network_id.clone()))?;
+        let subnet = net.subnet;
+        let network = (net.name != self.state.network.name).then(|| net.name.clone());
         let requested_ip = match given.address.as_str() {
             "" => None,
             text => {
@@ -580,8 +696,7 @@ impl Agent {
         };
         let endpoint = self
             .create_endpoint(NewEndpoint {
-                // Docker's netd network is the agent's default network.
-                network: None,
+                network,
                 // The ID is the endpoint's name too.
                 id: Some(id),
                 name: None,
@@ -646,12 +761,13 @@ impl Agent {
             netns: PathBuf::from(&req.sandbox_key),
         })?;
         info!(endpoint = %ep.id, sandbox = %req.sandbox_key, "Docker endpoint joined");
+        let gateway = self.state.network_of(&ep).gateway.to_string();
         Ok(JoinResponse {
             interface_name: InterfaceName {
                 src_name: ep.ifname,
                 dst_prefix: CONTAINER_IFNAME_PREFIX.to_owned(),
             },
-            gateway: self.state.network.gateway.to_string(),
+            gateway,
         })
     }
 
@@ -790,12 +906,12 @@ async fn dispatch(agent: &Mutex<Agent>, method: &str, body: &[u8]) -> Result<Val
         }
         "NetworkDriver.CreateNetwork" => {
             let req = parse(method, body)?;
-            agent.lock().await.docker_create_network(req)?;
+            agent.lock().await.docker_create_network(req).await?;
             empty()
         }
         "NetworkDriver.DeleteNetwork" => {
             let req = parse(method, body)?;
-            agent.lock().await.docker_delete_network(req)?;
+            agent.lock().await.docker_delete_network(req).await?;
             empty()
         }
         "NetworkDriver.CreateEndpoint" => {

@@ -124,6 +124,16 @@ impl Agent {
         &mut self,
         req: api::NetworkCreateRequest,
     ) -> Result<api::NetworkSummary, AgentError> {
+        self.make_network(req, None).await
+    }
+
+    /// [`Self::create_network`], for the Docker network `docker_id` when
+    /// Docker's driver asks.
+    pub(super) async fn make_network(
+        &mut self,
+        req: api::NetworkCreateRequest,
+        docker_id: Option<String>,
+    ) -> Result<api::NetworkSummary, AgentError> {
         check_network_name(&req.name)?;
         let options = NetworkOptions::parse_given(&req.options)?;
         let labels = parse_labels(&req.labels)?;
@@ -199,6 +209,7 @@ impl Agent {
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect(),
             labels,
+            docker_id,
         };
         self.commit(Change::NetworkCreated {
             network: Box::new(network.clone()),

@@ -157,8 +157,9 @@ pub struct State {
     /// The last journal change this state includes.
     #[serde(default)]
     pub journal_seq: u64,
-    /// The ID of the Docker network this network backs, once Docker's
-    /// driver created one (`agent::docker`): Docker may have one only.
+    /// The ID of the Docker network the default network backs, once
+    /// Docker's driver created one on its subnet (`agent::docker`; the
+    /// networks made for Docker carry their own `docker_id`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker_network: Option<String>,
     /// Uplinks carrying netd's cls_bpf filter (netlink attach mode), and
@@ -337,6 +338,10 @@ pub struct NetworkState {
     pub options: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// The Docker network it was made for (`docker network create -d
+    /// netd`), by Docker's ID: Docker's `DeleteNetwork` removes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_id: Option<String>,
 }
 
 fn yes() -> bool {
@@ -912,6 +917,7 @@ pub(crate) fn sample_network() -> NetworkState {
         index: 0,
         options: BTreeMap::new(),
         labels: BTreeMap::new(),
+        docker_id: None,
     }
 }
 
