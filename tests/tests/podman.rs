@@ -14,6 +14,7 @@ use netd_tests::{
     rootfs::{CgroupParent, HTTPD, busybox_tar},
     topology::{HOST_IP, Scratch, Topology},
 };
+use nix::fcntl::{Flock, FlockArg};
 use serde_json::{Value, json};
 
 /// Podman pointed at `dir` for everything it writes, running in `host`.
@@ -165,10 +166,20 @@ struct Bed {
     scratch: Scratch,
     cgroups: CgroupParent,
     _machine_dirs: CreatedDirs,
+    /// Held until the rest is dropped (fields drop in order): one Podman
+    /// test at a time, since runc keeps every container's state under the
+    /// machine's /run/runc, which the first test to create removes.
+    _serial: Flock<fs::File>,
 }
 
 impl Bed {
     fn new() -> Self {
+        // The tests run as processes of this one executable: its file is
+        // the lock, and no lock file is left behind.
+        let exe = fs::File::open(std::env::current_exe().expect("test executable"))
+            .expect("open the test executable");
+        let serial = Flock::lock(exe, FlockArg::LockExclusive)
+            .unwrap_or_else(|(_, err)| panic!("lock the test executable: {err}"));
         let t = Topology::new(&[]);
         let scratch = Scratch::new();
         fs::create_dir_all(scratch.0.join("tmp")).expect("tmp");
@@ -178,6 +189,7 @@ impl Bed {
             scratch,
             cgroups: CgroupParent::new("pod"),
             _machine_dirs: CreatedDirs::note(&["/var/lib/cni", "/var/lib/containers", "/run/runc"]),
+            _serial: serial,
         };
         let tar = bed.scratch.0.join("rootfs.tar");
         busybox_tar(&bed.scratch.0, &tar, "served by podman through netd\n");
