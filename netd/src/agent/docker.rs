@@ -84,14 +84,6 @@ const NULL_IPAM_POOL: &str = "0.0.0.0/0";
 #[derive(Debug, Error)]
 pub enum DockerError {
     #[error(
-        "Docker asked for pool {pool}, but the netd network is {subnet}: create it with `docker network create -d netd --subnet {subnet} --gateway {gateway} NAME`, or with `--ipam-driver null` to let netd assign addresses"
-    )]
-    PoolMismatch {
-        pool: String,
-        subnet: Ipv4Net,
-        gateway: Ipv4Addr,
-    },
-    #[error(
         "Docker asked for gateway {given}, but the netd network's gateway is {gateway}: pass `--gateway {gateway}`"
     )]
     GatewayMismatch { given: String, gateway: Ipv4Addr },
@@ -411,46 +403,73 @@ impl Binding {
     }
 }
 
-/// Checks Docker's addressing of a new network against netd's network.
-fn check_addressing(
-    net: &NetworkState,
-    ipv4: &[IpamData],
-    ipv6: &[IpamData],
-    enable_ipv6: bool,
-) -> Result<(), DockerError> {
-    if enable_ipv6 || !ipv6.is_empty() {
+/// Docker's addressing of a new network: its one IPv4 pool, and the
+/// gateway Docker's IPAM chose, as given.
+struct DockerPool<'a> {
+    /// `None` with the null IPAM: netd chooses the subnet and addresses.
+    subnet: Option<Ipv4Net>,
+    /// `ADDRESS/PREFIX`; absent with the null IPAM.
+    gateway: Option<&'a str>,
+}
+
+/// The pool of `req`: one IPv4 pool, no IPv6.
+fn docker_pool<'a>(
+    req: &'a CreateNetworkRequest,
+    options: &NetworkOptions,
+) -> Result<DockerPool<'a>, DockerError> {
+    if options.enable_ipv6 || !req.ipv6_data.as_deref().unwrap_or_default().is_empty() {
         return Err(DockerError::Ipv6);
     }
+    let ipv4 = req.ipv4_data.as_deref().unwrap_or_default();
     let [pool] = ipv4 else {
         return Err(DockerError::PoolCount(ipv4.len()));
     };
     if pool.address_space == NULL_IPAM_SPACE && pool.pool == NULL_IPAM_POOL {
-        // The null IPAM: Docker assigns nothing, netd assigns addresses in
-        // CreateEndpoint and the gateway in Join.
-        return Ok(());
+        return Ok(DockerPool {
+            subnet: None,
+            gateway: None,
+        });
     }
-    let mismatch = || DockerError::PoolMismatch {
-        pool: pool.pool.clone(),
-        subnet: net.subnet,
-        gateway: net.gateway,
-    };
-    let subnet: Ipv4Net = pool.pool.parse().map_err(|_| mismatch())?;
-    if subnet != net.subnet {
-        return Err(mismatch());
-    }
-    if let Some(given) = pool.gateway.as_deref().filter(|g| !g.is_empty()) {
-        let address = given
-            .parse::<Ipv4Net>()
-            .map(|net| net.addr())
-            .or_else(|_| given.parse::<Ipv4Addr>());
-        if address != Ok(net.gateway) {
-            return Err(DockerError::GatewayMismatch {
+    let subnet = pool.pool.parse().map_err(|_| DockerError::Malformed {
+        what: "pool",
+        value: pool.pool.clone(),
+    })?;
+    Ok(DockerPool {
+        subnet: Some(subnet),
+        gateway: pool.gateway.as_deref().filter(|g| !g.is_empty()),
+    })
+}
+
+/// An address as Docker gives a gateway: `ADDRESS/PREFIX`, or bare.
+fn docker_address(given: &str) -> Option<Ipv4Addr> {
+    given
+        .parse::<Ipv4Net>()
+        .map(|net| net.addr())
+        .or_else(|_| given.parse::<Ipv4Addr>())
+        .ok()
+}
+
+/// Checks the gateway Docker chose for the agent's network, when the
+/// Docker network is that network.
+fn check_gateway(net: &NetworkState, given: Option<&str>) -> Result<(), DockerError> {
+    match given {
+        Some(given) if docker_address(given) != Some(net.gateway) => {
+            Err(DockerError::GatewayMismatch {
                 given: given.to_owned(),
                 gateway: net.gateway,
-            });
+            })
         }
+        _ => Ok(()),
     }
-    Ok(())
+}
+
+/// A `-o` value as Docker passes it (a JSON string, or a bare JSON value),
+/// as text.
+fn option_text(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
 }
 
 /// Checks `docker network create -o` options and `--internal` against the
@@ -465,10 +484,7 @@ fn check_options(net: &NetworkState, options: &NetworkOptions) -> Result<(), Doc
         });
     }
     for (key, value) in options.generic.iter().flatten() {
-        let value = match value {
-            Value::String(text) => text.clone(),
-            other => other.to_string(),
-        };
+        let value = option_text(value);
         let actual = match key.as_str() {
             "com.docker.network.bridge.name" => net.bridge.clone(),
             "com.docker.network.driver.mtu" => net.mtu.to_string(),
@@ -539,39 +555,17 @@ impl Agent {
             return Ok(());
         }
         let options = req.options.clone().unwrap_or_default();
-        let ipv4 = req.ipv4_data.as_deref().unwrap_or_default();
-        if options.enable_ipv6 || !req.ipv6_data.as_deref().unwrap_or_default().is_empty() {
-            return Err(DockerError::Ipv6);
-        }
-        let [pool] = ipv4 else {
-            return Err(DockerError::PoolCount(ipv4.len()));
-        };
-        let null = pool.address_space == NULL_IPAM_SPACE && pool.pool == NULL_IPAM_POOL;
-        let malformed = |what, value: &str| DockerError::Malformed {
-            what,
-            value: value.to_owned(),
-        };
-        let subnet = match null {
-            true => None,
-            false => Some(
-                pool.pool
-                    .parse::<Ipv4Net>()
-                    .map_err(|_| malformed("pool", &pool.pool))?,
-            ),
-        };
-        if subnet != Some(self.state.network.subnet) {
-            return self.docker_own_network(req, subnet, options).await;
+        let pool = docker_pool(&req, &options)?;
+        if pool.subnet != Some(self.state.network.subnet) {
+            let (subnet, gateway) = (pool.subnet, pool.gateway.map(str::to_owned));
+            return self
+                .docker_own_network(&req.network_id, subnet, gateway, options)
+                .await;
         }
         let net = &self.state.network;
-        check_addressing(
-            net,
-            req.ipv4_data.as_deref().unwrap_or_default(),
-            req.ipv6_data.as_deref().unwrap_or_default(),
-            options.enable_ipv6,
-        )?;
+        check_gateway(net, pool.gateway)?;
         check_options(net, &options)?;
         match self.state.docker_network.clone() {
-            Some(existing) if existing == req.network_id => return Ok(()),
             Some(existing) if self.docker_endpoint_count() > 0 => {
                 return Err(DockerError::NetworkTaken(existing));
             }
@@ -589,41 +583,30 @@ impl Agent {
         Ok(())
     }
 
-    /// A netd network made for Docker network `req` (named `docker-` and
+    /// A netd network made for Docker network `docker_id` (named `docker-` and
     /// its short ID: Docker does not tell a driver the network's name).
     async fn docker_own_network(
         &mut self,
-        req: CreateNetworkRequest,
+        docker_id: &str,
         subnet: Option<Ipv4Net>,
+        gateway: Option<String>,
         options: NetworkOptions,
     ) -> Result<(), DockerError> {
-        let gateway = req
-            .ipv4_data
-            .iter()
-            .flatten()
-            .find_map(|pool| pool.gateway.as_deref())
-            .filter(|given| !given.is_empty())
+        let gateway = gateway
             .map(|given| {
-                given
-                    .parse::<Ipv4Net>()
-                    .map(|net| net.addr())
-                    .or_else(|_| given.parse::<Ipv4Addr>())
-                    .map_err(|_| DockerError::Malformed {
-                        what: "gateway",
-                        value: given.to_owned(),
-                    })
+                docker_address(&given).ok_or(DockerError::Malformed {
+                    what: "gateway",
+                    value: given,
+                })
             })
             .transpose()?;
         let driver_options = options
             .generic
             .iter()
             .flatten()
-            .map(|(key, value)| match value {
-                Value::String(text) => format!("{key}={text}"),
-                other => format!("{key}={other}"),
-            })
+            .map(|(key, value)| format!("{key}={}", option_text(value)))
             .collect();
-        let short = &req.network_id[..req.network_id.len().min(12)];
+        let short = &docker_id[..docker_id.len().min(12)];
         let created = self
             .make_network(
                 crate::api::NetworkCreateRequest {
@@ -635,10 +618,10 @@ impl Agent {
                     labels: Vec::new(),
                     exist_ok: false,
                 },
-                Some(req.network_id.clone()),
+                Some(docker_id.to_owned()),
             )
             .await?;
-        info!(network = %req.network_id, netd = %created.name, subnet = %created.subnet, "Docker network created");
+        info!(network = %docker_id, netd = %created.name, subnet = %created.subnet, "Docker network created");
         Ok(())
     }
 
@@ -1014,32 +997,30 @@ mod tests {
     /// ... for `docker run --network netdnet -p 8080:80 -p 9000-9010:90/udp`.
     const PROGRAM: &str = r#"{"NetworkID":"7ca88d22a6601eb193c03cb6f959da03d66a087b01c90c4b65f593ef1d3b22dd","EndpointID":"182bf691c6dbd103a83c0ba2fd7c302bed9c74ddab48f6c950f2903e7b0cd8b0","Options":{"com.docker.network.endpoint.exposedports":[{"Proto":17,"Port":90},{"Proto":6,"Port":80}],"com.docker.network.portmap":[{"Proto":17,"IP":"","Port":90,"HostIP":"","HostPort":9000,"HostPortEnd":9010},{"Proto":6,"IP":"","Port":80,"HostIP":"","HostPort":8080,"HostPortEnd":8080}]}}"#;
 
-    fn create_network(body: &str) -> Result<(), DockerError> {
+    /// What `CreateNetwork` of `body` decides beside the agent's network
+    /// [`network`]: `Ok(true)` when it is that network (and agrees with
+    /// it), `Ok(false)` when it gets a netd network of its own.
+    fn create_network(body: &str) -> Result<bool, DockerError> {
         let req: CreateNetworkRequest = parse("NetworkDriver.CreateNetwork", body.as_bytes())?;
-        let options = req.options.unwrap_or_default();
-        check_addressing(
-            &network(),
-            req.ipv4_data.as_deref().unwrap_or_default(),
-            req.ipv6_data.as_deref().unwrap_or_default(),
-            options.enable_ipv6,
-        )?;
-        check_options(&network(), &options)
+        let options = req.options.clone().unwrap_or_default();
+        let pool = docker_pool(&req, &options)?;
+        if pool.subnet != Some(network().subnet) {
+            return Ok(false);
+        }
+        check_gateway(&network(), pool.gateway)?;
+        check_options(&network(), &options)?;
+        Ok(true)
     }
 
     #[test]
     fn docker_pools_are_checked_against_the_network() {
-        create_network(CREATE_NETWORK).expect("netd's subnet and gateway");
-        // The null IPAM.
-        create_network(r#"{"NetworkID":"n","Options":{"com.docker.network.enable_ipv6":false,"com.docker.network.generic":{}},"IPv4Data":[{"AddressSpace":"null","Pool":"0.0.0.0/0"}],"IPv6Data":[]}"#)
-            .expect("null IPAM");
-        // Docker's default pool, not netd's subnet.
-        let err = create_network(&CREATE_NETWORK.replace("172.30.", "172.17."))
-            .expect_err("another pool");
-        assert!(matches!(err, DockerError::PoolMismatch { .. }), "{err}");
+        assert!(create_network(CREATE_NETWORK).expect("netd's subnet and gateway"));
+        // The null IPAM: a network of netd's choice.
+        assert!(!create_network(r#"{"NetworkID":"n","Options":{"com.docker.network.enable_ipv6":false,"com.docker.network.generic":{}},"IPv4Data":[{"AddressSpace":"null","Pool":"0.0.0.0/0"}],"IPv6Data":[]}"#)
+            .expect("null IPAM"));
+        // Docker's default pool, not netd's subnet: a network of its own.
         assert!(
-            err.to_string()
-                .contains("--subnet 172.30.0.0/16 --gateway 172.30.0.1"),
-            "{err}"
+            !create_network(&CREATE_NETWORK.replace("172.30.", "172.17.")).expect("another pool")
         );
         let err = create_network(&CREATE_NETWORK.replace("172.30.0.1/16", "172.30.0.254/16"))
             .expect_err("another gateway");
