@@ -17,6 +17,7 @@ pub mod bpf;
 pub mod fixture;
 pub mod hold;
 pub mod netns;
+pub mod pins;
 pub mod pktgen;
 pub mod probe;
 pub mod rootfs;

@@ -10,12 +10,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::programs::{SchedClassifier, tc::TcAttachType};
 use netd::paths;
 use netd_common::map_names;
 use netd_tests::{
     hold::{BothWays, Hold, count},
     netns::Netns,
+    pins::{pinned_map, tcx_programs},
     require_root,
     topology::{HOST_IP, HttpServer, Topology, fetch, wait_listening},
 };
@@ -31,17 +31,6 @@ fn answers_within(t: &Topology, url: &str, body: &str, within: Duration) -> Opti
         thread::sleep(Duration::from_millis(100));
     }
     None
-}
-
-/// The kernel ID of the map pinned at `path`.
-fn map_id(path: &std::path::Path) -> String {
-    let out = Command::new("bpftool")
-        .args(["-j", "map", "show", "pinned"])
-        .arg(path)
-        .output()
-        .expect("bpftool");
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool json");
-    json["id"].to_string()
 }
 
 #[test]
@@ -117,14 +106,14 @@ fn removed_pins_are_restored_within_seconds() {
     // A map pin: the map lives on (the programs hold it), and the agent
     // pins the same map again, so a later restart keeps its entries.
     let ct = paths::map_pin(&bpffs, map_names::CT);
-    let before = map_id(&ct);
+    let before = pinned_map(&ct).id;
     fs::remove_file(&ct).expect("remove the conntrack pin");
     let deadline = Instant::now() + Duration::from_secs(5);
     while !ct.exists() && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(100));
     }
     assert!(ct.exists(), "conntrack pinned again within 5 s");
-    assert_eq!(map_id(&ct), before, "the same map, not a new one");
+    assert_eq!(pinned_map(&ct).id, before, "the same map, not a new one");
 
     // Host-local access: the cgroup links.
     for pin in fs::read_dir(paths::links_dir(&bpffs))
@@ -172,12 +161,12 @@ fn agent_killed_twenty_times_disturbs_no_flow() {
     let mut t = Topology::new(&["--masquerade-ports", "10000-32767"]);
     let c1 = t.container("c1", &["-p", "8080:7000", "-p", "8080:7000/udp"]);
     let bpffs = t.agent.bpffs();
-    let ids = || -> Vec<String> {
-        let mut ids: Vec<String> = fs::read_dir(&bpffs)
+    let ids = || -> Vec<u64> {
+        let mut ids: Vec<u64> = fs::read_dir(&bpffs)
             .expect("pinned maps")
             .map(|entry| entry.expect("entry").path())
             .filter(|path| path.is_file())
-            .map(|path| map_id(&path))
+            .map(|path| pinned_map(&path).id)
             .collect();
         ids.sort();
         ids
@@ -243,7 +232,7 @@ fn a_pinned_map_of_another_layout_is_refused_and_left_alone() {
         .status()
         .expect("bpftool");
     assert!(created.success());
-    let id = map_id(&ct);
+    let id = pinned_map(&ct).id;
     let run = t.agent.try_start();
     assert_ne!(run.code, 0, "{run:?}");
     let output = format!("{}{}", run.stdout, run.stderr);
@@ -252,7 +241,7 @@ fn a_pinned_map_of_another_layout_is_refused_and_left_alone() {
             && output.contains("made by a different netd version"),
         "{output}"
     );
-    assert_eq!(map_id(&ct), id, "the foreign map is left in place");
+    assert_eq!(pinned_map(&ct).id, id, "the foreign map is left in place");
 }
 
 /// A SYN flood from spoofed sources against a published port, bounded
@@ -327,15 +316,7 @@ fn a_syn_flood_resets_no_established_flow() {
 /// Programs attached to `dev` in `ns`: TCX (both directions, asked of the
 /// kernel: this bpftool predates TCX) and XDP (from `bpftool net show`).
 fn attached_programs(ns: &Netns, dev: &str) -> usize {
-    let tcx = {
-        let _inside = ns.enter();
-        [TcAttachType::Ingress, TcAttachType::Egress]
-            .into_iter()
-            .map(|direction| {
-                SchedClassifier::query_tcx(dev, direction).map_or(0, |(_, programs)| programs.len())
-            })
-            .sum::<usize>()
-    };
+    let tcx = tcx_programs(ns, dev).len();
     let out = ns.sh("bpftool -j net show");
     let json: serde_json::Value = serde_json::from_str(out.trim()).expect("bpftool net json");
     let xdp = json[0]["xdp"].as_array().map_or(0, |list| {

@@ -7,17 +7,15 @@ use std::{
     collections::BTreeMap,
     fs,
     path::{Path, PathBuf},
-    process::Command,
     thread,
     time::{Duration, Instant},
 };
 
-use aya::programs::{SchedClassifier, tc::TcAttachType};
 use netd_common::map_names;
 use netd_tests::{
     agent::{Agent, netd_bin},
     hold::BothWays,
-    netns::Netns,
+    pins::{PinnedMap, pinned_map, tcx_programs},
     require_root,
     topology::{HOST_IP, OUT_IP, Topology, fetch, wait_listening},
 };
@@ -31,42 +29,19 @@ fn previous_bin() -> PathBuf {
     bin
 }
 
-/// Every map pinned in `bpffs`, by name, with its kernel ID and size.
-fn pinned_maps(bpffs: &Path) -> BTreeMap<String, (u64, u64)> {
+/// Every map pinned in `bpffs`, by name.
+fn pinned_maps(bpffs: &Path) -> BTreeMap<String, PinnedMap> {
     fs::read_dir(bpffs)
         .expect("bpffs")
         .map(|entry| entry.expect("entry").path())
         .filter(|path| path.is_file())
         .map(|path| {
-            let out = Command::new("bpftool")
-                .args(["-j", "map", "show", "pinned"])
-                .arg(&path)
-                .output()
-                .expect("bpftool");
-            let map: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool json");
             let name = path
                 .file_name()
                 .expect("name")
                 .to_string_lossy()
                 .into_owned();
-            let id = map["id"].as_u64().expect("id");
-            (
-                name,
-                (id, map["max_entries"].as_u64().expect("max_entries")),
-            )
-        })
-        .collect()
-}
-
-/// The IDs of the programs attached (TCX) to `dev` in `ns`, both ways.
-fn tcx_programs(ns: &Netns, dev: &str) -> Vec<u32> {
-    let _inside = ns.enter();
-    [TcAttachType::Ingress, TcAttachType::Egress]
-        .into_iter()
-        .flat_map(|direction| {
-            SchedClassifier::query_tcx(dev, direction)
-                .map(|(_, programs)| programs.iter().map(|p| p.id()).collect::<Vec<_>>())
-                .unwrap_or_default()
+            (name, pinned_map(&path))
         })
         .collect()
 }
@@ -152,15 +127,18 @@ fn the_previous_release_upgrades_without_a_dropped_flow_and_refuses_to_downgrade
     // Maps: the drop counters grown and carried, the network maps new,
     // every other map the same kernel object; no pin left over.
     let maps_after = pinned_maps(&bpffs);
-    for (name, (id, size)) in &maps_before {
-        let (new_id, new_size) = maps_after
+    for (name, old) in &maps_before {
+        let new = maps_after
             .get(name)
             .unwrap_or_else(|| panic!("{name} is gone: {maps_after:?}"));
         if name == map_names::DROPS {
-            assert_ne!(new_id, id, "{name} made again at its new size");
-            assert!(new_size > size, "{name}: {size} -> {new_size}");
+            assert_ne!(new.id, old.id, "{name} made again at its new size");
+            assert!(
+                new.max_entries > old.max_entries,
+                "{name}: {old:?} -> {new:?}"
+            );
         } else {
-            assert_eq!((new_id, new_size), (id, size), "{name} adopted as it was");
+            assert_eq!(new, old, "{name} adopted as it was");
         }
     }
     let added: Vec<&String> = maps_after
