@@ -20,6 +20,37 @@ pub const COMMIT: &str = "3cca6e81af0e2a0b09468f0597675e526f0a7c51";
 /// What the tests read the previous release's binary from.
 pub const ENV: &str = "NETD_PREVIOUS_BIN";
 
+/// Set instead of [`ENV`] when the checkout cannot give the previous
+/// release (a shallow clone whose origin is out of reach): why. The
+/// upgrade test then says it is skipped, as the privileged tests do
+/// without root.
+pub const UNAVAILABLE_ENV: &str = "NETD_PREVIOUS_UNAVAILABLE";
+
+/// Whether this checkout's history holds [`COMMIT`], fetching it from
+/// `origin` once if not (a shallow clone).
+pub fn available() -> bool {
+    let root = workspace_root();
+    let has = || {
+        Command::new("git")
+            .arg("-C")
+            .arg(&root)
+            .args(["cat-file", "-e", &format!("{COMMIT}^{{commit}}")])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if has() {
+        return true;
+    }
+    eprintln!("the previous release {COMMIT} is not in this checkout: fetching it from origin");
+    let _ = Command::new("git")
+        .arg("-C")
+        .arg(&root)
+        .args(["fetch", "--quiet", "origin", COMMIT])
+        .status();
+    has()
+}
+
 /// Builds the previous release's `netd` (once: the binary is kept under
 /// `target/previous/COMMIT/`) and returns its path.
 pub fn build() -> anyhow::Result<PathBuf> {
