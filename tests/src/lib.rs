@@ -14,6 +14,7 @@
 
 pub mod agent;
 pub mod bpf;
+pub mod dockerd;
 pub mod fixture;
 pub mod hold;
 pub mod netns;

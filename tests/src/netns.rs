@@ -59,6 +59,10 @@ pub fn check(cmd: &mut Command) -> String {
 #[derive(Debug)]
 pub struct Netns {
     name: String,
+    /// Made by the test, so everything in it is the test's: dropping it
+    /// kills what runs inside. False for a name given to another's
+    /// namespace ([`Netns::of_process`]).
+    owned: bool,
 }
 
 impl Netns {
@@ -66,9 +70,18 @@ impl Netns {
     pub fn new(tag: &str) -> Self {
         let name = unique_name(tag);
         check(Command::new("ip").args(["netns", "add", &name]));
-        let ns = Self { name };
+        let ns = Self { name, owned: true };
         ns.ip("link set lo up");
         ns
+    }
+
+    /// A name under /run/netns for the network namespace of process `pid`
+    /// (a container's), as `ip netns attach` gives it. Dropping it removes
+    /// the name only: the namespace and what runs in it are its owner's.
+    pub fn of_process(tag: &str, pid: u32) -> Self {
+        let name = unique_name(tag);
+        check(Command::new("ip").args(["netns", "attach", &name, &pid.to_string()]));
+        Self { name, owned: false }
     }
 
     pub fn name(&self) -> &str {
@@ -147,12 +160,14 @@ impl Drop for Netns {
     fn drop(&mut self) {
         // Anything still inside was started by this test (the namespace is
         // the test's own): stop it, or the namespace outlives its name.
-        for pid in self.pids() {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !self.pids().is_empty() && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(20));
+        if self.owned {
+            for pid in self.pids() {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !self.pids().is_empty() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(20));
+            }
         }
         let status = Command::new("ip")
             .args(["netns", "del", &self.name])

@@ -3,368 +3,17 @@
 //! 20.10): `docker network create -d netd` and `docker run --network NET -p
 //! 8080:80` get netd's bridge, address and eBPF publishing; Docker adds no
 //! DNAT rule and runs no docker-proxy for them; `docker rm -f` removes the
-//! endpoint and its mapping.
-//!
-//! dockerd runs inside the topology's host namespace and in a private mount
-//! namespace of its own (`unshare --mount`), where tmpfs mounts hide the
-//! machine's /run and /etc/docker: what dockerd, containerd and runc write
-//! there (plugin spec, trust key, shim sockets) vanishes with that
-//! namespace. Its data root, exec root and socket live in a scratch
-//! directory; containers' cgroups under a cgroup parent of the test's own;
-//! iptables stays on (Docker's default), in the host namespace only.
-
-use std::{
-    fs,
-    os::unix::fs::MetadataExt as _,
-    path::{Path, PathBuf},
-    process::{Command, Output},
-    thread,
-    time::{Duration, Instant},
-};
+//! endpoint and its mapping. How dockerd runs: `netd_tests::dockerd`.
 
 use netd_tests::{
-    netns::{Netns, Process, unique_name},
+    dockerd::{Dockerd, IMAGE, PAGE, docker_proxies, fetch_soon, nat_rules},
     require_root,
-    rootfs::{self, HTTPD},
+    rootfs::HTTPD,
     topology::{HOST_IP, SUBNET, Scratch, Topology},
-};
-use nix::{
-    sys::signal::{Signal, kill},
-    unistd::Pid,
 };
 use serde_json::Value;
 
-const DOCKERD: &str = "/usr/sbin/dockerd";
-/// Debian's client; /usr/local/bin/docker may be another one.
-const DOCKER: &str = "/usr/bin/docker";
-const IMAGE: &str = "netd-test/busybox:latest";
-const PAGE: &str = "hello from a Docker container on netd\n";
 const GATEWAY: &str = "172.30.0.1";
-
-/// The network namespace or mount namespace a process is in, as the kernel
-/// names it (`net:[4026532...]`).
-fn ns_of(pid: &str, kind: &str) -> Option<String> {
-    fs::read_link(format!("/proc/{pid}/ns/{kind}"))
-        .ok()
-        .map(|p| p.to_string_lossy().into_owned())
-}
-
-/// PIDs of every process whose `kind` namespace is `ns`.
-fn pids_in_ns(kind: &str, ns: &str) -> Vec<i32> {
-    let mut pids = Vec::new();
-    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if let Ok(pid) = name.parse::<i32>()
-            && ns_of(&name, kind).as_deref() == Some(ns)
-        {
-            pids.push(pid);
-        }
-    }
-    pids
-}
-
-/// The mount points of every cgroup hierarchy, v1 and v2.
-fn cgroup_mounts() -> Vec<PathBuf> {
-    let mounts = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    mounts
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split(' ').collect();
-            let dash = fields.iter().position(|f| *f == "-")?;
-            matches!(fields.get(dash + 1), Some(&"cgroup" | &"cgroup2"))
-                .then(|| PathBuf::from(fields[4]))
-        })
-        .collect()
-}
-
-/// Every cgroup directory at or under `dir`, deepest first.
-fn cgroup_tree(dir: &Path) -> Vec<PathBuf> {
-    let mut tree = Vec::new();
-    if let Ok(entries) = fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                tree.extend(cgroup_tree(&entry.path()));
-            }
-        }
-    }
-    if dir.join("cgroup.procs").exists() {
-        tree.push(dir.to_owned());
-    }
-    tree
-}
-
-/// dockerd in the topology's host namespace and a private mount namespace,
-/// with everything it writes under a scratch directory. Dropping it stops
-/// dockerd, then kills whatever it left (containerd, shims, containers) and
-/// removes its cgroups.
-struct Dockerd {
-    process: Option<Process>,
-    /// dockerd's mount namespace: every process in it was started by this
-    /// dockerd (it is nobody else's).
-    mount_ns: Option<String>,
-    /// The cgroup parent of the containers, in every hierarchy.
-    cgroup_parent: String,
-    dir: PathBuf,
-    // Dropped last: removed once every process is gone.
-    _scratch: Scratch,
-}
-
-impl Dockerd {
-    /// Starts dockerd in `host` with netd's driver discoverable as `netd`
-    /// at `plugin_socket`, and waits until it answers.
-    fn start(host: &Netns, plugin_socket: &Path) -> Self {
-        assert!(
-            Path::new(DOCKERD).exists(),
-            "{DOCKERD} not found: this test needs Debian's docker.io"
-        );
-        // tmpfs goes over existing directories only: nothing is created on
-        // the machine's own filesystem.
-        assert!(
-            Path::new("/etc/docker").is_dir(),
-            "/etc/docker is missing (docker.io ships it)"
-        );
-        let scratch = Scratch::new();
-        let dir = scratch.0.clone();
-        let cgroup_parent = unique_name("dk");
-        let d = dir.display();
-        // /run: shim sockets (/run/containerd/s), /run/docker. /etc/docker:
-        // the plugin spec and dockerd's trust key (key.json).
-        let script = format!(
-            "set -e
-mount -t tmpfs -o mode=0755 netd-test-run /run
-mount -t tmpfs -o mode=0755 netd-test-etc-docker /etc/docker
-mkdir /etc/docker/plugins
-echo 'unix://{socket}' > /etc/docker/plugins/netd.spec
-exec {DOCKERD} --data-root {d}/data --exec-root {d}/exec --pidfile {d}/dockerd.pid \
-  --host unix://{d}/docker.sock --storage-driver vfs \
-  --exec-opt native.cgroupdriver=cgroupfs --cgroup-parent /{cgroup_parent} \
-  >{d}/dockerd.log 2>&1",
-            socket = plugin_socket.display(),
-        );
-        let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--net={}", host.path().display()))
-            .args(["--", "unshare", "--mount", "--propagation", "private"])
-            .args(["sh", "-c", &script]);
-        let mut dockerd = Self {
-            // nsenter, unshare and sh exec each other: this is dockerd.
-            process: Some(Process::spawn(cmd, "dockerd")),
-            mount_ns: None,
-            cgroup_parent,
-            dir,
-            _scratch: scratch,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !dockerd.docker(&["info"]).status.success() {
-            let exited = dockerd.process.as_mut().is_some_and(Process::has_exited);
-            if exited || Instant::now() > deadline {
-                panic!("dockerd did not come up:\n{}", dockerd.log());
-            }
-            thread::sleep(Duration::from_millis(200));
-        }
-        let pid = dockerd.pid().to_string();
-        let mount_ns = ns_of(&pid, "mnt").expect("dockerd's mount namespace");
-        assert_ne!(
-            Some(&mount_ns),
-            ns_of("self", "mnt").as_ref(),
-            "dockerd must run in a mount namespace of its own"
-        );
-        dockerd.mount_ns = Some(mount_ns);
-        dockerd
-    }
-
-    fn pid(&self) -> u32 {
-        self.process.as_ref().expect("dockerd running").pid()
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default()
-    }
-
-    /// Runs the docker client against this dockerd.
-    fn docker(&self, args: &[&str]) -> Output {
-        Command::new(DOCKER)
-            // The client's own files (config.json) stay in the scratch too.
-            .env("DOCKER_CONFIG", self.dir.join("client"))
-            .arg("--host")
-            .arg(format!("unix://{}", self.dir.join("docker.sock").display()))
-            .args(args)
-            .output()
-            .expect("run docker")
-    }
-
-    /// Runs `docker ARGS`, asserting success; returns stdout, trimmed.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.docker(args);
-        assert!(
-            out.status.success(),
-            "docker {args:?} failed: {}\n--- dockerd log ---\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.log()
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
-
-    /// Runs `docker ARGS`, asserting failure; returns stderr.
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.docker(args);
-        assert!(!out.status.success(), "docker {args:?} succeeded");
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-
-    /// Imports a one-binary image: busybox-static and a page under /www.
-    fn import_busybox(&self) {
-        let tar = self.dir.join("rootfs.tar");
-        rootfs::busybox_tar(&self.dir, &tar, PAGE);
-        self.ok(&["import", &tar.to_string_lossy(), IMAGE]);
-    }
-
-    /// Stops dockerd (SIGTERM, then SIGKILL), then kills what it leaves:
-    /// containers by their cgroups, containerd and shims by the mount
-    /// namespace. Removes the containers' cgroups. Returns what it had to
-    /// kill or could not remove, for the test to assert on.
-    fn stop(&mut self) -> Vec<String> {
-        let mut forced = Vec::new();
-        if let Some(mut process) = self.process.take() {
-            process.signal(Signal::SIGTERM);
-            if process.wait_timeout(Duration::from_secs(30)).is_none() {
-                forced.push("dockerd ignored SIGTERM for 30 s".to_owned());
-            }
-            // Drop: SIGKILL if it still runs.
-        }
-        let groups: Vec<PathBuf> = cgroup_mounts()
-            .iter()
-            .flat_map(|mount| cgroup_tree(&mount.join(&self.cgroup_parent)))
-            .collect();
-        for group in &groups {
-            for pid in fs::read_to_string(group.join("cgroup.procs"))
-                .unwrap_or_default()
-                .split_whitespace()
-                .filter_map(|p| p.parse::<i32>().ok())
-            {
-                forced.push(format!("container process {pid} in {}", group.display()));
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-        }
-        if let Some(ns) = &self.mount_ns {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                let left = pids_in_ns("mnt", ns);
-                if left.is_empty() {
-                    break;
-                }
-                for pid in left {
-                    if Instant::now() > deadline {
-                        forced.push(format!("process {pid} left in dockerd's mount namespace"));
-                    }
-                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-                }
-                if Instant::now() > deadline + Duration::from_secs(5) {
-                    break;
-                }
-                thread::sleep(Duration::from_millis(50));
-            }
-        }
-        for group in groups {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            // A cgroup whose last process just died may be busy a moment.
-            while let Err(err) = fs::remove_dir(&group) {
-                if err.kind() == std::io::ErrorKind::NotFound {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    forced.push(format!("cgroup {} not removed: {err}", group.display()));
-                    break;
-                }
-                thread::sleep(Duration::from_millis(50));
-            }
-        }
-        forced
-    }
-}
-
-impl Drop for Dockerd {
-    fn drop(&mut self) {
-        if self.process.is_some() {
-            // Let Docker undo its containers first (Revoke, Leave,
-            // DeleteEndpoint on netd), bounded in time.
-            let _ = Command::new("timeout")
-                .args(["30", DOCKER])
-                .env("DOCKER_CONFIG", self.dir.join("client"))
-                .arg("--host")
-                .arg(format!("unix://{}", self.dir.join("docker.sock").display()))
-                .args(["rm", "-f", "web", "control", "nullweb"])
-                .output();
-        }
-        let forced = self.stop();
-        if !forced.is_empty() && !thread::panicking() {
-            panic!("dockerd left things behind: {forced:?}");
-        }
-    }
-}
-
-/// The `-A` lines of the NAT table in the host namespace, from both
-/// iptables backends (Docker uses whichever `iptables` is).
-fn nat_rules(host: &Netns) -> Vec<String> {
-    ["iptables-nft", "iptables-legacy"]
-        .iter()
-        .flat_map(|iptables| {
-            let out = host.try_sh(&format!("{iptables} -t nat -S"));
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .filter(|l| l.starts_with("-A"))
-                .map(|l| format!("{iptables}: {l}"))
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
-/// The command lines of docker-proxy processes in the host namespace or
-/// children of dockerd.
-fn docker_proxies(host: &Netns, dockerd: u32) -> Vec<String> {
-    let host_ns = format!(
-        "net:[{}]",
-        fs::metadata(host.path()).expect("host netns").ino()
-    );
-    let mut found = Vec::new();
-    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let pid = entry.file_name().to_string_lossy().into_owned();
-        let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        if !args[0].ends_with("docker-proxy") {
-            continue;
-        }
-        let parent = fs::read_to_string(entry.path().join("stat"))
-            .ok()
-            .and_then(|stat| {
-                let rest = &stat[stat.rfind(')')? + 2..];
-                rest.split_whitespace().nth(1)?.parse::<u32>().ok()
-            });
-        if parent == Some(dockerd) || ns_of(&pid, "net").as_deref() == Some(&host_ns) {
-            found.push(args.join(" "));
-        }
-    }
-    found
-}
-
-/// Fetches `url` from the outside client until it answers (a container's
-/// server takes a moment to listen), or `None` after 10 s.
-fn fetch_soon(t: &Topology, url: &str) -> Option<String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(body) = t.fetch(url) {
-            return Some(body);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(200));
-    }
-}
 
 fn endpoint<'a>(list: &'a Value, name: &str) -> Option<&'a Value> {
     list.as_array()
@@ -592,6 +241,50 @@ fn docker_run_on_a_netd_network_is_published_by_netd_alone() {
         Some(PAGE),
         "web still serves on netdnet"
     );
+
+    // Another driver's subnet: Docker's own bridge network `other`. No
+    // container joins a netd network with an address of it, no netd
+    // network takes it; each refusal is one line and changes nothing.
+    docker.ok(&[
+        "network",
+        "create",
+        "-d",
+        "bridge",
+        "--subnet",
+        "10.97.0.0/24",
+        "other",
+    ]);
+    let netd_view = || {
+        (
+            t.agent.ok(&["network", "ls"]),
+            t.agent.ok(&["ps"]),
+            t.agent.ok(&["ports"]),
+            t.host.sh("ip -br link show | cut -d' ' -f1 | sort"),
+        )
+    };
+    let unchanged = netd_view();
+    let refusals = [
+        docker.fails(&["network", "connect", "--ip", "10.97.0.5", "netdnet", "web2"]),
+        docker.fails(&[
+            "network",
+            "create",
+            "-d",
+            "netd",
+            "--subnet",
+            "10.97.0.0/25",
+            "clash",
+        ]),
+    ];
+    for refused in &refusals {
+        assert_eq!(refused.trim().lines().count(), 1, "{refused}");
+    }
+    assert!(refusals[0].contains("10.97.0.5"), "{}", refusals[0]);
+    assert!(refusals[1].contains("overlaps"), "{}", refusals[1]);
+    t.agent
+        .cli(&["network", "create", "clash", "--subnet", "10.97.0.0/25"])
+        .assert_refused("a netd network on Docker's bridge subnet", "overlaps");
+    assert_eq!(netd_view(), unchanged, "a refusal changed netd");
+    docker.ok(&["network", "rm", "other"]);
 
     // A restarted agent keeps Docker's endpoints and networks, and serves
     // Docker again.

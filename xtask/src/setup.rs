@@ -47,6 +47,10 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "the Docker driver's tests run Debian's dockerd (never as the machine's service)",
     ),
     (
+        "docker-compose",
+        "the Docker Compose scenario: two projects on netd networks",
+    ),
+    (
         "containerd",
         "the CNI plugin's test under Kubernetes' CRI runtime (with runc)",
     ),
