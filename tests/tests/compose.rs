@@ -18,7 +18,7 @@ use netd_tests::{
     hold::{BothWays, count},
     netns::Netns,
     require_root,
-    topology::{HOST_IP, Scratch, Topology},
+    topology::{HOST_IP, HttpServer, Scratch, Topology},
 };
 use serde_json::Value;
 
@@ -292,6 +292,51 @@ fn two_compose_projects_on_netd_networks_survive_restarts_and_leave_nothing() {
         Some(PAGE),
         "db reaches web on back"
     );
+    // A namespace attached by hand to a network Docker made: inspect lists
+    // every runtime's endpoint there, with its owner; web reaches it.
+    let by_hand = t.container("hand", &["--network", &shop.netd_network(&docker, "back")]);
+    let _server = HttpServer::start(&by_hand, 80, PAGE);
+    let inspect = t
+        .agent
+        .json(&["network", "inspect", &shop.netd_network(&docker, "back")]);
+    let mut owners: Vec<(&str, &str)> = inspect[0]["Containers"]
+        .as_object()
+        .expect("Containers")
+        .values()
+        .map(|c| {
+            (
+                c["Owner"].as_str().expect("Owner"),
+                c["IPv4Address"].as_str().expect("IPv4Address"),
+            )
+        })
+        .collect();
+    owners.sort();
+    let hand_ip = t
+        .agent
+        .json(&["ps"])
+        .as_array()
+        .expect("ps")
+        .iter()
+        .find(|ep| ep["netns"] == by_hand.path().to_str().expect("path"))
+        .and_then(|ep| ep["ip"].as_str())
+        .expect("the endpoint attached by hand")
+        .to_owned();
+    let mut want = vec![
+        ("docker", format!("{db_ip}/24")),
+        ("docker", format!("{web_back}/24")),
+        ("netd", format!("{hand_ip}/24")),
+    ];
+    want.sort();
+    let want: Vec<(&str, &str)> = want.iter().map(|(o, a)| (*o, a.as_str())).collect();
+    assert_eq!(owners, want, "{inspect}");
+    assert_eq!(
+        fetch_in_soon(&docker, &web, &format!("http://{hand_ip}/")).as_deref(),
+        Some(PAGE),
+        "web reaches the endpoint attached by hand"
+    );
+    t.agent.ok(&["detach", by_hand.name()]);
+    drop(by_hand);
+
     // The projects are isolated from each other, and db from front.
     for (from, to) in [(&app, &web_front), (&web, &app_ip), (&db, &web_front)] {
         let dropped = isolated_drops(&t.agent);
