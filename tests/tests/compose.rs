@@ -321,7 +321,7 @@ fn two_compose_projects_on_netd_networks_survive_restarts_and_leave_nothing() {
         .and_then(|ep| ep["ip"].as_str())
         .expect("the endpoint attached by hand")
         .to_owned();
-    let mut want = vec![
+    let mut want = [
         ("docker", format!("{db_ip}/24")),
         ("docker", format!("{web_back}/24")),
         ("netd", format!("{hand_ip}/24")),
