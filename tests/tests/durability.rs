@@ -28,7 +28,7 @@ use netd_tests::{
     agent::{Agent, Run},
     netns::{Netns, Tmpfs, veth},
     require_root,
-    topology::{HOST_IP, OUT_IP, SUBNET},
+    topology::{HOST_IP, OUT_IP, SUBNET, Scratch},
 };
 use serde_json::Value;
 
@@ -754,4 +754,198 @@ fn cni_calls_through_a_failing_journal_change_nothing() {
     assert!(ok, "DEL, retried: {answer}");
     assert_eq!(bed.assert_agree("DEL"), 0);
     assert!(bed.memory().endpoints.is_empty());
+}
+
+/// Posts `body` to the Docker driver's `call` (`NetworkDriver.X`) on
+/// `socket`, as dockerd does; the HTTP status and the answer.
+fn docker_call(socket: &str, call: &str, body: &Value) -> (u16, Value) {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--unix-socket", socket, "-w", "\n%{http_code}"])
+        .args(["-X", "POST", "-H", "Content-Type: application/json"])
+        .arg("-d")
+        .arg(body.to_string())
+        .arg(format!("http://netd/{call}"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (answer, code) = text
+        .rsplit_once('\n')
+        .unwrap_or_else(|| panic!("{call}: no status line: {text}"));
+    let answer = serde_json::from_str(answer).unwrap_or_else(|e| panic!("{call}: {e}: {answer}"));
+    (code.parse().expect("a status code"), answer)
+}
+
+/// The networks made for Docker in memory (`netd network ls`) and in the
+/// files, by name with the Docker ID the files give; every one has its
+/// bridge in the host namespace and no other netd bridge exists there.
+fn docker_networks_agree(bed: &Bed, what: &str) -> BTreeSet<String> {
+    let listed = bed.agent().json(&["network", "ls"]);
+    let state = bed.agent().state_value().expect("a state file");
+    let default = state["network"]["name"]
+        .as_str()
+        .expect("the agent's network");
+    let memory: BTreeSet<String> = listed
+        .as_array()
+        .expect("network ls")
+        .iter()
+        .filter_map(|n| n["name"].as_str())
+        .filter(|name| *name != default)
+        .map(str::to_owned)
+        .collect();
+    let files: BTreeSet<String> = state["networks"]
+        .as_object()
+        .map(|networks| networks.keys().cloned().collect())
+        .unwrap_or_default();
+    assert_eq!(
+        memory, files,
+        "{what}: `netd network ls` and the state files differ"
+    );
+    let links: Value =
+        serde_json::from_str(&bed.host.sh("ip -j link show type bridge")).expect("ip -j link");
+    let mut bridges: BTreeSet<String> = links
+        .as_array()
+        .expect("links")
+        .iter()
+        .filter_map(|l| l["ifname"].as_str().map(str::to_owned))
+        .collect();
+    for n in listed.as_array().expect("network ls") {
+        let bridge = n["bridge"].as_str().expect("bridge");
+        assert!(bridges.remove(bridge), "{what}: no bridge {bridge}: {n}");
+    }
+    assert!(
+        bridges.is_empty(),
+        "{what}: bridges of no network: {bridges:?}"
+    );
+    memory
+}
+
+/// The Docker driver's calls through a failing journal, each as dockerd
+/// makes it: a call whose record cannot be written answers Docker's error
+/// (500, `Err` naming the file and the cause) and changes nothing; the
+/// same call once writes work does what it should. Memory, files and
+/// kernel agree after every step, networks and bridges included.
+#[test]
+fn docker_calls_through_a_failing_journal_change_nothing() {
+    require_root!();
+    // Dropped after the agent.
+    let dir = Scratch::new();
+    let socket = dir.0.join("netd-docker.sock").display().to_string();
+    let bed = Bed::new(None, &["--docker-plugin-socket", &socket]);
+    let network_id = "5e1ec7ed".repeat(8);
+    let endpoint_id = "ba5eba11".repeat(8);
+    let sandbox = Netns::new("sbx");
+    let create_network = serde_json::json!({
+        "NetworkID": network_id,
+        "Options": {"com.docker.network.enable_ipv6": false, "com.docker.network.generic": {}},
+        "IPv4Data": [{"AddressSpace": "LocalDefault", "Pool": "10.98.0.0/24", "Gateway": "10.98.0.1/24"}],
+        "IPv6Data": [],
+    });
+    let endpoint = serde_json::json!({"NetworkID": network_id, "EndpointID": endpoint_id});
+    let with = |extra: Value| {
+        let mut body = endpoint.clone();
+        body.as_object_mut()
+            .expect("object")
+            .extend(extra.as_object().expect("object").clone());
+        body
+    };
+    let calls: [(&str, Value, &str); 8] = [
+        (
+            "NetworkDriver.CreateNetwork",
+            create_network,
+            "network made",
+        ),
+        (
+            "NetworkDriver.CreateEndpoint",
+            with(serde_json::json!({"Interface": {"Address": "10.98.0.2/24"}, "Options": {}})),
+            "endpoint made",
+        ),
+        (
+            "NetworkDriver.Join",
+            with(serde_json::json!({"SandboxKey": sandbox.path(), "Options": {}})),
+            "joined",
+        ),
+        (
+            "NetworkDriver.ProgramExternalConnectivity",
+            with(serde_json::json!({"Options": {
+                "com.docker.network.endpoint.exposedports": [{"Proto": 6, "Port": 80}],
+                "com.docker.network.portmap": [
+                    {"Proto": 6, "IP": "", "Port": 80, "HostIP": "", "HostPort": 8080, "HostPortEnd": 8080}
+                ],
+            }})),
+            "published",
+        ),
+        (
+            "NetworkDriver.RevokeExternalConnectivity",
+            endpoint.clone(),
+            "unpublished",
+        ),
+        ("NetworkDriver.Leave", endpoint.clone(), "left"),
+        (
+            "NetworkDriver.DeleteEndpoint",
+            endpoint.clone(),
+            "endpoint removed",
+        ),
+        (
+            "NetworkDriver.DeleteNetwork",
+            serde_json::json!({"NetworkID": network_id}),
+            "network removed",
+        ),
+    ];
+    let netd_network = format!("docker-{}", &network_id[..12]);
+    for (call, body, done) in &calls {
+        for errno in ["ENOSPC", "EIO"] {
+            let what = format!("{call} with the journal's writes failing {errno}");
+            let before = (
+                bed.agent().ok(&["ps"]),
+                bed.agent().ok(&["ports"]),
+                bed.agent().ok(&["network", "ls"]),
+                bed.agent().state_value(),
+            );
+            bed.arm(&format!("state.journal:write={errno}"));
+            let (code, answer) = docker_call(&socket, call, body);
+            bed.arm("");
+            assert_eq!(code, 500, "{what}: {answer}");
+            let err = answer["Err"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{what}: {answer}"));
+            assert!(
+                err.contains("state.journal") && err.contains(strerror(errno)),
+                "{what}: the error names the file and the cause: {err}"
+            );
+            assert!(!err.contains('\n'), "{what}: one line: {err}");
+            bed.wait_writable(&what);
+            let after = (
+                bed.agent().ok(&["ps"]),
+                bed.agent().ok(&["ports"]),
+                bed.agent().ok(&["network", "ls"]),
+                bed.agent().state_value(),
+            );
+            assert_eq!(before, after, "{what} changed something");
+            bed.assert_agree(&what);
+            docker_networks_agree(&bed, &what);
+        }
+        let (code, answer) = docker_call(&socket, call, body);
+        assert_eq!(code, 200, "{call}: {answer}");
+        let mapped = bed.assert_agree(done);
+        let networks = docker_networks_agree(&bed, done);
+        let endpoints = bed.memory().endpoints;
+        let (has_network, has_endpoint, ports) = match *call {
+            "NetworkDriver.CreateNetwork" => (true, false, 0),
+            "NetworkDriver.ProgramExternalConnectivity" => (true, true, 1),
+            "NetworkDriver.DeleteEndpoint" => (true, false, 0),
+            "NetworkDriver.DeleteNetwork" => (false, false, 0),
+            _ => (true, true, 0),
+        };
+        assert_eq!(
+            networks.contains(&netd_network),
+            has_network,
+            "{done}: {networks:?}"
+        );
+        assert_eq!(
+            endpoints.contains(&endpoint_id),
+            has_endpoint,
+            "{done}: {endpoints:?}"
+        );
+        assert_eq!(mapped, ports, "{done}");
+    }
 }
