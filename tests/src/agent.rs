@@ -335,6 +335,13 @@ impl Agent {
             .unwrap_or_else(|e| panic!("netd {args:?}: not JSON ({e}): {out}"))
     }
 
+    /// The count of packets dropped for `reason` (`netd stats`).
+    pub fn drops(&self, reason: &str) -> u64 {
+        self.json(&["stats"])["drops"][reason]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no drop reason {reason} in `netd stats`"))
+    }
+
     /// The saved state as a restarted agent would load it: `state.json`
     /// with the newer lines of `state.journal` replayed (a torn last line
     /// ignored), without the journal's bookkeeping (`journal_seq`), as

@@ -99,8 +99,8 @@ pub struct Dockerd {
     /// A process that keeps dockerd's mount namespace (its /run, the shim
     /// sockets) alive across a restart of dockerd.
     keeper: Option<Process>,
-    /// dockerd's mount namespace: every process in it was started by this
-    /// dockerd (it is nobody else's).
+    /// dockerd's mount namespace: every process in it is this dockerd's or
+    /// the keeper (it is nobody else's, so the sweep may kill all of it).
     mount_ns: Option<String>,
     /// The host namespace dockerd runs in.
     host: PathBuf,
@@ -144,9 +144,12 @@ impl Dockerd {
             flags = flags.join(" "),
         );
         // /run: shim sockets (/run/containerd/s), /run/docker. /etc/docker:
-        // the plugin spec and dockerd's trust key (key.json).
+        // the plugin spec and dockerd's trust key (key.json). /run/netns is
+        // unmounted first: its copies in this namespace would hold other
+        // tests' namespaces alive until dockerd exits.
         let script = format!(
             "set -e
+umount -l /run/netns 2>/dev/null || true
 mount -t tmpfs -o mode=0755 netd-test-run /run
 mount -t tmpfs -o mode=0755 netd-test-etc-docker /etc/docker
 mkdir /etc/docker/plugins
@@ -169,19 +172,30 @@ echo 'unix://{socket}' > /etc/docker/plugins/netd.spec
             dir,
             _scratch: scratch,
         };
-        dockerd.wait_ready();
+        // Known before dockerd is ready, so that a dockerd that fails to
+        // come up is still swept by its mount namespace. Until unshare has
+        // run, the process is in the test's own namespace: wait it out.
         let pid = dockerd.pid().to_string();
-        let mount_ns = ns_of(&pid, "mnt").expect("dockerd's mount namespace");
-        assert_ne!(
-            Some(&mount_ns),
-            ns_of("self", "mnt").as_ref(),
-            "dockerd must run in a mount namespace of its own"
-        );
+        let own = ns_of("self", "mnt");
+        let mount_ns = crate::within(Duration::from_secs(10), || {
+            ns_of(&pid, "mnt").filter(|ns| Some(ns) != own.as_ref())
+        })
+        .expect("dockerd must run in a mount namespace of its own");
         dockerd.mount_ns = Some(mount_ns);
+        dockerd.wait_ready();
         let mut keeper = Command::new("nsenter");
         keeper
             .arg(format!("--mount=/proc/{pid}/ns/mnt"))
-            .args(["--", "sleep", "100000"]);
+            // Dies with the test even if the test is killed.
+            .args([
+                "--",
+                "setpriv",
+                "--pdeathsig",
+                "KILL",
+                "--",
+                "sleep",
+                "infinity",
+            ]);
         dockerd.keeper = Some(Process::spawn(keeper, "dockerd's mount namespace keeper"));
         dockerd
     }
@@ -422,14 +436,5 @@ pub fn docker_proxies(host: &Netns, dockerd: u32) -> Vec<String> {
 /// Fetches `url` from the outside client until it answers (a container's
 /// server takes a moment to listen), or `None` after 10 s.
 pub fn fetch_soon(t: &Topology, url: &str) -> Option<String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(body) = t.fetch(url) {
-            return Some(body);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(200));
-    }
+    crate::within(Duration::from_secs(10), || t.fetch(url))
 }

@@ -3,7 +3,8 @@
 //!
 //! Every object here removes what it created when dropped, also when the
 //! test panics: [`Netns`] deletes its namespace after killing whatever still
-//! runs in it, [`Process`] stops its process, [`BpfFs`] unmounts its private
+//! runs in it (one made by [`Netns::of_process`] only names another's
+//! namespace: dropping it removes the name alone), [`Process`] stops its process, [`BpfFs`] unmounts its private
 //! bpffs. Names are unique per test process, so tests can run in parallel.
 //! The harness never touches the root namespace's links, addresses or routes:
 //! veths are created with both ends inside test namespaces.

@@ -652,18 +652,7 @@ fn api_speaks_http_and_json_on_a_root_only_socket() {
         & 0o777;
     assert_eq!(mode, 0o600, "the API is root's");
 
-    let curl = |args: &[&str]| -> (String, String) {
-        let out = Command::new("curl")
-            .args(["-sS", "--unix-socket"])
-            .arg(&socket)
-            .args(["-w", "\n%{http_code}"])
-            .args(args)
-            .output()
-            .expect("curl");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').expect("status line");
-        (body.to_owned(), code.to_owned())
-    };
+    let curl = |args: &[&str]| netd_tests::curl_unix(&socket, args);
     let (body, code) = curl(&["http://netd/v1/status"]);
     assert_eq!(code, "200");
     let status: Value = serde_json::from_str(&body).expect("JSON");

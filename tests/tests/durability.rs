@@ -13,7 +13,7 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     fs,
     net::Ipv4Addr,
-    path::PathBuf,
+    path::{Path, PathBuf},
     thread,
     time::{Duration, Instant},
 };
@@ -759,19 +759,21 @@ fn cni_calls_through_a_failing_journal_change_nothing() {
 /// Posts `body` to the Docker driver's `call` (`NetworkDriver.X`) on
 /// `socket`, as dockerd does; the HTTP status and the answer.
 fn docker_call(socket: &str, call: &str, body: &Value) -> (u16, Value) {
-    let out = std::process::Command::new("curl")
-        .args(["-sS", "--unix-socket", socket, "-w", "\n%{http_code}"])
-        .args(["-X", "POST", "-H", "Content-Type: application/json"])
-        .arg("-d")
-        .arg(body.to_string())
-        .arg(format!("http://netd/{call}"))
-        .output()
-        .expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (answer, code) = text
-        .rsplit_once('\n')
-        .unwrap_or_else(|| panic!("{call}: no status line: {text}"));
-    let answer = serde_json::from_str(answer).unwrap_or_else(|e| panic!("{call}: {e}: {answer}"));
+    let body = body.to_string();
+    let url = format!("http://netd/{call}");
+    let (answer, code) = netd_tests::curl_unix(
+        Path::new(socket),
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &body,
+            &url,
+        ],
+    );
+    let answer = serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{call}: {e}: {answer}"));
     (code.parse().expect("a status code"), answer)
 }
 
@@ -892,15 +894,19 @@ fn docker_calls_through_a_failing_journal_change_nothing() {
         ),
     ];
     let netd_network = format!("docker-{}", &network_id[..12]);
+    // What a refused call must leave as it was.
+    let view = || {
+        (
+            bed.agent().ok(&["ps"]),
+            bed.agent().ok(&["ports"]),
+            bed.agent().ok(&["network", "ls"]),
+            bed.agent().state_value(),
+        )
+    };
     for (call, body, done) in &calls {
         for errno in ["ENOSPC", "EIO"] {
             let what = format!("{call} with the journal's writes failing {errno}");
-            let before = (
-                bed.agent().ok(&["ps"]),
-                bed.agent().ok(&["ports"]),
-                bed.agent().ok(&["network", "ls"]),
-                bed.agent().state_value(),
-            );
+            let before = view();
             bed.arm(&format!("state.journal:write={errno}"));
             let (code, answer) = docker_call(&socket, call, body);
             bed.arm("");
@@ -914,13 +920,7 @@ fn docker_calls_through_a_failing_journal_change_nothing() {
             );
             assert!(!err.contains('\n'), "{what}: one line: {err}");
             bed.wait_writable(&what);
-            let after = (
-                bed.agent().ok(&["ps"]),
-                bed.agent().ok(&["ports"]),
-                bed.agent().ok(&["network", "ls"]),
-                bed.agent().state_value(),
-            );
-            assert_eq!(before, after, "{what} changed something");
+            assert_eq!(before, view(), "{what} changed something");
             bed.assert_agree(&what);
             docker_networks_agree(&bed, &what);
         }

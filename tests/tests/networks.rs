@@ -11,12 +11,6 @@ use netd_tests::{
 };
 use serde_json::Value;
 
-fn drops(agent: &Agent, reason: &str) -> u64 {
-    agent.json(&["stats"])["drops"][reason]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no drop reason {reason}"))
-}
-
 /// Whether `ns` gets an answer to one ping of `addr`.
 fn pings(ns: &Netns, addr: &str) -> bool {
     ns.try_sh(&format!("ping -c1 -W1 -q {addr}"))
@@ -275,11 +269,11 @@ fn networks_are_isolated_and_meet_through_published_ports() {
     );
 
     // Not each other's addresses: dropped, and counted as isolation.
-    let isolated = drops(&t.agent, "isolated");
+    let isolated = t.agent.drops("isolated");
     assert!(!pings(&a, &b_ip), "the default network reached backend");
     assert!(!pings(&b, &a_ip), "backend reached the default network");
     assert_eq!(fetch(&a, &format!("http://{b_ip}/")), None);
-    assert!(drops(&t.agent, "isolated") >= isolated + 3);
+    assert!(t.agent.drops("isolated") >= isolated + 3);
 
     // Published ports cross networks: from outside, and from another
     // network through the host's address (hairpin).
@@ -297,17 +291,17 @@ fn networks_are_isolated_and_meet_through_published_ports() {
     let q2 = t.container("q2", &["--network", "quiet"]);
     assert!(q1.ip("link show eth0").contains("mtu 1400"));
     assert!(a.ip("link show eth0").contains("mtu 1500"));
-    let icc = drops(&t.agent, "icc_denied");
+    let icc = t.agent.drops("icc_denied");
     assert!(!pings(&q1, &address_on(&t.agent, &q2, "quiet")));
-    assert!(drops(&t.agent, "icc_denied") > icc);
+    assert!(t.agent.drops("icc_denied") > icc);
     assert_eq!(
         fetch(&q1, &format!("http://{OUT_IP}:8000/")).as_deref(),
         Some("outside page")
     );
     let s = t.container("s", &["--network", "sealed"]);
-    let internal = drops(&t.agent, "internal_network");
+    let internal = t.agent.drops("internal_network");
     assert_eq!(fetch(&s, &format!("http://{OUT_IP}:8000/")), None);
-    assert!(drops(&t.agent, "internal_network") > internal);
+    assert!(t.agent.drops("internal_network") > internal);
     // ICC stays on elsewhere: the default network's containers meet.
     let a2 = t.container("a2", &[]);
     assert!(pings(&a2, &a_ip));
@@ -454,9 +448,9 @@ fn a_thousand_networks_on_one_agent() {
         Some("page 999"),
         "hairpin from the first network to the last"
     );
-    let isolated = drops(&t.agent, "isolated");
+    let isolated = t.agent.drops("isolated");
     assert!(!pings(&first, &last_ip), "n1 reached n999");
-    assert!(drops(&t.agent, "isolated") > isolated);
+    assert!(t.agent.drops("isolated") > isolated);
 
     t.agent.ok(&["detach", first.name()]);
     t.agent.ok(&["detach", last.name()]);

@@ -18,12 +18,6 @@ use netd_tests::{
 };
 use serde_json::Value;
 
-fn drops(t: &Topology, reason: &str) -> u64 {
-    t.agent.json(&["stats"])["drops"][reason]
-        .as_u64()
-        .expect("drop counter")
-}
-
 fn assert_no_netfilter(t: &Topology) {
     assert!(
         t.host.sh("nft list ruleset").trim().is_empty(),
@@ -232,7 +226,7 @@ fn icc_disabled_separates_containers_but_not_published_ports() {
         None,
         "no TCP between containers"
     );
-    assert!(drops(&t, "icc_denied") >= 1);
+    assert!(t.agent.drops("icc_denied") >= 1);
     c1.sh("ping -c 1 -W 2 172.30.0.1");
     assert_eq!(
         fetch(&c1, &format!("http://{HOST_IP}:8081/")).as_deref(),
@@ -259,7 +253,7 @@ fn internal_network_has_no_outside() {
             .status
             .success()
     );
-    assert!(drops(&t, "internal_network") >= 1);
+    assert!(t.agent.drops("internal_network") >= 1);
     t.out.ip("route add 172.30.0.0/16 via 10.250.0.1");
     let _s = HttpServer::start(&c1, 80, "inside\n");
     assert_eq!(t.fetch("http://172.30.0.2/"), None, "nothing from outside");
@@ -309,12 +303,12 @@ fn spoofed_sources_from_a_container_are_dropped() {
         "python3 -c \"import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('172.30.0.3',0))\ns.settimeout(1)\ns.sendto(b'x',('{OUT_IP}',9000))\ntry:\n s.recv(100); print('answered')\nexcept socket.timeout:\n print('timeout')\n\""
     ));
     assert_eq!(spoofed.trim(), "timeout");
-    assert!(drops(&t, "spoofed") >= 1);
+    assert!(t.agent.drops("spoofed") >= 1);
     // Another MAC: nothing gets through, not even to the gateway.
-    let before = drops(&t, "spoofed");
+    let before = t.agent.drops("spoofed");
     c1.ip("link set eth0 address 02:42:de:ad:be:ef");
     assert!(!c1.try_sh("ping -c 1 -W 1 172.30.0.1").status.success());
-    assert!(drops(&t, "spoofed") > before);
+    assert!(t.agent.drops("spoofed") > before);
 }
 
 #[test]
@@ -377,7 +371,7 @@ fn a_full_conntrack_refuses_new_flows_and_keeps_established_ones() {
         "python3 -c \"import socket\nfor p in range(40000,40060):\n s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind(('0.0.0.0',p)); s.sendto(b'x',('{OUT_IP}',9)); s.close()\n\""
     ));
     assert!(
-        drops(&t, "ct_create") > 0,
+        t.agent.drops("ct_create") > 0,
         "the table filled up and refused flows"
     );
     // The agent makes room by dropping unreplied flows, never the
@@ -436,7 +430,7 @@ fn bulk_tcp_through_masquerade_and_reverse_nat() {
         Some(SIZE as u64),
         "download through masquerade"
     );
-    assert_eq!(drops(&t, "fib_lookup"), 0);
+    assert_eq!(t.agent.drops("fib_lookup"), 0);
 }
 
 /// A container attached after another was detached gets its address (the

@@ -40,12 +40,6 @@ fn assert_no_netfilter_no_proxy(t: &Topology) {
     );
 }
 
-fn drops(t: &Topology, reason: &str) -> u64 {
-    t.agent.json(&["stats"])["drops"][reason]
-        .as_u64()
-        .expect("drop counter")
-}
-
 #[test]
 fn published_http_reaches_the_container_and_sees_the_client() {
     require_root!();
@@ -102,7 +96,7 @@ fn published_http_reaches_the_container_and_sees_the_client() {
         None,
         "an unpublished port"
     );
-    assert!(drops(&t, "direct_to_container") >= 1);
+    assert!(t.agent.drops("direct_to_container") >= 1);
 
     // The maps read with field names in bpftool.
     let dump = Command::new("bpftool")
@@ -211,7 +205,7 @@ fn host_ip_and_loopback_bindings() {
     );
     t.out.sh(&format!("python3 -c \"{script}\""));
     std::thread::sleep(std::time::Duration::from_millis(200));
-    assert_eq!(drops(&t, "martian_loopback"), 3);
+    assert_eq!(t.agent.drops("martian_loopback"), 3);
     let flows = t.agent.json(&["conntrack"]);
     let flows = flows.as_array().expect("flows");
     assert!(
@@ -557,7 +551,7 @@ fn exhausted_masquerade_ports_are_logged_and_recovered() {
         None,
         "two ports for this peer, both taken"
     );
-    assert!(drops(&t, "nat_exhausted") >= 1);
+    assert!(t.agent.drops("nat_exhausted") >= 1);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while !t.agent.log().contains("masquerade ports exhausted") {
         assert!(std::time::Instant::now() < deadline, "{}", t.agent.log());

@@ -81,12 +81,6 @@ fn hook_packets(agent: &Agent, hook: &str) -> u64 {
         .sum()
 }
 
-fn drops(agent: &Agent, reason: &str) -> u64 {
-    agent.json(&["stats"])["drops"][reason]
-        .as_u64()
-        .expect("drop counter")
-}
-
 /// Asserts that netd's program at `hook` saw at least `sent` packets since
 /// it had seen `before`: the probes reached netd and were judged by it.
 fn assert_judged(agent: &Agent, hook: &str, before: u64, sent: u64) {
@@ -163,7 +157,7 @@ fn container_addresses_are_unreachable_from_outside() {
     let (sender, host_mac) = from_outside(&t);
     let arrived = ArrivalCounter::install(&c1, "eth0", PROBE_PROTOCOLS);
     let before = hook_packets(&t.agent, "uplink_tc");
-    let dropped_before = drops(&t.agent, "direct_to_container");
+    let dropped_before = t.agent.drops("direct_to_container");
 
     let probes = (1..=PROBES).flat_map(|i| {
         [
@@ -186,7 +180,7 @@ fn container_addresses_are_unreachable_from_outside() {
     );
     assert_judged(&t.agent, "uplink_tc", before, sent);
     assert_eq!(
-        drops(&t.agent, "direct_to_container") - dropped_before,
+        t.agent.drops("direct_to_container") - dropped_before,
         sent,
         "each probe dropped as addressed to a container"
     );
@@ -220,7 +214,7 @@ fn ports_published_on_loopback_are_unreachable_from_outside() {
     let (sender, host_mac) = from_outside(&t);
     let arrived = ArrivalCounter::install(&c1, "eth0", PROBE_PROTOCOLS);
     let before = hook_packets(&t.agent, "uplink_tc");
-    let martians_before = drops(&t.agent, "martian_loopback");
+    let martians_before = t.agent.drops("martian_loopback");
 
     // The loopback binding through each address of the host a neighbour
     // could name: the uplink's, the bridge's, and 127.0.0.1 itself (which
@@ -247,7 +241,7 @@ fn ports_published_on_loopback_are_unreachable_from_outside() {
     );
     assert_judged(&t.agent, "uplink_tc", before, sent);
     assert_eq!(
-        drops(&t.agent, "martian_loopback") - martians_before,
+        t.agent.drops("martian_loopback") - martians_before,
         2 * u64::from(PROBES),
         "each probe to 127.0.0.1 dropped as a martian"
     );
@@ -279,7 +273,7 @@ fn spoofed_sources_from_a_container_reach_nobody() {
     let at_outside = ArrivalCounter::install(&t.out, "eth0", "th dport { 9998, 9999 }");
     let at_c2 = ArrivalCounter::install(&c2, "eth0", PROBE_PROTOCOLS);
     let before = hook_packets(&t.agent, "endpoint_tc");
-    let spoofed_before = drops(&t.agent, "spoofed");
+    let spoofed_before = t.agent.drops("spoofed");
 
     // Another container's address, the gateway's, the host's, the outside
     // client's own, an address of nobody outside, an unassigned address of
@@ -336,7 +330,7 @@ fn spoofed_sources_from_a_container_reach_nobody() {
     );
     assert_judged(&t.agent, "endpoint_tc", before, sent);
     assert_eq!(
-        drops(&t.agent, "spoofed") - spoofed_before,
+        t.agent.drops("spoofed") - spoofed_before,
         sent,
         "each probe dropped as spoofed"
     );

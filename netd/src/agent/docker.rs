@@ -523,11 +523,13 @@ fn check_endpoint_id(id: &str) -> Result<(), DockerError> {
 }
 
 impl Agent {
-    fn docker_endpoint_count(&self) -> usize {
+    /// Docker's endpoints on the agent's (default) network: the ones that
+    /// pin the Docker network recorded for it.
+    fn docker_endpoints_on_default_network(&self) -> usize {
         self.state
             .endpoints
             .values()
-            .filter(|ep| ep.owner.as_deref() == Some(OWNER))
+            .filter(|ep| ep.owner.as_deref() == Some(OWNER) && ep.network.is_none())
             .count()
     }
 
@@ -566,7 +568,7 @@ impl Agent {
         check_gateway(net, pool.gateway)?;
         check_options(net, &options)?;
         match self.state.docker_network.clone() {
-            Some(existing) if self.docker_endpoint_count() > 0 => {
+            Some(existing) if self.docker_endpoints_on_default_network() > 0 => {
                 return Err(DockerError::NetworkTaken(existing));
             }
             Some(existing) => {
