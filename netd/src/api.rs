@@ -51,6 +51,9 @@ pub struct AttachRequest {
     /// default network, `netd`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
+    /// More names the endpoint answers to in DNS, on its network.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
 }
 
 /// `POST /v1/ports` (publish) and `POST /v1/ports/unpublish`.
@@ -218,6 +221,15 @@ pub struct DetachRequest {
     pub network: Option<String>,
 }
 
+/// `POST /v1/rename`: a new name for a container's endpoints.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenameRequest {
+    /// The endpoint, by name or ID.
+    pub target: String,
+    pub name: String,
+}
+
 /// An attached namespace.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endpoint {
@@ -241,6 +253,19 @@ pub struct Endpoint {
     /// The network's name.
     #[serde(default)]
     pub network: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// Where the endpoint's names are answered (absent when the agent
+    /// serves no DNS on its network), in CNI's form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<EndpointDns>,
+}
+
+/// The resolver a container is told to use, as a resolv.conf says it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointDns {
+    pub nameservers: Vec<Ipv4Addr>,
+    pub search: Vec<String>,
 }
 
 /// `POST /v1/detach`'s answer: what was detached (nothing, if the namespace
@@ -291,6 +316,10 @@ pub struct Status {
     /// driver) or `generic` (the driver has no XDP: after the skb is built).
     #[serde(default)]
     pub xdp: std::collections::BTreeMap<String, String>,
+    /// Where the networks' DNS servers forward other names (`none`: no
+    /// DNS is served, `--no-dns`).
+    #[serde(default)]
+    pub dns: String,
 }
 
 /// `POST /v1/down`'s answer, also printed by a local `netd down`.

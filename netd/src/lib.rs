@@ -9,6 +9,7 @@ pub mod cli;
 pub mod client;
 pub mod cni;
 pub mod datapath;
+pub mod dns;
 pub mod ebpf;
 pub mod error;
 pub mod failpoint;

@@ -265,10 +265,25 @@ impl Netlink {
         }
     }
 
-    pub async fn create_bridge(&self, name: &str, mtu: u32) -> Result<(), NetlinkError> {
+    /// Creates bridge `name` with `mtu` and the address `mac`: a bridge
+    /// given none takes its lowest port's, and changes it when that port
+    /// goes, leaving every container's neighbour entry for the gateway
+    /// stale (traffic to the gateway itself, DNS, stalls until it is
+    /// probed again).
+    pub async fn create_bridge(
+        &self,
+        name: &str,
+        mtu: u32,
+        mac: MacAddr,
+    ) -> Result<(), NetlinkError> {
         self.handle
             .link()
-            .add(LinkBridge::new(name).mtu(mtu).build())
+            .add(
+                LinkBridge::new(name)
+                    .mtu(mtu)
+                    .address(mac.0.to_vec())
+                    .build(),
+            )
             .execute()
             .await
             .map_err(Self::error(format!("create bridge {name}")))

@@ -117,7 +117,9 @@ fn add_check_del_follow_the_spec() {
     let c1_path = c1.path().display().to_string();
     let id = "3f1c0ffee0000000000000000000000000000000000000000000000000000001";
     let mappings = json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]);
-    let conf = conf(&t.agent, "1.1.0", mappings);
+    let mut conf = conf(&t.agent, "1.1.0", mappings);
+    // The `aliases` capability, as Podman passes it: by network name.
+    conf["runtimeConfig"]["aliases"] = json!({"netdnet": ["shop-web"], "other": ["elsewhere"]});
 
     assert!(cni("STATUS", &[], &conf).success, "the agent runs");
     let add = cni("ADD", &env(id, &c1_path), &conf);
@@ -138,7 +140,16 @@ fn add_check_del_follow_the_spec() {
     assert_eq!(result["interfaces"][index]["name"], "eth0");
     assert_eq!(result["interfaces"][index]["sandbox"], c1_path.as_str());
     assert_eq!(result["routes"][0]["dst"], "0.0.0.0/0");
+    // The agent's DNS on the network's gateway, the network to search.
+    assert_eq!(
+        result["dns"],
+        json!({"nameservers": ["172.30.0.1"], "search": ["netd"]})
+    );
     let ip = address.split('/').next().expect("ip");
+    // The alias given for this configuration's network, and no other.
+    let dig = |name: &str| c1.sh(&format!("dig +short +time=1 +tries=1 @172.30.0.1 {name}"));
+    assert_eq!(dig("shop-web").trim(), ip);
+    assert_eq!(dig("elsewhere").trim(), "");
     assert!(
         c1.ip("-4 -o addr show dev eth0")
             .contains(&format!("{ip}/16"))

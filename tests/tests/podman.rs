@@ -290,7 +290,7 @@ fn podman_runs_a_container_on_two_netd_networks() {
             "socket": socket,
             "network": "front",
             "subnet": "10.91.0.0/24",
-            "capabilities": {"portMappings": true},
+            "capabilities": {"portMappings": true, "aliases": true},
         }),
     );
     Podman::add_conflist(
@@ -334,6 +334,30 @@ fn podman_runs_a_container_on_two_netd_networks() {
         Some("served by podman through netd\n")
     );
 
+    // Names: Podman wrote each network's nameserver (netd's, on its
+    // gateway) and search domain from the CNI results into resolv.conf,
+    // and passed its alias for the container (its short ID) to the
+    // network whose conflist has the aliases capability.
+    let resolv = podman.run(&["exec", &id, "/bin/busybox", "cat", "/etc/resolv.conf"]);
+    for line in ["nameserver 10.91.0.1", "nameserver 10.92.0.1"] {
+        assert!(resolv.lines().any(|l| l == line), "{line}: {resolv}");
+    }
+    let search = resolv
+        .lines()
+        .find_map(|l| l.strip_prefix("search "))
+        .unwrap_or_else(|| panic!("no search line: {resolv}"));
+    let mut domains: Vec<&str> = search.split_whitespace().collect();
+    domains.sort_unstable();
+    assert_eq!(domains, ["back", "front"], "{resolv}");
+    let lookup = podman.run(&[
+        "exec",
+        &id,
+        "/bin/busybox",
+        "nslookup",
+        &id[..12],
+        "10.91.0.1",
+    ]);
+    assert!(lookup.contains(&attached[1].1), "{lookup}");
     podman.run(&["rm", "-f", "-t", "0", &id]);
     std::mem::forget(container);
     assert_eq!(t.agent.json(&["ps"]), json!([]));

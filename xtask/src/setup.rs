@@ -67,6 +67,11 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "busybox-static",
         "the one-binary image the Docker and Podman tests import",
     ),
+    ("bind9-dnsutils", "dig: the DNS tests' client"),
+    (
+        "dnsmasq-base",
+        "the DNS tests' upstream resolver and the DNS benchmark's peer (no service)",
+    ),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

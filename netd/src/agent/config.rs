@@ -132,6 +132,20 @@ pub struct Flags {
     /// at /run/docker/plugins/netd.sock [default: off]
     #[arg(long, env = "NETD_DOCKER_PLUGIN_SOCKET", value_name = "PATH")]
     pub docker_plugin_socket: Option<PathBuf>,
+    /// Where names that are not containers' are forwarded: resolver
+    /// addresses (port 53), repeat or comma-separate [default: the
+    /// nameservers of the agent's /etc/resolv.conf]
+    #[arg(
+        long,
+        env = "NETD_DNS_UPSTREAM",
+        value_delimiter = ',',
+        value_name = "IP"
+    )]
+    pub dns_upstream: Vec<std::net::IpAddr>,
+    /// Serve no DNS on the networks' gateways (containers are then told no
+    /// nameserver of netd's).
+    #[arg(long, env = "NETD_NO_DNS", conflicts_with = "dns_upstream")]
+    pub no_dns: bool,
 }
 
 /// What the agent runs with, once flags, saved state and the namespace
@@ -162,7 +176,12 @@ pub struct Config {
     /// Where Docker's network driver is served (`agent::docker`); `None`:
     /// not served.
     pub docker_plugin_socket: Option<PathBuf>,
+    /// Where the networks' DNS servers forward; `None`: no DNS served.
+    pub dns_upstream: Option<crate::dns::Upstream>,
 }
+
+/// The agent's own resolvers, which its DNS servers forward to by default.
+pub const RESOLV_CONF: &str = "/etc/resolv.conf";
 
 /// The root of the cgroup2 hierarchy, from /proc/self/mountinfo.
 pub fn cgroup2_root() -> Option<PathBuf> {
@@ -532,6 +551,11 @@ impl Config {
             cgroup,
             protect_ports: flags.protect_ports,
             docker_plugin_socket: flags.docker_plugin_socket.clone(),
+            dns_upstream: match (flags.no_dns, flags.dns_upstream.is_empty()) {
+                (true, _) => None,
+                (false, true) => Some(crate::dns::Upstream::ResolvConf(RESOLV_CONF.to_owned())),
+                (false, false) => Some(crate::dns::Upstream::Servers(flags.dns_upstream.clone())),
+            },
         })
     }
 }

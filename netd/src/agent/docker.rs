@@ -689,6 +689,8 @@ impl Agent {
                 mac: requested_mac,
                 owner: Some(OWNER.to_owned()),
                 container_id: None,
+                // Docker's own resolver answers its containers' names.
+                aliases: Vec::new(),
                 ports: Vec::new(),
                 placement: Placement::Host,
             })

@@ -56,6 +56,8 @@ pub(super) struct NewEndpoint {
     pub mac: Option<MacAddr>,
     pub owner: Option<String>,
     pub container_id: Option<String>,
+    /// More names for DNS on its network.
+    pub aliases: Vec<String>,
     /// Published with the endpoint: all or nothing.
     pub ports: Vec<PortSpec>,
     pub placement: Placement,
@@ -119,6 +121,9 @@ impl Agent {
         if let Some(id) = &new.container_id {
             check_container_id(id)?;
         }
+        for alias in &new.aliases {
+            check_alias(alias)?;
+        }
         if let Placement::Netns {
             ifname: Some(ifname),
             ..
@@ -178,12 +183,33 @@ impl Agent {
             (None, Placement::Host) => id.clone(),
         };
         // Names are unique within a network: a namespace on two networks
-        // has the same default name on both.
-        if let Some(holder) = self.on_network(&net.name).find(|ep| ep.name == name) {
+        // has the same default name on both. So are aliases, among names
+        // and aliases: a name answers for one endpoint.
+        if let Some(holder) = self.on_network(&net.name).find(|ep| ep.answers_to(&name)) {
             return Err(AgentError::NameTaken {
                 name,
                 id: holder.id.clone(),
             });
+        }
+        for (i, alias) in new.aliases.iter().enumerate() {
+            let holder = self
+                .on_network(&net.name)
+                .find(|ep| ep.answers_to(alias))
+                .map(|ep| ep.name.clone())
+                .or_else(|| {
+                    (alias.eq_ignore_ascii_case(&name)
+                        || new.aliases[..i]
+                            .iter()
+                            .any(|a| a.eq_ignore_ascii_case(alias)))
+                    .then(|| name.clone())
+                });
+            if let Some(holder) = holder {
+                return Err(AgentError::AliasTaken {
+                    alias: alias.clone(),
+                    holder,
+                    network: net.name.clone(),
+                });
+            }
         }
         let bridge_index = self.bridges[&net.name];
         let ports = self.nl.ports_of(bridge_index).await?.len();
@@ -227,6 +253,7 @@ impl Agent {
             owner: new.owner.clone(),
             container_id: new.container_id.clone(),
             network: (net.name != self.state.network.name).then(|| net.name.clone()),
+            aliases: new.aliases.clone(),
         };
         self.commit(Change::EndpointAdded {
             endpoint: Box::new(endpoint.clone()),
@@ -494,6 +521,56 @@ impl Agent {
             .ok_or_else(|| AgentError::UnknownEndpoint(name.to_owned()))
     }
 
+    /// Renames the container whose endpoint is named (or has the ID)
+    /// `target`: every endpoint of its namespace (one per network), in one
+    /// record, as `docker rename` renames a container on all its
+    /// networks. The name must be free on each of those networks.
+    pub async fn rename(
+        &mut self,
+        target: &str,
+        name: &str,
+    ) -> Result<Vec<api::Endpoint>, AgentError> {
+        check_name(name)?;
+        let ep = self.named(target)?;
+        // Docker's endpoints have no namespace netd knows: each is its own.
+        let ids: Vec<String> = if ep.netns_ident.dev == 0 {
+            vec![ep.id.clone()]
+        } else {
+            let ident = ep.netns_ident;
+            self.state
+                .endpoints
+                .values()
+                .filter(|e| e.netns_ident == ident)
+                .map(|e| e.id.clone())
+                .collect()
+        };
+        for id in &ids {
+            let net = self
+                .state
+                .network_of(&self.state.endpoints[id])
+                .name
+                .clone();
+            if let Some(holder) = self
+                .on_network(&net)
+                .find(|other| !ids.contains(&other.id) && other.answers_to(name))
+            {
+                return Err(AgentError::NameTaken {
+                    name: name.to_owned(),
+                    id: holder.id.clone(),
+                });
+            }
+        }
+        self.commit(Change::EndpointsRenamed {
+            endpoints: ids.clone(),
+            name: name.to_owned(),
+        })?;
+        info!(endpoint = %target, name, "renamed");
+        Ok(ids
+            .iter()
+            .map(|id| self.view(&self.state.endpoints[id]))
+            .collect())
+    }
+
     /// Removes the endpoint named (or with the ID) `name`.
     pub async fn detach_name(&mut self, name: &str) -> Result<api::Endpoint, AgentError> {
         let id = self.named(name)?.id.clone();
@@ -616,8 +693,23 @@ fn check_plain_name(name: &str, max: usize) -> Option<String> {
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     {
         Some(NAME_CHARACTERS.to_owned())
+    } else if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        // Docker's rule for container names, CNI's for container IDs.
+        Some("start with a letter or a digit".to_owned())
     } else {
         None
+    }
+}
+
+/// An alias is asked for in DNS: one or more labels of letters, digits,
+/// '-' and '_', as a container's name would be.
+fn check_alias(alias: &str) -> Result<(), AgentError> {
+    if crate::dns::is_dns_name(alias) {
+        Ok(())
+    } else {
+        Err(AgentError::Alias {
+            alias: alias.to_owned(),
+        })
     }
 }
 
@@ -665,6 +757,8 @@ mod tests {
             ("", "empty"),
             (&"a".repeat(65), "at most 64"),
             ("web app", "use letters"),
+            ("-web", "start with a letter or a digit"),
+            ("_web", "start with a letter or a digit"),
             ("/web", "the namespace before '/': it is empty"),
             ("default/", "the pod name after '/': it is empty"),
             ("a/b/c", "the pod name after '/': use letters"),

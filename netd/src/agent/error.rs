@@ -52,6 +52,18 @@ pub enum AgentError {
     Owner(String),
     #[error("the name {name} is already used by endpoint {id}")]
     NameTaken { name: String, id: String },
+    #[error("the alias {alias} is already a name of endpoint {holder} on network {network}")]
+    AliasTaken {
+        alias: String,
+        holder: String,
+        network: String,
+    },
+    #[error(transparent)]
+    Dns(#[from] crate::dns::DnsError),
+    #[error(
+        "invalid alias {alias:?}: use DNS labels (letters, digits, '-' and '_', at most 63 bytes each) joined by '.'"
+    )]
+    Alias { alias: String },
     #[error("namespace {netns} is already attached to network {network} as endpoint {name} ({ip})")]
     AlreadyAttached {
         netns: String,
@@ -248,7 +260,7 @@ impl AgentError {
             Self::NoEphemeralPorts { .. }
             | Self::TooManyMappings(_)
             | Self::State(StateError::Full { .. }) => ErrorKind::Exhausted,
-            Self::Datapath(_) => ErrorKind::Internal,
+            Self::Datapath(_) | Self::Dns(_) => ErrorKind::Internal,
             Self::Netns(NetnsError::NotNetns { .. })
             | Self::IpSyntax(_)
             | Self::IpOutsideSubnet { .. }
@@ -257,6 +269,7 @@ impl AgentError {
             | Self::Mac(_)
             | Self::Ifname { .. }
             | Self::Name { .. }
+            | Self::Alias { .. }
             | Self::ContainerId { .. }
             | Self::Owner(_)
             | Self::BridgeName { .. }
@@ -270,6 +283,7 @@ impl AgentError {
             | Self::NetworkContradiction { .. } => ErrorKind::InvalidArgument,
             Self::IpTaken { .. }
             | Self::NameTaken { .. }
+            | Self::AliasTaken { .. }
             | Self::Broken { .. }
             | Self::AlreadyAttached { .. }
             | Self::EndpointExists(_)

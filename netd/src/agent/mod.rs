@@ -12,6 +12,7 @@ mod endpoint;
 pub mod error;
 mod http;
 pub mod ipam;
+mod names;
 mod network;
 mod ports;
 mod server;
@@ -39,6 +40,7 @@ use self::{
 use crate::{
     api,
     datapath::{Datapath, Options as DatapathOptions, TcMode},
+    mac::MacAddr,
     netlink::Netlink,
 };
 
@@ -81,6 +83,8 @@ pub struct Agent {
     ct_fill: usize,
     /// The `nat_exhausted` drop count at the last tick.
     nat_exhausted: u64,
+    /// The networks' DNS servers; `None` with `--no-dns`.
+    dns: Option<crate::dns::Dns>,
     /// Held for the agent's life: one agent per state directory.
     _lock: Flock<File>,
 }
@@ -140,11 +144,16 @@ impl Agent {
             bridges.insert(net.name.clone(), ensure_bridge(&nl, net).await?);
         }
         enable_forwarding()?;
+        raise_open_files();
         if config.uplinks.is_empty() {
             warn!("no uplink: no default route here and no --uplink given");
         } else {
             info!(uplinks = ?config.uplinks, "uplinks");
         }
+        let dns = match &config.dns_upstream {
+            Some(upstream) => Some(crate::dns::Dns::new(upstream).map_err(AgentError::Dns)?),
+            None => None,
+        };
         let mut agent = Self {
             config,
             store,
@@ -157,6 +166,7 @@ impl Agent {
             ct_refused: 0,
             ct_fill: 0,
             nat_exhausted: 0,
+            dns,
             _lock: lock,
         };
         if fresh {
@@ -168,6 +178,11 @@ impl Agent {
         }
         agent.recover().await?;
         agent.sync_datapath().await?;
+        agent.refresh_names();
+        let networks: Vec<NetworkState> = agent.state.all_networks().cloned().collect();
+        for net in &networks {
+            agent.serve_names(net).await;
+        }
         Ok(agent)
     }
 
@@ -229,7 +244,11 @@ impl Agent {
     /// it is due.
     pub(super) fn commit(&mut self, change: Change) -> Result<(), AgentError> {
         self.store.record(&change, &mut self.state)?;
+        let renames = names::renames(&change);
         change.apply(&mut self.state);
+        if renames {
+            self.refresh_names();
+        }
         self.state.journal_seq = self.store.seq();
         if self.store.trouble().is_none() {
             self.fold_journal();
@@ -311,6 +330,8 @@ impl Agent {
             owner: ep.owner.clone(),
             container_id: ep.container_id.clone(),
             network: net.name.clone(),
+            aliases: ep.aliases.clone(),
+            dns: self.endpoint_dns(net),
         }
     }
 
@@ -354,6 +375,20 @@ impl Agent {
             host_local: self.config.cgroup.is_some(),
             degraded: self.config.degraded.clone(),
             state_full: self.store.trouble().is_some_and(|t| t.full),
+            dns: match &self.config.dns_upstream {
+                None => "none".to_owned(),
+                Some(crate::dns::Upstream::ResolvConf(path)) => {
+                    format!("forwarding to {path}'s nameservers")
+                }
+                Some(crate::dns::Upstream::Servers(servers)) => format!(
+                    "forwarding to {}",
+                    servers
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            },
             state_error: self.store.trouble().map(|t| t.error.clone()),
             xdp: self
                 .xdp_modes
@@ -393,7 +428,11 @@ pub(super) async fn ensure_bridge(nl: &Netlink, net: &NetworkState) -> Result<u3
             link
         }
         None => {
-            nl.create_bridge(&net.bridge, net.mtu).await?;
+            // The gateway's address as the bridge's MAC, as containers'
+            // are made of theirs: unique on the network, the same after a
+            // restart.
+            nl.create_bridge(&net.bridge, net.mtu, MacAddr::from_ipv4(net.gateway))
+                .await?;
             info!(bridge = %net.bridge, subnet = %net.subnet, gateway = %net.gateway, mtu = net.mtu, "created bridge");
             nl.link(&net.bridge).await?.ok_or_else(|| AgentError::Io {
                 what: format!("bridge {} vanished right after its creation", net.bridge),
@@ -410,6 +449,23 @@ pub(super) async fn ensure_bridge(nl: &Netlink, net: &NetworkState) -> Result<u3
     .await?;
     nl.set_up(bridge.index, &net.bridge).await?;
     Ok(bridge.index)
+}
+
+/// Raises the agent's open-file limit to its hard limit, as a daemon that
+/// holds two DNS sockets per network (and a netlink socket, the API's
+/// clients, pinned maps) should: 1,000 networks need more than the soft
+/// 1,024 a shell gives.
+fn raise_open_files() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(err) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                warn!(error = %err, "raising the open-file limit");
+            }
+        }
+        Ok(_) => {}
+        Err(err) => warn!(error = %err, "reading the open-file limit"),
+    }
 }
 
 /// IPv4 forwarding in the agent's namespace: containers' traffic is routed

@@ -230,6 +230,7 @@ impl Agent {
             }
             return Err(err);
         }
+        self.serve_names(&network).await;
         info!(network = %network.name, id = %network.id, bridge = %network.bridge, subnet = %network.subnet, gateway = %network.gateway, "network created");
         Ok(self.summary(&network))
     }
@@ -237,6 +238,7 @@ impl Agent {
     /// Removes what exists of `network` in the kernel: its datapath
     /// entries and its bridge.
     async fn unmake_network(&mut self, network: &NetworkState) {
+        self.stop_names(&network.name).await;
         if let Err(err) = self
             .datapath
             .maps()
@@ -285,6 +287,7 @@ impl Agent {
             if let Ok(index) = ensure_bridge(&self.nl, &network).await {
                 self.bridges.insert(network.name.clone(), index);
                 let _ = self.sync_network(&network).await;
+                self.serve_names(&network).await;
             }
             return Err(err);
         }

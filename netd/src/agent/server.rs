@@ -205,6 +205,7 @@ fn new_endpoint(req: AttachRequest) -> Result<NewEndpoint, AgentError> {
         mac,
         owner: req.owner,
         container_id: req.container_id,
+        aliases: req.aliases,
         ports,
         placement,
     })
@@ -221,6 +222,15 @@ async fn detach(
         .detach_netns(&req.netns, req.network.as_deref())
         .await?;
     Ok(Json(DetachResponse { detached }))
+}
+
+async fn rename(
+    State(s): State<Shared>,
+    Body(req): Body<crate::api::RenameRequest>,
+) -> ApiResult<Json<Vec<crate::api::Endpoint>>> {
+    Ok(Json(
+        s.agent.lock().await.rename(&req.target, &req.name).await?,
+    ))
 }
 
 /// The endpoint, once checked in the kernel (a CNI CHECK).
@@ -319,6 +329,7 @@ fn router(shared: Shared) -> Router {
             get(check_endpoint).delete(delete_endpoint),
         )
         .route("/v1/detach", post(detach))
+        .route("/v1/rename", post(rename))
         .route("/v1/ports", get(list_ports).post(publish))
         .route("/v1/ports/unpublish", post(unpublish))
         .route("/v1/conntrack", get(conntrack))

@@ -192,6 +192,11 @@ pub enum Change {
     EndpointRemoved { endpoint: String },
     /// Docker joined an endpoint to a sandbox (or left it: empty).
     EndpointNetns { endpoint: String, netns: PathBuf },
+    /// A container's endpoints (one per network it is on) renamed at once.
+    EndpointsRenamed {
+        endpoints: Vec<String>,
+        name: String,
+    },
     /// Docker's network created (`Some`) or deleted (`None`).
     DockerNetwork { network: Option<String> },
     /// netd's filter is on `uplink`, and whether netd added its qdisc.
@@ -242,6 +247,13 @@ impl Change {
             Self::EndpointNetns { endpoint, netns } => {
                 if let Some(ep) = state.endpoints.get_mut(endpoint) {
                     ep.netns.clone_from(netns);
+                }
+            }
+            Self::EndpointsRenamed { endpoints, name } => {
+                for id in endpoints {
+                    if let Some(ep) = state.endpoints.get_mut(id) {
+                        ep.name.clone_from(name);
+                    }
                 }
             }
             Self::DockerNetwork { network } => state.docker_network.clone_from(network),
@@ -391,6 +403,11 @@ pub struct EndpointState {
     /// The network it is on, when not the default one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
+    /// More names it answers to in DNS on its network (`--alias`). Empty
+    /// by default and not written then, so state files without it read
+    /// as they were: the format is unchanged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
 }
 
 impl State {
@@ -418,6 +435,13 @@ impl State {
 }
 
 impl EndpointState {
+    /// Whether `name` is this endpoint's name or one of its aliases (DNS
+    /// names match without regard to case).
+    pub fn answers_to(&self, name: &str) -> bool {
+        self.name.eq_ignore_ascii_case(name)
+            || self.aliases.iter().any(|a| a.eq_ignore_ascii_case(name))
+    }
+
     /// A copy without the published ports (which may be many), for the
     /// code that needs the endpoint's addresses and names only.
     pub fn without_ports(&self) -> Self {
@@ -436,6 +460,7 @@ impl EndpointState {
             owner: self.owner.clone(),
             container_id: self.container_id.clone(),
             network: self.network.clone(),
+            aliases: self.aliases.clone(),
         }
     }
 }
@@ -896,6 +921,7 @@ pub(crate) fn sample_endpoint() -> EndpointState {
         owner: None,
         container_id: None,
         network: None,
+        aliases: Vec::new(),
     }
 }
 
@@ -1180,6 +1206,10 @@ mod tests {
             Change::EndpointNetns {
                 endpoint: "other".into(),
                 netns: "/var/run/docker/netns/1".into(),
+            },
+            Change::EndpointsRenamed {
+                endpoints: vec!["other".into()],
+                name: "renamed".into(),
             },
             Change::DockerNetwork {
                 network: Some("d0c".into()),

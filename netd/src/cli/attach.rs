@@ -12,7 +12,11 @@ use crate::api::{AttachRequest, Endpoint};
 /// (/proc/PID/ns/net or a bind mount). A namespace may be on several
 /// networks: `eth0` on the first, `eth1` on the second, ...
 ///
-/// Examples: `netd attach web --ip 172.17.0.10`, `netd attach web --network backend`
+/// The agent answers the endpoint's name and aliases in DNS on the
+/// network's gateway, to the namespaces on that network; `nameserver:`
+/// says where (and `--resolv-conf` writes it for the container).
+///
+/// Examples: `netd attach web --ip 172.17.0.10`, `netd attach web --network backend --alias www,api`
 #[derive(Args)]
 pub struct Attach {
     /// The network namespace (name or path).
@@ -30,9 +34,19 @@ pub struct Attach {
     /// ethN].
     #[arg(long)]
     ifname: Option<String>,
-    /// The endpoint's name [default: the namespace's name].
+    /// The endpoint's name, also its name in DNS [default: the namespace's
+    /// name].
     #[arg(long)]
     name: Option<String>,
+    /// More names it answers to in DNS on the network; repeat or
+    /// comma-separate.
+    #[arg(long = "alias", value_delimiter = ',', value_name = "NAME")]
+    aliases: Vec<String>,
+    /// Write a resolv.conf naming the network's nameserver (and the
+    /// network as search domain) at PATH, for the container to mount as
+    /// its /etc/resolv.conf.
+    #[arg(long, value_name = "PATH")]
+    resolv_conf: Option<std::path::PathBuf>,
     /// Publish a port, as Docker's -p: [HOSTIP:]HOSTPORT[-END]:CTRPORT[-END][/PROTO]
     /// (repeatable; all or none).
     #[arg(short = 'p', long = "publish", value_name = "SPEC")]
@@ -41,6 +55,15 @@ pub struct Attach {
 
 impl Attach {
     pub async fn execute(self, ctx: &Context) -> anyhow::Result<()> {
+        // Checked before the attach, which a bad path must not leave
+        // behind.
+        if let Some(path) = &self.resolv_conf {
+            check_resolv_conf_path(path)?;
+            let status: crate::api::Status = ctx.client.get("/v1/status").await?;
+            if status.dns == "none" {
+                anyhow::bail!("--resolv-conf: the agent serves no DNS (it runs with --no-dns)");
+            }
+        }
         let request = AttachRequest {
             netns: self.netns,
             ip: self.ip,
@@ -51,8 +74,20 @@ impl Attach {
             owner: None,
             container_id: None,
             network: self.network,
+            aliases: self.aliases,
         };
         let endpoint: Endpoint = ctx.client.post("/v1/endpoints", &request).await?;
+        if let Some(path) = &self.resolv_conf {
+            let dns = endpoint.dns.as_ref().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--resolv-conf: endpoint {} is attached, but the agent serves no DNS on network {} (see its log); {} not written",
+                    endpoint.name,
+                    endpoint.network,
+                    path.display()
+                )
+            })?;
+            write_resolv_conf(path, dns)?;
+        }
         if ctx.json {
             return output::json(&endpoint);
         }
@@ -72,4 +107,51 @@ pub fn print_endpoint(ep: &Endpoint) {
     for port in &ep.ports {
         println!("port:      {port}");
     }
+    if !ep.aliases.is_empty() {
+        println!("aliases:   {}", ep.aliases.join(", "));
+    }
+    if let Some(dns) = &ep.dns {
+        let servers: Vec<String> = dns.nameservers.iter().map(ToString::to_string).collect();
+        println!(
+            "nameserver: {} (search {})",
+            servers.join(", "),
+            dns.search.join(" ")
+        );
+    }
+}
+
+/// A resolv.conf path must be a file to be, in a directory that is.
+fn check_resolv_conf_path(path: &std::path::Path) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => std::path::Path::new("."),
+    };
+    if !dir.is_dir() {
+        anyhow::bail!(
+            "--resolv-conf {}: {} is not a directory",
+            path.display(),
+            dir.display()
+        );
+    }
+    if path.is_dir() {
+        anyhow::bail!("--resolv-conf {}: is a directory", path.display());
+    }
+    Ok(())
+}
+
+/// The resolv.conf of a container on the endpoint's network, written
+/// whole or not at all (a temporary file renamed over it).
+fn write_resolv_conf(path: &std::path::Path, dns: &crate::api::EndpointDns) -> anyhow::Result<()> {
+    let mut text = String::from("# written by netd attach: names are answered by the netd agent\n");
+    text.push_str(&format!("search {}\n", dns.search.join(" ")));
+    for server in &dns.nameservers {
+        text.push_str(&format!("nameserver {server}\n"));
+    }
+    let temporary = path.with_extension("netd-tmp");
+    std::fs::write(&temporary, text)
+        .and_then(|()| std::fs::rename(&temporary, path))
+        .map_err(|err| {
+            let _ = std::fs::remove_file(&temporary);
+            anyhow::anyhow!("--resolv-conf {}: {err}", path.display())
+        })
 }

@@ -39,6 +39,7 @@ impl Status {
             (None, _) => {}
         }
         println!("bpffs:     {}", status.bpffs);
+        println!("dns:       {}", status.dns);
         let tc = match status.tc_attach.as_str() {
             "netlink" => "clsact via netlink",
             "tcx" => "tcx (BPF links)",

@@ -189,6 +189,7 @@ impl Plugin<'_> {
         let ifname = self
             .env
             .require(&self.env.ifname, "CNI_IFNAME", Command::Add)?;
+        let aliases = self.conf.aliases()?;
         let ports = self
             .conf
             .port_mappings()?
@@ -215,6 +216,7 @@ impl Plugin<'_> {
             ports,
             owner: Some(OWNER.to_owned()),
             network: self.conf.network.clone(),
+            aliases,
             ..AttachRequest::default()
         };
         let endpoint: Endpoint = match self.client.post("/v1/endpoints", &request).await {
@@ -252,7 +254,13 @@ impl Plugin<'_> {
                 dst: "0.0.0.0/0".to_owned(),
                 gw: endpoint.gateway.to_string(),
             }],
-            dns: self.conf.dns.clone(),
+            // The configuration's own `dns` wins; else the agent's server
+            // on the network, which Podman writes into resolv.conf.
+            dns: self.conf.dns.clone().or_else(|| {
+                endpoint.dns.as_ref().map(
+                    |dns| serde_json::json!({"nameservers": dns.nameservers, "search": dns.search}),
+                )
+            }),
         };
         Ok(serde_json::to_value(result).expect("results serialize"))
     }

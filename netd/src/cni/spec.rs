@@ -360,13 +360,28 @@ impl NetConf {
     /// `runtimeConfig.portMappings`, the `portMappings` capability (none
     /// when absent or null).
     pub fn port_mappings(&self) -> Result<Vec<PortMapping>, CniError> {
+        Ok(self.runtime_config()?.port_mappings.unwrap_or_default())
+    }
+
+    /// `runtimeConfig.aliases`, the `aliases` capability: the names the
+    /// runtime gives the container on this configuration's network
+    /// (Podman's: the container's name and its `--network-alias`es), keyed
+    /// by the configuration's name.
+    pub fn aliases(&self) -> Result<Vec<String>, CniError> {
+        Ok(self
+            .runtime_config()?
+            .aliases
+            .and_then(|mut by_network| by_network.remove(&self.name))
+            .unwrap_or_default())
+    }
+
+    fn runtime_config(&self) -> Result<RuntimeConfig, CniError> {
         let Some(config) = self.runtime_config.as_ref().filter(|v| !v.is_null()) else {
-            return Ok(Vec::new());
+            return Ok(RuntimeConfig::default());
         };
-        let config = RuntimeConfig::deserialize(config).map_err(|e| {
+        RuntimeConfig::deserialize(config).map_err(|e| {
             CniError::new(Code::Decode, "runtimeConfig is not valid").details(e.to_string())
-        })?;
-        Ok(config.port_mappings.unwrap_or_default())
+        })
     }
 
     /// `cni.dev/valid-attachments`, GC's list of what to keep.
@@ -391,6 +406,8 @@ pub struct Ipam {
 struct RuntimeConfig {
     #[serde(default, rename = "portMappings")]
     port_mappings: Option<Vec<PortMapping>>,
+    #[serde(default)]
+    aliases: Option<BTreeMap<String, Vec<String>>>,
 }
 
 /// One entry of the `portMappings` capability.

@@ -61,6 +61,8 @@ pub enum Kind {
     /// Docker's rules for `userland-proxy: false`: host-local clients are
     /// DNATed in OUTPUT (iptables-nft).
     IptOutput,
+    /// dnsmasq serving the names netd's DNS serves (B10; no bed of its own).
+    Dnsmasq,
 }
 
 impl Kind {
@@ -74,6 +76,7 @@ impl Kind {
             Self::Netd => "netd",
             Self::NetdXdp => "netd --xdp",
             Self::IptOutput => "iptables OUTPUT DNAT",
+            Self::Dnsmasq => "dnsmasq",
         }
     }
 
@@ -87,6 +90,7 @@ impl Kind {
             Self::Netd => "nd",
             Self::NetdXdp => "nx",
             Self::IptOutput => "io",
+            Self::Dnsmasq => "dq",
         }
     }
 
@@ -252,7 +256,7 @@ impl Bed {
     /// difference.
     pub fn publish_set(&mut self, ports: &[Port]) -> anyhow::Result<()> {
         match self.kind {
-            Kind::NoNat | Kind::Proxy => {}
+            Kind::NoNat | Kind::Proxy | Kind::Dnsmasq => {}
             Kind::IptLegacy | Kind::IptNft | Kind::IptOutput => {
                 let rules = peers::docker_rules(ports, self.kind == Kind::IptOutput);
                 let tool = self.kind.iptables().expect("an iptables variant");

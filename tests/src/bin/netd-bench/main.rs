@@ -11,6 +11,7 @@
 //! ratio falls far below where it should be.
 
 mod beds;
+mod dns;
 mod measure;
 mod peers;
 mod progs;
@@ -45,7 +46,7 @@ struct Options {
     /// Seconds per run (default: 2; quick: 1).
     #[arg(long)]
     seconds: Option<f64>,
-    /// Only these benchmarks (B1..B9, comma-separated).
+    /// Only these benchmarks (B1..B10, comma-separated).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where results.md, results.json and b3.svg go.
@@ -189,7 +190,15 @@ fn run(options: &Options) -> anyhow::Result<()> {
             .series
             .extend(publish::b4(traffic.beds, rounds, MANY_PORTS));
     }
-    results.series.sort_by(|a, b| a.bench.cmp(&b.bench));
+    if wanted("B10") && !series::stopped() {
+        eprintln!("B10: {} names, netd's DNS and dnsmasq", dns::NAMES);
+        let bed = dns::DnsBed::new()?;
+        results.series.extend(bed.series(rounds, seconds));
+    }
+    // B1 ... B10 in their numbers' order.
+    results
+        .series
+        .sort_by_key(|s| s.bench[1..].parse::<u32>().unwrap_or(u32::MAX));
     if series::stopped() {
         bail!("interrupted");
     }

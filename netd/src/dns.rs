@@ -1,0 +1,763 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
+//! Names for containers: the agent's DNS server, one per network, on the
+//! network's gateway address (UDP and TCP port 53), bound to its bridge.
+//!
+//! The protocol is hickory-dns's: its server parses and answers every
+//! message, its resolver forwards what is not a container's name to the
+//! upstream resolvers, with its cache and timeouts. What is netd's is the
+//! table of names ([`Names`]) and the scope of an answer: a container sees
+//! the names on the networks its namespace is on, never another network's
+//! (as Docker's embedded resolver and Podman's aardvark-dns scope theirs).
+//!
+//! Binding to the bridge (`SO_BINDTODEVICE`) is what keeps port 53 off the
+//! host's other addresses and off the uplinks: a query that reaches the
+//! gateway's address through any other interface finds no socket. The
+//! server's access list refuses a source outside the network's subnet.
+
+use std::{
+    collections::HashMap,
+    io,
+    net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
+    str::FromStr as _,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use hickory_server::{
+    Server,
+    net::runtime::Time,
+    proto::{
+        op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode},
+        rr::{LowerName, Name, RData, Record, RecordType, rdata},
+    },
+    resolver::config::{NameServerConfig, ResolverOpts},
+    server::{Request, RequestHandler, ResponseHandler, ResponseInfo},
+    store::forwarder::{ForwardConfig, ForwardZoneHandler},
+    zone_handler::{Catalog, MessageResponseBuilder},
+};
+use ipnet::{IpNet, Ipv4Net};
+use socket2::{Domain, Socket, Type};
+use tokio::sync::oneshot;
+use tracing::{debug, warn};
+
+/// Port 53, where resolv.conf's nameservers are asked.
+pub const PORT: u16 = 53;
+
+/// Answers change with the endpoints at once: nothing may keep them.
+const TTL: u32 = 0;
+
+/// How long a TCP client may stay silent before the server hangs up.
+const TCP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the DNS service could not do something; each names what it tried.
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    #[error("binding the DNS server to {addr} on {bridge}: {source}")]
+    Bind {
+        addr: SocketAddrV4,
+        bridge: String,
+        source: io::Error,
+    },
+    #[error("reading the upstream resolvers from {path}: {source}")]
+    ResolvConf { path: String, source: io::Error },
+    #[error("configuring the forwarder: {0}")]
+    Forwarder(String),
+}
+
+/// One endpoint as the names see it.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub network: String,
+    /// The endpoint's name and aliases, the name first.
+    pub names: Vec<String>,
+    pub ip: Ipv4Addr,
+    /// Its network namespace (or, for an endpoint whose namespace netd
+    /// does not know, the endpoint itself): what makes two endpoints the
+    /// same container.
+    pub sandbox: String,
+}
+
+/// One network as the names see it.
+#[derive(Clone, Debug)]
+pub struct Network {
+    pub name: String,
+    pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    pub bridge: String,
+    /// An internal network's containers get no way out, names included:
+    /// nothing is forwarded for them.
+    pub internal: bool,
+}
+
+/// The names on one network.
+#[derive(Default, Debug)]
+struct NetworkNames {
+    subnet: Option<Ipv4Net>,
+    internal: bool,
+    /// By lowercase name or alias: the addresses that answer it.
+    by_name: HashMap<String, Vec<Ipv4Addr>>,
+    /// By address: the endpoint's first name that is a DNS name (for
+    /// PTR), and its sandbox.
+    by_addr: HashMap<Ipv4Addr, (Option<String>, String)>,
+}
+
+/// Every network's names, and which networks each sandbox is on. Built
+/// whole from the agent's state at each change of endpoints or networks,
+/// and swapped in: a query never sees half a change.
+#[derive(Default, Debug)]
+pub struct Names {
+    networks: HashMap<String, NetworkNames>,
+    sandboxes: HashMap<String, Vec<String>>,
+}
+
+/// What a query for a container's name gets.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// The name is a container's: these records (none for a type it has
+    /// no data of, AAAA on an IPv4 network).
+    Records(Vec<Record>),
+    /// The name is in containers' domain (a single label, or the reverse
+    /// name of an address of a netd subnet) but nobody has it.
+    NoSuchName,
+    /// Not a container's name: the upstream resolvers'.
+    Forward,
+    /// Not a container's name, and the asker may not go outside (an
+    /// internal network).
+    Refuse,
+}
+
+impl Names {
+    pub fn new(networks: &[Network], entries: &[Entry]) -> Self {
+        let mut names = Self::default();
+        for net in networks {
+            let slot = names.networks.entry(net.name.clone()).or_default();
+            slot.subnet = Some(net.subnet);
+            slot.internal = net.internal;
+        }
+        for entry in entries {
+            let Some(net) = names.networks.get_mut(&entry.network) else {
+                continue;
+            };
+            for name in entry.names.iter().filter(|n| is_dns_name(n)) {
+                net.by_name
+                    .entry(name.to_ascii_lowercase())
+                    .or_default()
+                    .push(entry.ip);
+            }
+            let ptr_name = entry.names.iter().find(|n| is_dns_name(n)).cloned();
+            net.by_addr
+                .insert(entry.ip, (ptr_name, entry.sandbox.clone()));
+            names
+                .sandboxes
+                .entry(entry.sandbox.clone())
+                .or_default()
+                .push(entry.network.clone());
+        }
+        names
+    }
+
+    /// The networks whose names `asker`, asking on `network`, sees: every
+    /// network its namespace is on; `network` alone for an address no
+    /// endpoint has.
+    fn scope<'a>(&'a self, network: &'a str, asker: Ipv4Addr) -> Vec<&'a str> {
+        self.networks
+            .get(network)
+            .and_then(|net| net.by_addr.get(&asker))
+            .and_then(|(_, sandbox)| self.sandboxes.get(sandbox))
+            .map(|nets| nets.iter().map(String::as_str).collect())
+            .unwrap_or_else(|| vec![network])
+    }
+
+    /// The answer to `asker`'s query on `network` for `qname` of `qtype`.
+    pub fn answer(
+        &self,
+        network: &str,
+        asker: Ipv4Addr,
+        qname: &Name,
+        qtype: RecordType,
+    ) -> Answer {
+        let internal = self.networks.get(network).is_some_and(|n| n.internal);
+        let scope = self.scope(network, asker);
+        let text = qname.to_ascii().to_ascii_lowercase();
+        let text = text.trim_end_matches('.');
+        if let Some(addr) = reverse_v4(text) {
+            return self.answer_ptr(&scope, addr, qname, qtype, internal);
+        }
+        let mut found = Vec::new();
+        for net in &scope {
+            let Some(names) = self.networks.get(*net) else {
+                continue;
+            };
+            // `NAME.NETWORK`, the network being the search domain too.
+            let local = text
+                .strip_suffix(net)
+                .and_then(|t| t.strip_suffix('.'))
+                .unwrap_or(text);
+            if let Some(addrs) = names.by_name.get(local) {
+                found.extend(addrs.iter().copied());
+            }
+        }
+        // A single label is a container's name or nobody's. A longer name
+        // nobody here has may be a real one (a network called `com` must
+        // not hide the world's names): upstream says.
+        let ours = !text.contains('.');
+        if !found.is_empty() {
+            found.sort();
+            found.dedup();
+            let records = match qtype {
+                RecordType::A | RecordType::ANY => found
+                    .into_iter()
+                    .map(|ip| Record::from_rdata(qname.clone(), TTL, RData::A(rdata::A(ip))))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            return Answer::Records(records);
+        }
+        match (ours, internal) {
+            (true, _) => Answer::NoSuchName,
+            (false, true) => Answer::Refuse,
+            (false, false) => Answer::Forward,
+        }
+    }
+
+    fn answer_ptr(
+        &self,
+        scope: &[&str],
+        addr: Ipv4Addr,
+        qname: &Name,
+        qtype: RecordType,
+        internal: bool,
+    ) -> Answer {
+        for net in scope {
+            if let Some((name, _)) = self
+                .networks
+                .get(*net)
+                .and_then(|names| names.by_addr.get(&addr))
+            {
+                let target = name
+                    .as_ref()
+                    .and_then(|name| Name::from_str(&format!("{name}.{net}.")).ok());
+                let Some(target) = target else {
+                    return Answer::NoSuchName;
+                };
+                let records = match qtype {
+                    RecordType::PTR | RecordType::ANY => vec![Record::from_rdata(
+                        qname.clone(),
+                        TTL,
+                        RData::PTR(rdata::PTR(target)),
+                    )],
+                    _ => Vec::new(),
+                };
+                return Answer::Records(records);
+            }
+        }
+        // Another network's address is nobody's to this asker, and no
+        // upstream's to know.
+        let netd_subnet = self
+            .networks
+            .values()
+            .any(|n| n.subnet.is_some_and(|s| s.contains(&addr)));
+        match (netd_subnet, internal) {
+            (true, _) => Answer::NoSuchName,
+            (false, true) => Answer::Refuse,
+            (false, false) => Answer::Forward,
+        }
+    }
+}
+
+/// `d.c.b.a.in-addr.arpa` as the address `a.b.c.d`.
+fn reverse_v4(name: &str) -> Option<Ipv4Addr> {
+    let rest = name.strip_suffix(".in-addr.arpa")?;
+    let mut octets = [0u8; 4];
+    let mut parts = rest.split('.');
+    for octet in octets.iter_mut().rev() {
+        *octet = parts.next()?.parse().ok()?;
+    }
+    parts.next().is_none().then(|| Ipv4Addr::from(octets))
+}
+
+/// Whether `name` can be asked for: one or more DNS labels of 63 bytes at
+/// most (a Docker endpoint's 64-digit ID, a pod's `NAMESPACE/NAME`, are
+/// not).
+pub fn is_dns_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// The names every network's server reads, swapped whole at each change.
+#[derive(Clone, Default)]
+pub struct SharedNames(Arc<RwLock<Arc<Names>>>);
+
+impl SharedNames {
+    pub fn replace(&self, names: Names) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(names);
+    }
+
+    fn current(&self) -> Arc<Names> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Where names that are not containers' go.
+#[derive(Clone, Debug)]
+pub enum Upstream {
+    /// The resolvers a resolv.conf names (the agent's own, by default).
+    ResolvConf(String),
+    /// These addresses, port 53.
+    Servers(Vec<IpAddr>),
+}
+
+/// A catalog with one zone, the root, forwarded upstream: hickory's
+/// resolver with its cache, its timeouts and its TCP retry of a truncated
+/// answer.
+fn forwarder(upstream: &Upstream) -> Result<Catalog, DnsError> {
+    let (servers, options) = match upstream {
+        Upstream::Servers(addrs) => (
+            addrs
+                .iter()
+                .map(|ip| NameServerConfig::udp_and_tcp(*ip))
+                .collect(),
+            ResolverOpts::default(),
+        ),
+        Upstream::ResolvConf(path) => {
+            let text = std::fs::read(path).map_err(|source| DnsError::ResolvConf {
+                path: path.clone(),
+                source,
+            })?;
+            let (config, options) = hickory_server::resolver::system_conf::parse_resolv_conf(text)
+                .map_err(|e| DnsError::Forwarder(e.to_string()))?;
+            let (_, _, servers) = config.into_parts();
+            (servers, options)
+        }
+    };
+    let handler = ForwardZoneHandler::builder_tokio(ForwardConfig {
+        name_servers: servers,
+        options: Some(options),
+    })
+    .build()
+    .map_err(DnsError::Forwarder)?;
+    let mut catalog = Catalog::new();
+    catalog.upsert(LowerName::from(Name::root()), vec![Arc::new(handler)]);
+    Ok(catalog)
+}
+
+/// One network's server: answers from the names, forwards the rest.
+struct Handler {
+    network: String,
+    names: SharedNames,
+    forward: Arc<Catalog>,
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Handler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response: R,
+    ) -> ResponseInfo {
+        let asker = match request.src().ip().to_canonical() {
+            IpAddr::V4(ip) => ip,
+            IpAddr::V6(_) => return self.forward.handle_request::<R, T>(request, response).await,
+        };
+        let query = match request.request_info() {
+            Ok(info) if info.metadata.op_code == OpCode::Query => info.query,
+            // Not one plain query: the catalog answers it (NOTIMP, FORMERR).
+            _ => return self.forward.handle_request::<R, T>(request, response).await,
+        };
+        let answer = self.names.current().answer(
+            &self.network,
+            asker,
+            query.original().name(),
+            query.query_type(),
+        );
+        let (code, records) = match answer {
+            Answer::Forward => {
+                return self.forward.handle_request::<R, T>(request, response).await;
+            }
+            Answer::Records(records) => (ResponseCode::NoError, records),
+            Answer::NoSuchName => (ResponseCode::NXDomain, Vec::new()),
+            Answer::Refuse => (ResponseCode::Refused, Vec::new()),
+        };
+        let mut metadata = Metadata::response_from_request(&request.metadata);
+        metadata.authoritative = code != ResponseCode::Refused;
+        metadata.recursion_available = true;
+        metadata.response_code = code;
+        let edns = request.edns.as_ref().map(|theirs| {
+            let mut ours = Edns::new();
+            ours.set_max_payload(theirs.max_payload().max(512));
+            ours
+        });
+        let mut builder = MessageResponseBuilder::from_message_request(request);
+        if let Some(edns) = &edns {
+            builder.edns(edns);
+        }
+        let message = builder.build(metadata, records.iter(), [], [], []);
+        match response.send_response(message).await {
+            Ok(info) => info,
+            Err(error) => {
+                debug!(%error, "sending a DNS answer failed");
+                let mut metadata = Metadata::response_from_request(&request.metadata);
+                metadata.response_code = ResponseCode::ServFail;
+                Header {
+                    metadata,
+                    counts: HeaderCounts::default(),
+                }
+                .into()
+            }
+        }
+    }
+}
+
+/// A socket of `kind` bound to `addr` on `bridge` alone.
+fn bound_socket(kind: Type, addr: SocketAddrV4, bridge: &str) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::IPV4, kind.cloexec(), None)?;
+    socket.set_nonblocking(true)?;
+    socket.bind_device(Some(bridge.as_bytes()))?;
+    socket.set_reuse_address(true)?;
+    // The gateway's address may come a moment after the bridge (or go
+    // down with it): the socket stays bound meanwhile.
+    socket.set_freebind_v4(true)?;
+    socket.bind(&addr.into())?;
+    if kind == Type::STREAM {
+        socket.listen(128)?;
+    }
+    Ok(socket)
+}
+
+/// A network's running server, stopped on drop.
+struct Running {
+    stop: Option<oneshot::Sender<()>>,
+    done: Option<oneshot::Receiver<()>>,
+}
+
+impl Running {
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(done) = self.done.take() {
+            let _ = done.await;
+        }
+    }
+}
+
+/// The agent's DNS service: one server per network, the shared names, the
+/// forwarder.
+pub struct Dns {
+    names: SharedNames,
+    forward: Arc<Catalog>,
+    running: HashMap<String, Running>,
+}
+
+impl Dns {
+    pub fn new(upstream: &Upstream) -> Result<Self, DnsError> {
+        Ok(Self {
+            names: SharedNames::default(),
+            forward: Arc::new(forwarder(upstream)?),
+            running: HashMap::new(),
+        })
+    }
+
+    /// Replaces the names every server answers from.
+    pub fn set_names(&self, names: Names) {
+        self.names.replace(names);
+    }
+
+    /// Whether `network`'s server runs.
+    pub fn serves(&self, network: &str) -> bool {
+        self.running.contains_key(network)
+    }
+
+    /// Starts `net`'s server (nothing if it runs).
+    pub async fn serve(&mut self, net: &Network) -> Result<(), DnsError> {
+        if self.running.contains_key(&net.name) {
+            return Ok(());
+        }
+        let addr = SocketAddrV4::new(net.gateway, PORT);
+        let bind_err = |source: io::Error| DnsError::Bind {
+            addr,
+            bridge: net.bridge.clone(),
+            source,
+        };
+        let udp = bound_socket(Type::DGRAM, addr, &net.bridge)
+            .and_then(|s| tokio::net::UdpSocket::from_std(s.into()))
+            .map_err(bind_err)?;
+        let tcp = bound_socket(Type::STREAM, addr, &net.bridge)
+            .and_then(|s| tokio::net::TcpListener::from_std(s.into()))
+            .map_err(bind_err)?;
+        let handler = Handler {
+            network: net.name.clone(),
+            names: self.names.clone(),
+            forward: self.forward.clone(),
+        };
+        // Only the network's own addresses are answered; everything else
+        // is refused.
+        let mut server = Server::with_access(
+            handler,
+            [IpNet::from(Ipv4Net::default())],
+            [IpNet::V4(net.subnet)],
+        );
+        server.register_socket(udp);
+        server.register_listener(tcp, TCP_TIMEOUT, 65_535);
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let (done_tx, done_rx) = oneshot::channel();
+        let network = net.name.clone();
+        tokio::spawn(async move {
+            let _ = stop_rx.await;
+            if let Err(error) = server.shutdown_gracefully().await {
+                warn!(%network, %error, "the DNS server stopped with an error");
+            }
+            let _ = done_tx.send(());
+        });
+        self.running.insert(
+            net.name.clone(),
+            Running {
+                stop: Some(stop_tx),
+                done: Some(done_rx),
+            },
+        );
+        Ok(())
+    }
+
+    /// Stops `network`'s server and closes its sockets (nothing if none
+    /// runs).
+    pub async fn stop(&mut self, network: &str) {
+        if let Some(running) = self.running.remove(network) {
+            running.stop().await;
+        }
+    }
+}
+
+/// The nameserver a container on `net` is told: its gateway.
+pub fn nameserver(net: &Network) -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(net.gateway, PORT))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(name: &str, subnet: &str, internal: bool) -> Network {
+        let subnet: Ipv4Net = subnet.parse().expect("subnet");
+        Network {
+            name: name.to_owned(),
+            subnet,
+            gateway: subnet.hosts().next().expect("a host"),
+            bridge: format!("br-{name}"),
+            internal,
+        }
+    }
+
+    fn entry(network: &str, names: &[&str], ip: &str, sandbox: &str) -> Entry {
+        Entry {
+            network: network.to_owned(),
+            names: names.iter().map(|n| (*n).to_owned()).collect(),
+            ip: ip.parse().expect("address"),
+            sandbox: sandbox.to_owned(),
+        }
+    }
+
+    fn names() -> Names {
+        Names::new(
+            &[
+                net("front", "10.1.0.0/24", false),
+                net("back", "10.2.0.0/24", false),
+                net("vault", "10.3.0.0/24", true),
+            ],
+            &[
+                entry("front", &["web", "www", "api"], "10.1.0.2", "ns-web"),
+                entry("back", &["web"], "10.2.0.2", "ns-web"),
+                entry("back", &["db"], "10.2.0.3", "ns-db"),
+                entry("front", &["cache"], "10.1.0.4", "ns-cache"),
+                entry("vault", &["secret"], "10.3.0.2", "ns-secret"),
+                entry(
+                    "front",
+                    &["0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"],
+                    "10.1.0.9",
+                    "dk",
+                ),
+            ],
+        )
+    }
+
+    fn a(answer: Answer) -> Vec<Ipv4Addr> {
+        match answer {
+            Answer::Records(records) => records
+                .iter()
+                .map(|r| match &r.data {
+                    RData::A(a) => a.0,
+                    other => panic!("not an A record: {other:?}"),
+                })
+                .collect(),
+            other => panic!("no records: {other:?}"),
+        }
+    }
+
+    fn ask(names: &Names, network: &str, asker: &str, qname: &str, qtype: RecordType) -> Answer {
+        names.answer(
+            network,
+            asker.parse().expect("address"),
+            &Name::from_str(qname).expect("name"),
+            qtype,
+        )
+    }
+
+    #[test]
+    fn names_and_aliases_resolve_on_the_askers_networks_only() {
+        let names = names();
+        let web: Vec<Ipv4Addr> = vec!["10.1.0.2".parse().expect("address")];
+        // cache (front only) sees web's front address, by name and alias,
+        // with and without the network's domain, in any case.
+        for qname in ["web.", "WWW.", "api.front.", "web.front"] {
+            assert_eq!(
+                a(ask(&names, "front", "10.1.0.4", qname, RecordType::A)),
+                web,
+                "{qname}"
+            );
+        }
+        // db is on back only: web's back address; cache is another network's.
+        assert_eq!(
+            a(ask(&names, "back", "10.2.0.3", "web.", RecordType::A)),
+            vec!["10.2.0.2".parse::<Ipv4Addr>().expect("address")]
+        );
+        // ... and cache and web's alias are another network's.
+        for (qname, want) in [
+            ("cache.", Answer::NoSuchName),
+            ("www.", Answer::NoSuchName),
+            ("cache.front.", Answer::Forward),
+        ] {
+            assert_eq!(
+                ask(&names, "back", "10.2.0.3", qname, RecordType::A),
+                want,
+                "{qname}"
+            );
+        }
+        // web, on both, asking on back, sees front's names too.
+        assert_eq!(
+            a(ask(&names, "back", "10.2.0.2", "cache.", RecordType::A)),
+            vec!["10.1.0.4".parse::<Ipv4Addr>().expect("address")]
+        );
+        // AAAA of an IPv4 container: the name exists, with no such data.
+        assert_eq!(
+            ask(&names, "front", "10.1.0.4", "web.", RecordType::AAAA),
+            Answer::Records(Vec::new())
+        );
+        // A 64-digit ID is no DNS label: not a name, and no PTR; but the
+        // address is known, so not forwarded either.
+        let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        assert!(!names.networks["front"].by_name.contains_key(id));
+        assert_eq!(
+            ask(
+                &names,
+                "front",
+                "10.1.0.4",
+                "9.0.1.10.in-addr.arpa.",
+                RecordType::PTR
+            ),
+            Answer::NoSuchName
+        );
+    }
+
+    #[test]
+    fn other_names_are_forwarded_except_from_an_internal_network() {
+        let names = names();
+        for (network, asker, qname, qtype, want) in [
+            (
+                "front",
+                "10.1.0.4",
+                "example.org.",
+                RecordType::A,
+                Answer::Forward,
+            ),
+            (
+                "vault",
+                "10.3.0.2",
+                "example.org.",
+                RecordType::A,
+                Answer::Refuse,
+            ),
+            (
+                "vault",
+                "10.3.0.2",
+                "nobody.",
+                RecordType::A,
+                Answer::NoSuchName,
+            ),
+            (
+                "front",
+                "10.1.0.4",
+                "8.8.8.8.in-addr.arpa.",
+                RecordType::PTR,
+                Answer::Forward,
+            ),
+        ] {
+            assert_eq!(
+                ask(&names, network, asker, qname, qtype),
+                want,
+                "{network} {qname}"
+            );
+        }
+    }
+
+    #[test]
+    fn ptr_names_an_address_on_the_askers_networks() {
+        let names = names();
+        match ask(
+            &names,
+            "front",
+            "10.1.0.4",
+            "2.0.1.10.in-addr.arpa.",
+            RecordType::PTR,
+        ) {
+            Answer::Records(records) => {
+                assert_eq!(records.len(), 1);
+                assert_eq!(
+                    &records[0].data,
+                    &RData::PTR(rdata::PTR(Name::from_str("web.front.").expect("name")))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // db's address is on back, which cache is not on; nor is it an
+        // upstream's to answer.
+        assert_eq!(
+            ask(
+                &names,
+                "front",
+                "10.1.0.4",
+                "3.0.2.10.in-addr.arpa.",
+                RecordType::PTR
+            ),
+            Answer::NoSuchName
+        );
+        assert_eq!(
+            ask(
+                &names,
+                "front",
+                "10.1.0.4",
+                "77.0.1.10.in-addr.arpa.",
+                RecordType::PTR
+            ),
+            Answer::NoSuchName
+        );
+    }
+
+    #[test]
+    fn reverse_names_parse_as_addresses() {
+        assert_eq!(
+            reverse_v4("4.3.2.1.in-addr.arpa"),
+            Some(Ipv4Addr::new(1, 2, 3, 4))
+        );
+        assert_eq!(reverse_v4("3.2.1.in-addr.arpa"), None);
+        assert_eq!(reverse_v4("5.4.3.2.1.in-addr.arpa"), None);
+        assert_eq!(reverse_v4("256.3.2.1.in-addr.arpa"), None);
+        assert_eq!(reverse_v4("example.org"), None);
+    }
+}
