@@ -104,7 +104,8 @@ fn upstream(ns: &Netns, addr: &str) -> (Process, Scratch) {
     let process = ns.spawn(&format!(
         "dnsmasq --keep-in-foreground --no-resolv --no-hosts --no-poll --bind-interfaces \
          --listen-address={addr} --port=53 --user=root --pid-file= --log-facility=- \
-         --local=/example.test/ --address=/www.example.test/192.0.2.10 --addn-hosts={}",
+         --local-ttl=600 --local=/example.test/ --address=/www.example.test/192.0.2.10 \
+         --addn-hosts={}",
         hosts.display()
     ));
     wait_listening(ns, 53, true);
@@ -133,7 +134,7 @@ fn default_network(t: &Topology) -> String {
 fn containers_find_each_other_by_name_on_their_networks_only() {
     require_root!();
     let t = Topology::new(&["--dns-upstream", OUT_IP]);
-    let (_dnsmasq, _hosts) = upstream(&t.out, OUT_IP);
+    let (mut dnsmasq, _hosts) = upstream(&t.out, OUT_IP);
     let front = default_network(&t);
     t.agent
         .ok(&["network", "create", "back", "--subnet", "10.77.0.0/24"]);
@@ -315,6 +316,19 @@ fn containers_find_each_other_by_name_on_their_networks_only() {
         spare.sh("ip -br link | wc -l").trim(),
         "1",
         "only lo in spare"
+    );
+
+    // The forwarder caches what upstream answered, for its TTL: with the
+    // upstream gone, a name asked before still resolves; a new one fails
+    // (SERVFAIL) once the forwarder's timeouts are spent.
+    dnsmasq.stop();
+    assert_eq!(
+        addresses(&cache, &gw, "www.example.test"),
+        vec!["192.0.2.10"]
+    );
+    assert_eq!(
+        status(&cache, &gw, "+time=15 fresh.example.test").as_deref(),
+        Some("SERVFAIL")
     );
 }
 
