@@ -316,10 +316,9 @@ pub struct Status {
     /// driver) or `generic` (the driver has no XDP: after the skb is built).
     #[serde(default)]
     pub xdp: std::collections::BTreeMap<String, String>,
-    /// Where the networks' DNS servers forward other names (`none`: no
-    /// DNS is served, `--no-dns`).
-    #[serde(default)]
-    pub dns: String,
+    /// Where names are served and forwarded; absent: no DNS (`--no-dns`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<String>,
 }
 
 /// `POST /v1/down`'s answer, also printed by a local `netd down`.

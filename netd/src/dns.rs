@@ -60,6 +60,11 @@ pub enum DnsError {
     },
     #[error("reading the upstream resolvers from {path}: {source}")]
     ResolvConf { path: String, source: io::Error },
+    #[error("reading the upstream resolvers from {path}: {source}")]
+    ResolvConfSyntax {
+        path: String,
+        source: hickory_server::net::NetError,
+    },
     #[error("configuring the forwarder: {0}")]
     Forwarder(String),
 }
@@ -96,9 +101,18 @@ struct NetworkNames {
     internal: bool,
     /// By lowercase name or alias: the addresses that answer it.
     by_name: HashMap<String, Vec<Ipv4Addr>>,
-    /// By address: the endpoint's first name that is a DNS name (for
-    /// PTR), and its sandbox.
-    by_addr: HashMap<Ipv4Addr, (Option<String>, String)>,
+    /// By address: who has it.
+    by_addr: HashMap<Ipv4Addr, Holder>,
+    /// The network's name as a domain: lowercase.
+    domain: String,
+}
+
+/// The endpoint an address is.
+#[derive(Debug)]
+struct Holder {
+    /// Its first name that is a DNS name, for PTR.
+    ptr_name: Option<String>,
+    sandbox: String,
 }
 
 /// Every network's names, and which networks each sandbox is on. Built
@@ -133,6 +147,7 @@ impl Names {
             let slot = names.networks.entry(net.name.clone()).or_default();
             slot.subnet = Some(net.subnet);
             slot.internal = net.internal;
+            slot.domain = net.name.to_ascii_lowercase();
         }
         for entry in entries {
             let Some(net) = names.networks.get_mut(&entry.network) else {
@@ -144,9 +159,11 @@ impl Names {
                     .or_default()
                     .push(entry.ip);
             }
-            let ptr_name = entry.names.iter().find(|n| is_dns_name(n)).cloned();
-            net.by_addr
-                .insert(entry.ip, (ptr_name, entry.sandbox.clone()));
+            let holder = Holder {
+                ptr_name: entry.names.iter().find(|n| is_dns_name(n)).cloned(),
+                sandbox: entry.sandbox.clone(),
+            };
+            net.by_addr.insert(entry.ip, holder);
             names
                 .sandboxes
                 .entry(entry.sandbox.clone())
@@ -156,16 +173,20 @@ impl Names {
         names
     }
 
-    /// The networks whose names `asker`, asking on `network`, sees: every
-    /// network its namespace is on; `network` alone for an address no
-    /// endpoint has.
+    /// The networks whose names `asker`, asking on `network`, sees:
+    /// `network` first, then every other network its namespace is on;
+    /// `network` alone for an address no endpoint has.
     fn scope<'a>(&'a self, network: &'a str, asker: Ipv4Addr) -> Vec<&'a str> {
-        self.networks
+        let mut scope = vec![network];
+        if let Some(others) = self
+            .networks
             .get(network)
             .and_then(|net| net.by_addr.get(&asker))
-            .and_then(|(_, sandbox)| self.sandboxes.get(sandbox))
-            .map(|nets| nets.iter().map(String::as_str).collect())
-            .unwrap_or_else(|| vec![network])
+            .and_then(|holder| self.sandboxes.get(&holder.sandbox))
+        {
+            scope.extend(others.iter().map(String::as_str).filter(|n| *n != network));
+        }
+        scope
     }
 
     /// The answer to `asker`'s query on `network` for `qname` of `qtype`.
@@ -183,6 +204,10 @@ impl Names {
         if let Some(addr) = reverse_v4(text) {
             return self.answer_ptr(&scope, addr, qname, qtype, internal);
         }
+        // The first network of the scope with the name answers: the one
+        // asked on, if it has it. A name is one endpoint per network; two
+        // networks' endpoints of one name are two containers, never mixed
+        // in one answer.
         let mut found = Vec::new();
         for net in &scope {
             let Some(names) = self.networks.get(*net) else {
@@ -190,17 +215,25 @@ impl Names {
             };
             // `NAME.NETWORK`, the network being the search domain too.
             let local = text
-                .strip_suffix(net)
+                .strip_suffix(names.domain.as_str())
                 .and_then(|t| t.strip_suffix('.'))
                 .unwrap_or(text);
             if let Some(addrs) = names.by_name.get(local) {
                 found.extend(addrs.iter().copied());
+                break;
             }
         }
-        // A single label is a container's name or nobody's. A longer name
-        // nobody here has may be a real one (a network called `com` must
-        // not hide the world's names): upstream says.
-        let ours = !text.contains('.');
+        // A single label asked for an address is a container's name or
+        // nobody's; so is a name in a netd network's domain (a search
+        // domain's miss must not go out with the network's name). The root
+        // and other types of a single label (a TLD's SOA, DS) are the
+        // world's.
+        let single = !text.is_empty() && !text.contains('.');
+        let address_type = matches!(qtype, RecordType::A | RecordType::AAAA | RecordType::ANY);
+        let in_netd_domain = text
+            .rsplit_once('.')
+            .is_some_and(|(_, last)| self.networks.values().any(|n| n.domain == last));
+        let ours = (single && address_type) || in_netd_domain;
         if !found.is_empty() {
             found.sort();
             found.dedup();
@@ -229,16 +262,17 @@ impl Names {
         internal: bool,
     ) -> Answer {
         for net in scope {
-            if let Some((name, _)) = self
-                .networks
-                .get(*net)
-                .and_then(|names| names.by_addr.get(&addr))
-            {
-                let target = name
+            let Some(names) = self.networks.get(*net) else {
+                continue;
+            };
+            if let Some(holder) = names.by_addr.get(&addr) {
+                let target = holder
+                    .ptr_name
                     .as_ref()
-                    .and_then(|name| Name::from_str(&format!("{name}.{net}.")).ok());
+                    .and_then(|name| Name::from_str(&format!("{name}.{}.", names.domain)).ok());
+                // No DNS name on this network: perhaps on another.
                 let Some(target) = target else {
-                    return Answer::NoSuchName;
+                    continue;
                 };
                 let records = match qtype {
                     RecordType::PTR | RecordType::ANY => vec![Record::from_rdata(
@@ -265,26 +299,31 @@ impl Names {
     }
 }
 
-/// `d.c.b.a.in-addr.arpa` as the address `a.b.c.d`.
+/// `d.c.b.a.in-addr.arpa` as the address `a.b.c.d`: decimal octets as an
+/// address is written (no sign, no leading zero).
 fn reverse_v4(name: &str) -> Option<Ipv4Addr> {
     let rest = name.strip_suffix(".in-addr.arpa")?;
     let mut octets = [0u8; 4];
     let mut parts = rest.split('.');
     for octet in octets.iter_mut().rev() {
-        *octet = parts.next()?.parse().ok()?;
+        let part = parts.next()?;
+        let canonical =
+            part.bytes().all(|b| b.is_ascii_digit()) && (part == "0" || !part.starts_with('0'));
+        *octet = canonical.then(|| part.parse().ok()).flatten()?;
     }
     parts.next().is_none().then(|| Ipv4Addr::from(octets))
 }
 
 /// Whether `name` can be asked for: one or more DNS labels of 63 bytes at
-/// most (a Docker endpoint's 64-digit ID, a pod's `NAMESPACE/NAME`, are
-/// not).
+/// most, each starting with a letter or a digit (glibc refuses a leading
+/// `-`; a Docker endpoint's 64-digit ID, a pod's `NAMESPACE/NAME`, are
+/// not names either).
 pub fn is_dns_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
+            label.len() <= 63
+                && label.starts_with(|c: char| c.is_ascii_alphanumeric())
                 && label
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
@@ -332,7 +371,10 @@ fn forwarder(upstream: &Upstream) -> Result<Catalog, DnsError> {
                 source,
             })?;
             let (config, options) = hickory_server::resolver::system_conf::parse_resolv_conf(text)
-                .map_err(|e| DnsError::Forwarder(e.to_string()))?;
+                .map_err(|source| DnsError::ResolvConfSyntax {
+                    path: path.clone(),
+                    source,
+                })?;
             let (_, _, servers) = config.into_parts();
             (servers, options)
         }
@@ -348,11 +390,68 @@ fn forwarder(upstream: &Upstream) -> Result<Catalog, DnsError> {
     Ok(catalog)
 }
 
+/// Queries forwarded at once, all networks together: each holds an
+/// upstream socket until answered or timed out, so a container flooding
+/// its gateway with names to forward cannot take the agent's files. One
+/// over is answered SERVFAIL at once.
+const MAX_FORWARDS_IN_FLIGHT: usize = 1024;
+
 /// One network's server: answers from the names, forwards the rest.
 struct Handler {
     network: String,
     names: SharedNames,
     forward: Arc<Catalog>,
+    forwards: Arc<tokio::sync::Semaphore>,
+}
+
+impl Handler {
+    /// Hands `request` to the forwarder, if a slot is free.
+    async fn forward<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        response: R,
+    ) -> ResponseInfo {
+        match self.forwards.try_acquire() {
+            Ok(_slot) => self.forward.handle_request::<R, T>(request, response).await,
+            Err(_) => respond(request, response, ResponseCode::ServFail, &[]).await,
+        }
+    }
+}
+
+/// Sends netd's own answer to `request`: `code` and `records`.
+async fn respond<R: ResponseHandler>(
+    request: &Request,
+    mut response: R,
+    code: ResponseCode,
+    records: &[Record],
+) -> ResponseInfo {
+    let mut metadata = Metadata::response_from_request(&request.metadata);
+    metadata.authoritative = matches!(code, ResponseCode::NoError | ResponseCode::NXDomain);
+    metadata.recursion_available = true;
+    metadata.response_code = code;
+    let edns = request.edns.as_ref().map(|theirs| {
+        let mut ours = Edns::new();
+        ours.set_max_payload(theirs.max_payload().max(512));
+        ours
+    });
+    let mut builder = MessageResponseBuilder::from_message_request(request);
+    if let Some(edns) = &edns {
+        builder.edns(edns);
+    }
+    let message = builder.build(metadata, records.iter(), [], [], []);
+    match response.send_response(message).await {
+        Ok(info) => info,
+        Err(error) => {
+            debug!(%error, "sending a DNS answer failed");
+            let mut metadata = Metadata::response_from_request(&request.metadata);
+            metadata.response_code = ResponseCode::ServFail;
+            Header {
+                metadata,
+                counts: HeaderCounts::default(),
+            }
+            .into()
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -360,15 +459,16 @@ impl RequestHandler for Handler {
     async fn handle_request<R: ResponseHandler, T: Time>(
         &self,
         request: &Request,
-        mut response: R,
+        response: R,
     ) -> ResponseInfo {
-        let asker = match request.src().ip().to_canonical() {
-            IpAddr::V4(ip) => ip,
-            IpAddr::V6(_) => return self.forward.handle_request::<R, T>(request, response).await,
+        // The sockets are IPv4: an IPv6 source is not one of the network's.
+        let IpAddr::V4(asker) = request.src().ip().to_canonical() else {
+            return respond(request, response, ResponseCode::Refused, &[]).await;
         };
         let query = match request.request_info() {
             Ok(info) if info.metadata.op_code == OpCode::Query => info.query,
-            // Not one plain query: the catalog answers it (NOTIMP, FORMERR).
+            // Not one plain query: the catalog answers it (NOTIMP, FORMERR)
+            // and forwards nothing.
             _ => return self.forward.handle_request::<R, T>(request, response).await,
         };
         let answer = self.names.current().answer(
@@ -377,40 +477,13 @@ impl RequestHandler for Handler {
             query.original().name(),
             query.query_type(),
         );
-        let (code, records) = match answer {
-            Answer::Forward => {
-                return self.forward.handle_request::<R, T>(request, response).await;
+        match answer {
+            Answer::Forward => self.forward::<R, T>(request, response).await,
+            Answer::Records(records) => {
+                respond(request, response, ResponseCode::NoError, &records).await
             }
-            Answer::Records(records) => (ResponseCode::NoError, records),
-            Answer::NoSuchName => (ResponseCode::NXDomain, Vec::new()),
-            Answer::Refuse => (ResponseCode::Refused, Vec::new()),
-        };
-        let mut metadata = Metadata::response_from_request(&request.metadata);
-        metadata.authoritative = code != ResponseCode::Refused;
-        metadata.recursion_available = true;
-        metadata.response_code = code;
-        let edns = request.edns.as_ref().map(|theirs| {
-            let mut ours = Edns::new();
-            ours.set_max_payload(theirs.max_payload().max(512));
-            ours
-        });
-        let mut builder = MessageResponseBuilder::from_message_request(request);
-        if let Some(edns) = &edns {
-            builder.edns(edns);
-        }
-        let message = builder.build(metadata, records.iter(), [], [], []);
-        match response.send_response(message).await {
-            Ok(info) => info,
-            Err(error) => {
-                debug!(%error, "sending a DNS answer failed");
-                let mut metadata = Metadata::response_from_request(&request.metadata);
-                metadata.response_code = ResponseCode::ServFail;
-                Header {
-                    metadata,
-                    counts: HeaderCounts::default(),
-                }
-                .into()
-            }
+            Answer::NoSuchName => respond(request, response, ResponseCode::NXDomain, &[]).await,
+            Answer::Refuse => respond(request, response, ResponseCode::Refused, &[]).await,
         }
     }
 }
@@ -420,7 +493,12 @@ fn bound_socket(kind: Type, addr: SocketAddrV4, bridge: &str) -> io::Result<Sock
     let socket = Socket::new(Domain::IPV4, kind.cloexec(), None)?;
     socket.set_nonblocking(true)?;
     socket.bind_device(Some(bridge.as_bytes()))?;
-    socket.set_reuse_address(true)?;
+    // TCP only: a listener re-made at once (a network removed and made
+    // again) must not wait for its old connections' TIME_WAIT. On UDP it
+    // would let another socket share the gateway's port 53.
+    if kind == Type::STREAM {
+        socket.set_reuse_address(true)?;
+    }
     // The gateway's address may come a moment after the bridge (or go
     // down with it): the socket stays bound meanwhile.
     socket.set_freebind_v4(true)?;
@@ -453,16 +531,29 @@ impl Running {
 pub struct Dns {
     names: SharedNames,
     forward: Arc<Catalog>,
+    forwards: Arc<tokio::sync::Semaphore>,
     running: HashMap<String, Running>,
 }
 
 impl Dns {
+    /// The service forwarding to `upstream`.
     pub fn new(upstream: &Upstream) -> Result<Self, DnsError> {
-        Ok(Self {
+        Ok(Self::with_catalog(forwarder(upstream)?))
+    }
+
+    /// The service without a forwarder (the upstream could not be read):
+    /// containers' names are answered, other names REFUSED.
+    pub fn without_forwarding() -> Self {
+        Self::with_catalog(Catalog::new())
+    }
+
+    fn with_catalog(catalog: Catalog) -> Self {
+        Self {
             names: SharedNames::default(),
-            forward: Arc::new(forwarder(upstream)?),
+            forward: Arc::new(catalog),
+            forwards: Arc::new(tokio::sync::Semaphore::new(MAX_FORWARDS_IN_FLIGHT)),
             running: HashMap::new(),
-        })
+        }
     }
 
     /// Replaces the names every server answers from.
@@ -476,7 +567,7 @@ impl Dns {
     }
 
     /// Starts `net`'s server (nothing if it runs).
-    pub async fn serve(&mut self, net: &Network) -> Result<(), DnsError> {
+    pub fn serve(&mut self, net: &Network) -> Result<(), DnsError> {
         if self.running.contains_key(&net.name) {
             return Ok(());
         }
@@ -496,6 +587,7 @@ impl Dns {
             network: net.name.clone(),
             names: self.names.clone(),
             forward: self.forward.clone(),
+            forwards: self.forwards.clone(),
         };
         // Only the network's own addresses are answered; everything else
         // is refused.
@@ -631,7 +723,8 @@ mod tests {
         for (qname, want) in [
             ("cache.", Answer::NoSuchName),
             ("www.", Answer::NoSuchName),
-            ("cache.front.", Answer::Forward),
+            // In a netd network's domain: netd's to say, never upstream's.
+            ("cache.front.", Answer::NoSuchName),
         ] {
             assert_eq!(
                 ask(&names, "back", "10.2.0.3", qname, RecordType::A),
@@ -750,6 +843,84 @@ mod tests {
     }
 
     #[test]
+    fn the_network_asked_on_answers_first_and_domains_ignore_case() {
+        let names = Names::new(
+            &[
+                net("Front", "10.1.0.0/24", false),
+                net("back", "10.2.0.0/24", false),
+            ],
+            &[
+                entry("Front", &["db"], "10.1.0.5", "ns-db1"),
+                entry("back", &["db"], "10.2.0.5", "ns-db2"),
+                entry("Front", &["web"], "10.1.0.2", "ns-web"),
+                entry("back", &["web"], "10.2.0.2", "ns-web"),
+            ],
+        );
+        // web is on both; asking on back, back's db answers, not both dbs.
+        assert_eq!(
+            a(ask(&names, "back", "10.2.0.2", "db.", RecordType::A)),
+            vec!["10.2.0.5".parse::<Ipv4Addr>().expect("address")]
+        );
+        assert_eq!(
+            a(ask(&names, "Front", "10.1.0.2", "db.", RecordType::A)),
+            vec!["10.1.0.5".parse::<Ipv4Addr>().expect("address")]
+        );
+        assert_eq!(
+            a(ask(&names, "back", "10.2.0.2", "db.front.", RecordType::A)),
+            vec!["10.1.0.5".parse::<Ipv4Addr>().expect("address")]
+        );
+        match ask(
+            &names,
+            "Front",
+            "10.1.0.2",
+            "5.0.1.10.in-addr.arpa.",
+            RecordType::PTR,
+        ) {
+            Answer::Records(records) => assert_eq!(
+                records[0].data,
+                RData::PTR(rdata::PTR(Name::from_str("db.front.").expect("name")))
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_root_and_a_tlds_other_records_are_the_worlds() {
+        let names = names();
+        for (qname, qtype, want) in [
+            (".", RecordType::NS, Answer::Forward),
+            ("com.", RecordType::DS, Answer::Forward),
+            ("com.", RecordType::A, Answer::NoSuchName),
+            ("www.example.front.", RecordType::A, Answer::NoSuchName),
+        ] {
+            assert_eq!(
+                ask(&names, "front", "10.1.0.4", qname, qtype),
+                want,
+                "{qname} {qtype}"
+            );
+        }
+    }
+
+    #[test]
+    fn dns_names_are_labels_starting_with_a_letter_or_digit() {
+        for good in ["web", "www.api", "a_b", "9lives", &"a".repeat(63)] {
+            assert!(is_dns_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            "-web",
+            "_web",
+            "web.",
+            "a..b",
+            "we b",
+            "web!",
+            &"a".repeat(64),
+        ] {
+            assert!(!is_dns_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
     fn reverse_names_parse_as_addresses() {
         assert_eq!(
             reverse_v4("4.3.2.1.in-addr.arpa"),
@@ -759,5 +930,11 @@ mod tests {
         assert_eq!(reverse_v4("5.4.3.2.1.in-addr.arpa"), None);
         assert_eq!(reverse_v4("256.3.2.1.in-addr.arpa"), None);
         assert_eq!(reverse_v4("example.org"), None);
+        assert_eq!(reverse_v4("4.3.2.01.in-addr.arpa"), None);
+        assert_eq!(reverse_v4("4.3.2.+1.in-addr.arpa"), None);
+        assert_eq!(
+            reverse_v4("0.0.0.10.in-addr.arpa"),
+            Some(Ipv4Addr::new(10, 0, 0, 0))
+        );
     }
 }

@@ -169,6 +169,14 @@ fn containers_find_each_other_by_name_on_their_networks_only() {
     for name in ["web", "www", "API", &format!("web.{front}")] {
         assert_eq!(addresses(&cache, &gw, name), vec![web_ip.clone()], "{name}");
     }
+    // AAAA: the name exists, with no IPv6 address (NOERROR, no data).
+    let aaaa = dig(&cache, &gw, "AAAA web").expect("AAAA answer");
+    assert_eq!(
+        (aaaa.status.as_str(), aaaa.answers.len()),
+        ("NOERROR", 0),
+        "{}",
+        aaaa.text
+    );
     // TCP too.
     assert_eq!(addresses(&cache, &gw, "+tcp www"), vec![web_ip.clone()]);
     // glibc through that resolv.conf, as a container that mounts it.
@@ -225,11 +233,10 @@ fn containers_find_each_other_by_name_on_their_networks_only() {
     );
     assert_eq!(fallback.answers.len(), 60, "{}", fallback.text);
 
-    // Names follow the endpoints: detach, and the name is gone at once;
-    // attached again at another address, it answers with that one.
     // The bridge keeps its MAC (02:42 and the gateway's address) as ports
-    // come and go: no container's neighbour entry for the gateway goes
-    // stale.
+    // come and go, even one of a lower MAC (a bridge left to itself takes
+    // its lowest port's): no container's neighbour entry for the gateway
+    // goes stale.
     let bridge_mac = || -> String {
         let links: Value =
             serde_json::from_str(&t.host.sh("ip -j link show netd0")).expect("ip -j");
@@ -240,6 +247,17 @@ fn containers_find_each_other_by_name_on_their_networks_only() {
         .map(|o| format!("{:02x}", o.parse::<u8>().expect("octet")))
         .collect();
     assert_eq!(bridge_mac(), format!("02:42:{}", octets.join(":")));
+    t.host
+        .sh("ip link add ndlow type veth peer name ndlow-p && \
+         ip link set ndlow address 02:00:00:00:00:01 && ip link set ndlow master netd0 up");
+    assert_eq!(
+        bridge_mac(),
+        format!("02:42:{}", octets.join(":")),
+        "with a port of a lower MAC"
+    );
+    t.host.sh("ip link del ndlow");
+    // Names follow the endpoints: detach, and the name is gone at once;
+    // attached again at another address, it answers with that one.
     t.agent.ok(&["detach", cache.name()]);
     assert_eq!(
         bridge_mac(),
@@ -278,6 +296,12 @@ fn containers_find_each_other_by_name_on_their_networks_only() {
     t.agent
         .cli(&["rename", "nobody", "x1"])
         .assert_refused("an unknown endpoint", "nobody");
+    // A name two containers have (on different networks) is no target.
+    let twin = t.container("twin", &["--name", "db"]);
+    t.agent
+        .cli(&["rename", "db", "x1"])
+        .assert_refused("a name of two containers", "names two containers");
+    t.agent.ok(&["detach", twin.name()]);
     t.agent.ok(&["rename", "shop", "web"]);
 
     // Bad input changes nothing: an alias another endpoint answers to, a
@@ -403,8 +427,26 @@ fn port_53_is_only_on_the_gateways_and_only_for_the_network() {
     t.agent.ok(&["detach", secret.name()]);
     t.agent.ok(&["network", "rm", "vault"]);
 
+    // The host holds every gateway address: it may ask, from the gateway
+    // itself; from another network's gateway address it is on that
+    // network's bridge, where this server has no socket.
+    assert_eq!(status(&t.host, &gw, "web").as_deref(), Some("NOERROR"));
+    assert_eq!(status(&t.host, &gw, "-b 10.78.0.1 web"), None);
+    // A container asking from an address outside the network is spoofing:
+    // the datapath drops it before any server sees it (the server's own
+    // access list, which refuses such sources, is the second line).
+    web.ip("addr add 192.0.2.77/32 dev eth0");
+    let spoofed = t.agent.drops("spoofed");
+    assert_eq!(status(&web, &gw, "-b 192.0.2.77 web"), None);
+    assert!(t.agent.drops("spoofed") > spoofed, "not dropped as spoofed");
+
     // Removing a network closes its server.
     t.agent.ok(&["network", "rm", "back"]);
+    let tcp = t.host.sh("ss -Hlnt 'sport = :53' | awk '{print $4}'");
+    assert!(
+        !tcp.contains("10.78.0.1"),
+        "back's TCP listener is still there: {tcp}"
+    );
     let left = t.host.sh("ss -Hlnu 'sport = :53' | awk '{print $4}'");
     assert_eq!(
         left.trim(),
@@ -420,6 +462,9 @@ fn names_stop_while_the_agent_is_down_and_answer_as_it_starts() {
     require_root!();
     let (mut t, web, web_ip, gw) = one_container();
     let cache = t.container("cache", &["--name", "cache"]);
+    t.agent
+        .ok(&["network", "create", "back", "--subnet", "10.76.0.0/24"]);
+    let db = t.container("db", &["--network", "back", "--name", "db"]);
     let server = netd_tests::topology::HttpServer::start(&web, 80, "page\n");
     assert_eq!(addresses(&cache, &gw, "web"), vec![web_ip.clone()]);
 
@@ -434,7 +479,11 @@ fn names_stop_while_the_agent_is_down_and_answer_as_it_starts() {
     // The servers are bound before the API answers: a started agent
     // answers names at once.
     t.agent.launch();
-    assert_eq!(addresses(&cache, &gw, "web"), vec![web_ip]);
+    assert_eq!(addresses(&cache, &gw, "web"), vec![web_ip.clone()]);
+    assert_eq!(addresses(&cache, &gw, "+tcp web"), vec![web_ip]);
+    // And on a network made at run time, as on the default one.
+    let (db_ip, back_gw) = endpoint(&t, &db, "back");
+    assert_eq!(addresses(&db, &back_gw, "db"), vec![db_ip]);
     drop(server);
 }
 

@@ -531,19 +531,27 @@ impl Agent {
         name: &str,
     ) -> Result<Vec<api::Endpoint>, AgentError> {
         check_name(name)?;
-        let ep = self.named(target)?;
-        // Docker's endpoints have no namespace netd knows: each is its own.
-        let ids: Vec<String> = if ep.netns_ident.dev == 0 {
-            vec![ep.id.clone()]
-        } else {
-            let ident = ep.netns_ident;
-            self.state
-                .endpoints
-                .values()
-                .filter(|e| e.netns_ident == ident)
-                .map(|e| e.id.clone())
-                .collect()
-        };
+        let sandbox = self.named(target)?.sandbox();
+        // Names are unique per network only: two containers may have one.
+        if let Some(other) = self
+            .state
+            .endpoints
+            .values()
+            .find(|e| e.name == target && e.sandbox() != sandbox)
+        {
+            return Err(AgentError::NameAmbiguous {
+                name: target.to_owned(),
+                first: self.named(target)?.id.clone(),
+                second: other.id.clone(),
+            });
+        }
+        let ids: Vec<String> = self
+            .state
+            .endpoints
+            .values()
+            .filter(|e| e.sandbox() == sandbox)
+            .map(|e| e.id.clone())
+            .collect();
         for id in &ids {
             let net = self
                 .state

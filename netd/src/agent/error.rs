@@ -61,6 +61,14 @@ pub enum AgentError {
     #[error(transparent)]
     Dns(#[from] crate::dns::DnsError),
     #[error(
+        "{name} names two containers (endpoints {first} and {second}, on different networks): rename by endpoint ID"
+    )]
+    NameAmbiguous {
+        name: String,
+        first: String,
+        second: String,
+    },
+    #[error(
         "invalid alias {alias:?}: use DNS labels (letters, digits, '-' and '_', at most 63 bytes each) joined by '.'"
     )]
     Alias { alias: String },
@@ -284,6 +292,7 @@ impl AgentError {
             Self::IpTaken { .. }
             | Self::NameTaken { .. }
             | Self::AliasTaken { .. }
+            | Self::NameAmbiguous { .. }
             | Self::Broken { .. }
             | Self::AlreadyAttached { .. }
             | Self::EndpointExists(_)

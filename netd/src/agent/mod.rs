@@ -150,10 +150,14 @@ impl Agent {
         } else {
             info!(uplinks = ?config.uplinks, "uplinks");
         }
-        let dns = match &config.dns_upstream {
-            Some(upstream) => Some(crate::dns::Dns::new(upstream).map_err(AgentError::Dns)?),
-            None => None,
-        };
+        // Names are served even when the upstream cannot be read (no
+        // resolv.conf on a minimal host): only forwarding is lost.
+        let dns = config.dns_upstream.as_ref().map(|upstream| {
+            crate::dns::Dns::new(upstream).unwrap_or_else(|err| {
+                warn!(error = %err, "DNS: containers' names are answered, other names refused");
+                crate::dns::Dns::without_forwarding()
+            })
+        });
         let mut agent = Self {
             config,
             store,
@@ -181,7 +185,7 @@ impl Agent {
         agent.refresh_names();
         let networks: Vec<NetworkState> = agent.state.all_networks().cloned().collect();
         for net in &networks {
-            agent.serve_names(net).await;
+            agent.serve_names(net);
         }
         Ok(agent)
     }
@@ -244,9 +248,9 @@ impl Agent {
     /// it is due.
     pub(super) fn commit(&mut self, change: Change) -> Result<(), AgentError> {
         self.store.record(&change, &mut self.state)?;
-        let renames = names::renames(&change);
+        let changes_names = names::changes_names(&change);
         change.apply(&mut self.state);
-        if renames {
+        if changes_names {
             self.refresh_names();
         }
         self.state.journal_seq = self.store.seq();
@@ -375,20 +379,23 @@ impl Agent {
             host_local: self.config.cgroup.is_some(),
             degraded: self.config.degraded.clone(),
             state_full: self.store.trouble().is_some_and(|t| t.full),
-            dns: match &self.config.dns_upstream {
-                None => "none".to_owned(),
-                Some(crate::dns::Upstream::ResolvConf(path)) => {
-                    format!("forwarding to {path}'s nameservers")
-                }
-                Some(crate::dns::Upstream::Servers(servers)) => format!(
-                    "forwarding to {}",
-                    servers
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            },
+            dns: self
+                .config
+                .dns_upstream
+                .as_ref()
+                .map(|upstream| match upstream {
+                    crate::dns::Upstream::ResolvConf(path) => {
+                        format!("on every gateway; forwarding to {path}'s nameservers")
+                    }
+                    crate::dns::Upstream::Servers(servers) => format!(
+                        "on every gateway; forwarding to {}",
+                        servers
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                }),
             state_error: self.store.trouble().map(|t| t.error.clone()),
             xdp: self
                 .xdp_modes
@@ -457,9 +464,13 @@ pub(super) async fn ensure_bridge(nl: &Netlink, net: &NetworkState) -> Result<u3
 /// 1,024 a shell gives.
 fn raise_open_files() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    // Enough for 4,096 networks many times over, and no more: a limit of
+    // "infinity" would be refused, and the processes the agent starts
+    // inherit it.
+    const WANTED: u64 = 1 << 20;
     match getrlimit(Resource::RLIMIT_NOFILE) {
-        Ok((soft, hard)) if soft < hard => {
-            if let Err(err) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+        Ok((soft, hard)) if soft < hard.min(WANTED) => {
+            if let Err(err) = setrlimit(Resource::RLIMIT_NOFILE, hard.min(WANTED), hard) {
                 warn!(error = %err, "raising the open-file limit");
             }
         }

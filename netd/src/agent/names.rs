@@ -26,7 +26,7 @@ fn dns_network(net: &NetworkState) -> dns::Network {
 }
 
 /// Whether `change` changes who has which name.
-pub(super) fn renames(change: &Change) -> bool {
+pub(super) fn changes_names(change: &Change) -> bool {
     matches!(
         change,
         Change::EndpointAdded { .. }
@@ -57,13 +57,7 @@ impl Agent {
                     .chain(ep.aliases.iter().cloned())
                     .collect(),
                 ip: ep.ip,
-                // Docker's endpoints have no namespace netd knows (device
-                // 0): each is its own.
-                sandbox: if ep.netns_ident.dev == 0 {
-                    format!("endpoint:{}", ep.id)
-                } else {
-                    format!("netns:{}:{}", ep.netns_ident.dev, ep.netns_ident.ino)
-                },
+                sandbox: ep.sandbox(),
             })
             .collect();
         dns.set_names(Names::new(&networks, &entries));
@@ -72,9 +66,9 @@ impl Agent {
     /// Starts `net`'s DNS server. A failure costs names on that network
     /// only (port 53 taken on its gateway, say): it is logged, and its
     /// endpoints are told no nameserver.
-    pub(super) async fn serve_names(&mut self, net: &NetworkState) {
+    pub(super) fn serve_names(&mut self, net: &NetworkState) {
         let Some(dns) = &mut self.dns else { return };
-        match dns.serve(&dns_network(net)).await {
+        match dns.serve(&dns_network(net)) {
             Ok(()) => {
                 info!(network = %net.name, nameserver = %dns::nameserver(&dns_network(net)), "serving names")
             }

@@ -230,7 +230,7 @@ impl Agent {
             }
             return Err(err);
         }
-        self.serve_names(&network).await;
+        self.serve_names(&network);
         info!(network = %network.name, id = %network.id, bridge = %network.bridge, subnet = %network.subnet, gateway = %network.gateway, "network created");
         Ok(self.summary(&network))
     }
@@ -287,7 +287,7 @@ impl Agent {
             if let Ok(index) = ensure_bridge(&self.nl, &network).await {
                 self.bridges.insert(network.name.clone(), index);
                 let _ = self.sync_network(&network).await;
-                self.serve_names(&network).await;
+                self.serve_names(&network);
             }
             return Err(err);
         }

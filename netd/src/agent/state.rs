@@ -404,8 +404,8 @@ pub struct EndpointState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
     /// More names it answers to in DNS on its network (`--alias`). Empty
-    /// by default and not written then, so state files without it read
-    /// as they were: the format is unchanged.
+    /// by default and not written then: state files without it read as
+    /// they were (no migration), and a file with it is still version 2.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<String>,
 }
@@ -435,6 +435,16 @@ impl State {
 }
 
 impl EndpointState {
+    /// What makes two endpoints one container: their namespace. Docker's
+    /// endpoints have no namespace netd knows (device 0): each is its own.
+    pub fn sandbox(&self) -> String {
+        if self.netns_ident.dev == 0 {
+            format!("endpoint:{}", self.id)
+        } else {
+            format!("netns:{}:{}", self.netns_ident.dev, self.netns_ident.ino)
+        }
+    }
+
     /// Whether `name` is this endpoint's name or one of its aliases (DNS
     /// names match without regard to case).
     pub fn answers_to(&self, name: &str) -> bool {

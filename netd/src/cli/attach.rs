@@ -60,7 +60,7 @@ impl Attach {
         if let Some(path) = &self.resolv_conf {
             check_resolv_conf_path(path)?;
             let status: crate::api::Status = ctx.client.get("/v1/status").await?;
-            if status.dns == "none" {
+            if status.dns.is_none() {
                 anyhow::bail!("--resolv-conf: the agent serves no DNS (it runs with --no-dns)");
             }
         }
@@ -78,15 +78,25 @@ impl Attach {
         };
         let endpoint: Endpoint = ctx.client.post("/v1/endpoints", &request).await?;
         if let Some(path) = &self.resolv_conf {
-            let dns = endpoint.dns.as_ref().ok_or_else(|| {
-                anyhow::anyhow!(
-                    "--resolv-conf: endpoint {} is attached, but the agent serves no DNS on network {} (see its log); {} not written",
-                    endpoint.name,
-                    endpoint.network,
-                    path.display()
-                )
-            })?;
-            write_resolv_conf(path, dns)?;
+            // All or nothing: an attach whose resolv.conf cannot be had is
+            // undone.
+            let written = match &endpoint.dns {
+                Some(dns) => write_resolv_conf(path, dns),
+                None => Err(anyhow::anyhow!(
+                    "--resolv-conf: the agent serves no DNS on network {} (see its log)",
+                    endpoint.network
+                )),
+            };
+            if let Err(err) = written {
+                let undo = format!("/v1/endpoints/{}", endpoint.id);
+                if let Err(undo_err) = ctx.client.delete::<Endpoint>(&undo).await {
+                    anyhow::bail!(
+                        "{err:#}; and detaching {} failed: {undo_err:#}",
+                        endpoint.name
+                    );
+                }
+                return Err(err);
+            }
         }
         if ctx.json {
             return output::json(&endpoint);

@@ -15,6 +15,7 @@ mod output;
 mod ports;
 mod ps;
 mod publish;
+mod rename;
 mod stats;
 mod status;
 
@@ -51,7 +52,7 @@ enum Command {
     Agent(agent::Agent),
     Attach(attach::Attach),
     Detach(detach::Detach),
-    Rename(detach::Rename),
+    Rename(rename::Rename),
     Publish(publish::Publish),
     Unpublish(publish::Unpublish),
     Ps(ps::Ps),

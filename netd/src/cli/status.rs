@@ -39,7 +39,10 @@ impl Status {
             (None, _) => {}
         }
         println!("bpffs:     {}", status.bpffs);
-        println!("dns:       {}", status.dns);
+        println!(
+            "dns:       {}",
+            status.dns.as_deref().unwrap_or("off (--no-dns)")
+        );
         let tc = match status.tc_attach.as_str() {
             "netlink" => "clsact via netlink",
             "tcx" => "tcx (BPF links)",
