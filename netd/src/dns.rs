@@ -25,15 +25,20 @@ use std::{
 
 use hickory_server::{
     Server,
-    net::runtime::Time,
+    net::{
+        NetError,
+        runtime::{Time, TokioTime},
+        xfer::Protocol,
+    },
     proto::{
-        op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode},
+        op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode},
         rr::{LowerName, Name, RData, Record, RecordType, rdata},
+        serialize::binary::BinEncoder,
     },
     resolver::config::{NameServerConfig, ResolverOpts},
     server::{Request, RequestHandler, ResponseHandler, ResponseInfo},
     store::forwarder::{ForwardConfig, ForwardZoneHandler},
-    zone_handler::{Catalog, MessageResponseBuilder},
+    zone_handler::{Catalog, MessageResponse, MessageResponseBuilder},
 };
 use ipnet::{IpNet, Ipv4Net};
 use socket2::{Domain, Socket, Type};
@@ -48,6 +53,16 @@ const TTL: u32 = 0;
 
 /// How long a TCP client may stay silent before the server hangs up.
 const TCP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// TCP connections one network's server holds at once, and from one
+/// address. TCP is a client's fallback for a truncated answer, one query
+/// and gone; a container opening connections by the thousand must not take
+/// the agent's files (hickory's own TCP server takes every connection it is
+/// offered, so netd accepts them itself), nor its neighbours' turn: one
+/// over the per-address limit is closed at once, one over the total waits
+/// in the listen backlog.
+const MAX_TCP_CONNECTIONS: usize = 256;
+const MAX_TCP_CONNECTIONS_PER_ADDRESS: usize = 8;
 
 /// Why the DNS service could not do something; each names what it tried.
 #[derive(Debug, thiserror::Error)]
@@ -488,6 +503,126 @@ impl RequestHandler for Handler {
     }
 }
 
+/// Serves DNS over TCP on `listener`: at most [`MAX_TCP_CONNECTIONS`] at
+/// once and [`MAX_TCP_CONNECTIONS_PER_ADDRESS`] from one address, each
+/// closed after [`TCP_TIMEOUT`] of silence, a source outside `subnet`
+/// closed on at once.
+async fn serve_tcp(listener: tokio::net::TcpListener, handler: Arc<Handler>, subnet: Ipv4Net) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_TCP_CONNECTIONS));
+    let per_address: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>> = Arc::default();
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of files, say: wait for some to close, do not spin.
+                debug!(%error, "accepting a DNS connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        while connections.try_join_next().is_some() {}
+        let source = peer.ip().to_canonical();
+        let inside = matches!(source, IpAddr::V4(ip) if subnet.contains(&ip));
+        if !inside {
+            continue;
+        }
+        {
+            let mut open = per_address.lock().unwrap_or_else(|e| e.into_inner());
+            let count = open.entry(source).or_default();
+            if *count >= MAX_TCP_CONNECTIONS_PER_ADDRESS {
+                continue;
+            }
+            *count += 1;
+        }
+        let (handler, per_address) = (handler.clone(), per_address.clone());
+        connections.spawn(async move {
+            let _slot = slot;
+            serve_connection(stream, peer, &handler).await;
+            let mut open = per_address.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(count) = open.get_mut(&source) {
+                *count -= 1;
+                if *count == 0 {
+                    open.remove(&source);
+                }
+            }
+        });
+    }
+}
+
+/// Answers the queries of one TCP connection (RFC 1035's two-byte length
+/// before each message), one at a time, until it closes, falls silent or
+/// sends something that is no DNS query (which ends it: a TCP client that
+/// sends garbage gets no FORMERR, as over UDP, but a closed connection).
+async fn serve_connection(stream: tokio::net::TcpStream, peer: SocketAddr, handler: &Handler) {
+    use tokio::io::AsyncReadExt as _;
+    let (mut reader, writer) = stream.into_split();
+    let answers = TcpAnswers(Arc::new(tokio::sync::Mutex::new(writer)));
+    loop {
+        let mut length = [0u8; 2];
+        if !matches!(
+            tokio::time::timeout(TCP_TIMEOUT, reader.read_exact(&mut length)).await,
+            Ok(Ok(_))
+        ) {
+            return;
+        }
+        let mut message = vec![0u8; usize::from(u16::from_be_bytes(length))];
+        if !matches!(
+            tokio::time::timeout(TCP_TIMEOUT, reader.read_exact(&mut message)).await,
+            Ok(Ok(_))
+        ) {
+            return;
+        }
+        let Ok(request) = Request::from_bytes(message, peer, Protocol::Tcp) else {
+            return;
+        };
+        if request.metadata.message_type == MessageType::Response {
+            return;
+        }
+        handler
+            .handle_request::<_, TokioTime>(&request, answers.clone())
+            .await;
+    }
+}
+
+/// Where a TCP connection's answers go, each framed by its length.
+#[derive(Clone)]
+struct TcpAnswers(Arc<tokio::sync::Mutex<tokio::net::tcp::OwnedWriteHalf>>);
+
+#[async_trait::async_trait]
+impl ResponseHandler for TcpAnswers {
+    async fn send_response<'a>(
+        &mut self,
+        response: MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> Result<ResponseInfo, NetError> {
+        use tokio::io::AsyncWriteExt as _;
+        // Encoded apart (name compression counts from the message's first
+        // byte), then the two bytes of its length and it, written at once.
+        let mut message = Vec::with_capacity(512);
+        let info = {
+            let mut encoder = BinEncoder::new(&mut message);
+            encoder.set_max_size(u16::MAX);
+            response.destructive_emit(&mut encoder)?
+        };
+        let length = u16::try_from(message.len()).unwrap_or(u16::MAX);
+        let mut framed = Vec::with_capacity(message.len() + 2);
+        framed.extend_from_slice(&length.to_be_bytes());
+        framed.extend_from_slice(&message);
+        self.0.lock().await.write_all(&framed).await?;
+        Ok(info)
+    }
+}
+
 /// A socket of `kind` bound to `addr` on `bridge` alone.
 fn bound_socket(kind: Type, addr: SocketAddrV4, bridge: &str) -> io::Result<Socket> {
     let socket = Socket::new(Domain::IPV4, kind.cloexec(), None)?;
@@ -583,7 +718,7 @@ impl Dns {
         let tcp = bound_socket(Type::STREAM, addr, &net.bridge)
             .and_then(|s| tokio::net::TcpListener::from_std(s.into()))
             .map_err(bind_err)?;
-        let handler = Handler {
+        let handler = || Handler {
             network: net.name.clone(),
             names: self.names.clone(),
             forward: self.forward.clone(),
@@ -592,17 +727,20 @@ impl Dns {
         // Only the network's own addresses are answered; everything else
         // is refused.
         let mut server = Server::with_access(
-            handler,
+            handler(),
             [IpNet::from(Ipv4Net::default())],
             [IpNet::V4(net.subnet)],
         );
         server.register_socket(udp);
-        server.register_listener(tcp, TCP_TIMEOUT, 65_535);
+        let tcp = tokio::spawn(serve_tcp(tcp, Arc::new(handler()), net.subnet));
         let (stop_tx, stop_rx) = oneshot::channel();
         let (done_tx, done_rx) = oneshot::channel();
         let network = net.name.clone();
         tokio::spawn(async move {
             let _ = stop_rx.await;
+            // Dropping the TCP task closes the listener and its connections.
+            tcp.abort();
+            let _ = tcp.await;
             if let Err(error) = server.shutdown_gracefully().await {
                 warn!(%network, %error, "the DNS server stopped with an error");
             }

@@ -351,7 +351,7 @@ fn containers_find_each_other_by_name_on_their_networks_only() {
         vec!["192.0.2.10"]
     );
     assert_eq!(
-        status(&cache, &gw, "+time=15 fresh.example.test").as_deref(),
+        status(&cache, &gw, "+time=40 fresh.example.test").as_deref(),
         Some("SERVFAIL")
     );
 }
@@ -552,6 +552,44 @@ except socket.timeout:
     let idle = web.spawn(&format!("python3 -c 'import socket, time; s=socket.create_connection((\"{gw}\", 53)); time.sleep(30)'"));
     assert_eq!(addresses(&web, &gw, "+tcp web"), vec![web_ip.clone()]);
     drop(idle);
+    // A container opening 100 connections and holding them: the server
+    // keeps 8 of them, closes the rest, and its neighbours' TCP queries
+    // are answered meanwhile; the agent's open files stay few.
+    let agent_files = || {
+        let pid = t.agent.pid().expect("agent PID");
+        fs::read_dir(format!("/proc/{pid}/fd"))
+            .expect("fds")
+            .count()
+    };
+    let files_before = agent_files();
+    let flood = t.container("flood", &["--name", "flood"]);
+    let (flood_ip, _) = endpoint(&t, &flood, &default_network(&t));
+    let _held = flood.spawn(&format!(
+        "python3 -c 'import socket, time; s=[socket.create_connection((\"{gw}\", 53)) for _ in range(100)]; time.sleep(30)'"
+    ));
+    let held = || {
+        t.host
+            .sh(&format!(
+                "ss -Htn state established '( sport = :53 and dst {flood_ip} )' | wc -l"
+            ))
+            .trim()
+            .parse::<usize>()
+            .expect("count")
+    };
+    assert!(
+        within(Duration::from_secs(10), || (held() == 8).then_some(())).is_some(),
+        "the server holds {} connections from one address: {}",
+        held(),
+        t.host.sh(&format!(
+            "ss -Htn '( sport = :53 and dst {flood_ip} )' | awk '{{print $1}}' | sort | uniq -c"
+        ))
+    );
+    assert_eq!(addresses(&web, &gw, "+tcp web"), vec![web_ip.clone()]);
+    assert!(
+        agent_files() < files_before + 20,
+        "{} open files, {files_before} before",
+        agent_files()
+    );
     assert!(
         within(Duration::from_secs(5), || t
             .agent
