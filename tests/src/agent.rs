@@ -125,6 +125,11 @@ impl Agent {
         }
     }
 
+    /// The network namespace the agent runs in.
+    pub fn netns_path(&self) -> &Path {
+        &self.ns_path
+    }
+
     pub fn state_dir(&self) -> PathBuf {
         self.dir.join("state")
     }

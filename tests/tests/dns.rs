@@ -487,6 +487,54 @@ fn names_stop_while_the_agent_is_down_and_answer_as_it_starts() {
     drop(server);
 }
 
+/// Another server on the host's port 53 (bound to every address) keeps a
+/// network's from starting: its endpoints are told no nameserver; once
+/// that server goes, the agent serves the network within a tick or two.
+#[test]
+fn a_taken_port_53_is_retried_until_free() {
+    require_root!();
+    let mut squatter = None;
+    let t = Topology::build(&["--dns-upstream", OUT_IP], |agent| {
+        let mut cmd = std::process::Command::new("nsenter");
+        cmd.arg(format!("--net={}", agent.netns_path().display()))
+            .args(["--", "python3", "-c"])
+            .arg("import socket, time; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', 53)); time.sleep(60)");
+        squatter = Some(Process::spawn(cmd, "a server on port 53"));
+        let listening = || {
+            let out = std::process::Command::new("nsenter")
+                .arg(format!("--net={}", agent.netns_path().display()))
+                .args(["--", "ss", "-Hlnu", "sport = :53"])
+                .output()
+                .expect("ss");
+            (!out.stdout.is_empty()).then_some(())
+        };
+        assert!(
+            within(Duration::from_secs(10), listening).is_some(),
+            "the squatter did not bind"
+        );
+    });
+    let web = t.container("web", &["--name", "web"]);
+    let attached = t.agent.json(&["ps"]);
+    assert!(
+        attached[0].get("dns").is_none(),
+        "a nameserver that is not there: {attached}"
+    );
+    let (web_ip, gw) = endpoint(&t, &web, &default_network(&t));
+    assert_eq!(status(&web, &gw, "web"), None);
+    drop(squatter);
+    assert!(
+        within(Duration::from_secs(10), || (status(&web, &gw, "web")
+            .as_deref()
+            == Some("NOERROR"))
+        .then_some(()))
+        .is_some(),
+        "names not served after port 53 was freed: {}",
+        t.agent.log()
+    );
+    assert_eq!(addresses(&web, &gw, "web"), vec![web_ip]);
+    assert!(t.agent.json(&["ps"])[0].get("dns").is_some());
+}
+
 /// Raw datagrams from `ns` to `server`:53, then whether the agent still
 /// answers a good query: the byte strings a broken or hostile client
 /// sends.

@@ -431,6 +431,7 @@ impl Agent {
     /// it is due, or at once when the table refused new flows (full).
     pub async fn tick(&mut self) {
         self.tick_state().await;
+        self.retry_names();
         if let Err(err) = self.sync_local_addrs().await {
             warn!(error = %err, "syncing local addresses");
         }

@@ -78,6 +78,17 @@ impl Agent {
         }
     }
 
+    /// Tries again, quietly, each network whose server could not start
+    /// (its port 53 was taken: the other server may have gone since).
+    pub(super) fn retry_names(&mut self) {
+        let Some(dns) = &mut self.dns else { return };
+        for net in self.state.all_networks() {
+            if !dns.serves(&net.name) && dns.serve(&dns_network(net)).is_ok() {
+                info!(network = %net.name, "serving names (port 53 was taken until now)");
+            }
+        }
+    }
+
     pub(super) async fn stop_names(&mut self, network: &str) {
         if let Some(dns) = &mut self.dns {
             dns.stop(network).await;
