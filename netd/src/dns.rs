@@ -15,7 +15,7 @@
 //! server's access list refuses a source outside the network's subnet.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     io,
     net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
     str::FromStr as _,
@@ -137,6 +137,8 @@ struct Holder {
 pub struct Names {
     networks: HashMap<String, NetworkNames>,
     sandboxes: HashMap<String, Vec<String>>,
+    /// Every network's domain (its name, lowercase), looked up per query.
+    domains: HashSet<String>,
 }
 
 /// What a query for a container's name gets.
@@ -163,6 +165,7 @@ impl Names {
             slot.subnet = Some(net.subnet);
             slot.internal = net.internal;
             slot.domain = net.name.to_ascii_lowercase();
+            names.domains.insert(slot.domain.clone());
         }
         for entry in entries {
             let Some(net) = names.networks.get_mut(&entry.network) else {
@@ -247,7 +250,7 @@ impl Names {
         let address_type = matches!(qtype, RecordType::A | RecordType::AAAA | RecordType::ANY);
         let in_netd_domain = text
             .rsplit_once('.')
-            .is_some_and(|(_, last)| self.networks.values().any(|n| n.domain == last));
+            .is_some_and(|(_, last)| self.domains.contains(last));
         let ours = (single && address_type) || in_netd_domain;
         if !found.is_empty() {
             found.sort();
@@ -763,11 +766,6 @@ impl Dns {
             running.stop().await;
         }
     }
-}
-
-/// The nameserver a container on `net` is told: its gateway.
-pub fn nameserver(net: &Network) -> SocketAddr {
-    SocketAddr::V4(SocketAddrV4::new(net.gateway, PORT))
 }
 
 #[cfg(test)]

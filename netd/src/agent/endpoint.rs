@@ -104,6 +104,18 @@ impl Agent {
             .filter(move |ep| self.state.network_of(ep).name == network)
     }
 
+    /// The endpoint on `network` that answers to `name`, as its name or an
+    /// alias: a name answers for one endpoint per network, and this is
+    /// where that rule is checked.
+    fn answering<'a>(
+        &'a self,
+        network: &'a str,
+        name: &'a str,
+    ) -> impl Iterator<Item = &'a EndpointState> {
+        self.on_network(network)
+            .filter(move |ep| ep.answers_to(name))
+    }
+
     /// Creates the endpoint `new` describes: validates everything first,
     /// then records it, then creates its veth, datapath entries and ports;
     /// on failure, removes what was created and the record. Returns the
@@ -185,16 +197,17 @@ impl Agent {
         // Names are unique within a network: a namespace on two networks
         // has the same default name on both. So are aliases, among names
         // and aliases: a name answers for one endpoint.
-        if let Some(holder) = self.on_network(&net.name).find(|ep| ep.answers_to(&name)) {
-            return Err(AgentError::NameTaken {
-                name,
-                id: holder.id.clone(),
-            });
+        let holder = self
+            .answering(&net.name, &name)
+            .next()
+            .map(|ep| ep.id.clone());
+        if let Some(id) = holder {
+            return Err(AgentError::NameTaken { name, id });
         }
         for (i, alias) in new.aliases.iter().enumerate() {
             let holder = self
-                .on_network(&net.name)
-                .find(|ep| ep.answers_to(alias))
+                .answering(&net.name, alias)
+                .next()
                 .map(|ep| ep.name.clone())
                 .or_else(|| {
                     (alias.eq_ignore_ascii_case(&name)
@@ -531,7 +544,8 @@ impl Agent {
         name: &str,
     ) -> Result<Vec<api::Endpoint>, AgentError> {
         check_name(name)?;
-        let sandbox = self.named(target)?.sandbox();
+        let named = self.named(target)?;
+        let sandbox = named.sandbox();
         // Names are unique per network only: two containers may have one.
         if let Some(other) = self
             .state
@@ -541,7 +555,7 @@ impl Agent {
         {
             return Err(AgentError::NameAmbiguous {
                 name: target.to_owned(),
-                first: self.named(target)?.id.clone(),
+                first: named.id.clone(),
                 second: other.id.clone(),
             });
         }
@@ -559,8 +573,8 @@ impl Agent {
                 .name
                 .clone();
             if let Some(holder) = self
-                .on_network(&net)
-                .find(|other| !ids.contains(&other.id) && other.answers_to(name))
+                .answering(&net, name)
+                .find(|other| !ids.contains(&other.id))
             {
                 return Err(AgentError::NameTaken {
                     name: name.to_owned(),

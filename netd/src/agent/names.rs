@@ -69,9 +69,7 @@ impl Agent {
     pub(super) fn serve_names(&mut self, net: &NetworkState) {
         let Some(dns) = &mut self.dns else { return };
         match dns.serve(&dns_network(net)) {
-            Ok(()) => {
-                info!(network = %net.name, nameserver = %dns::nameserver(&dns_network(net)), "serving names")
-            }
+            Ok(()) => info!(network = %net.name, nameserver = %net.gateway, "serving names"),
             Err(err) => {
                 warn!(network = %net.name, error = %err, "no DNS on this network")
             }

@@ -257,9 +257,10 @@ impl Plugin<'_> {
             // The configuration's own `dns` wins; else the agent's server
             // on the network, which Podman writes into resolv.conf.
             dns: self.conf.dns.clone().or_else(|| {
-                endpoint.dns.as_ref().map(
-                    |dns| serde_json::json!({"nameservers": dns.nameservers, "search": dns.search}),
-                )
+                endpoint
+                    .dns
+                    .as_ref()
+                    .map(|dns| serde_json::to_value(dns).expect("the agent's DNS serializes"))
             }),
         };
         Ok(serde_json::to_value(result).expect("results serialize"))

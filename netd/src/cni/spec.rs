@@ -365,8 +365,8 @@ impl NetConf {
 
     /// `runtimeConfig.aliases`, the `aliases` capability: the names the
     /// runtime gives the container on this configuration's network
-    /// (Podman's: the container's name and its `--network-alias`es), keyed
-    /// by the configuration's name.
+    /// (Podman 4.3's: the container's short ID and its `--network-alias`es),
+    /// keyed by the configuration's name.
     pub fn aliases(&self) -> Result<Vec<String>, CniError> {
         Ok(self
             .runtime_config()?

@@ -31,7 +31,7 @@ use nix::{
 use serde_json::json;
 
 use crate::{
-    beds::Kind,
+    beds::{Kind, SERVER_CPU},
     measure::{CLIENT_CPU, Measure, busy_cpu_s},
     series::Series,
 };
@@ -39,8 +39,6 @@ use crate::{
 /// Names served, as 100 endpoints of a name and 99 aliases each.
 pub const NAMES: usize = 10_000;
 const PER_ENDPOINT: usize = 100;
-/// The CPU the servers (netd's agent, dnsmasq) run on.
-const SERVER_CPU: u32 = 1;
 /// dnsmasq's port on the gateway address.
 const DNSMASQ_PORT: u16 = 5353;
 /// The bed's subnet: a /16 holds the 101 endpoints.
