@@ -105,8 +105,8 @@ abi_type! {
 }
 
 abi_type! {
-    /// What a container's host veth may send, in `NETD_VETHS` by the veth's
-    /// ifindex: anything else is spoofed.
+    /// What a container's host veth (or LAN endpoint device) may send, in
+    /// `NETD_VETHS` by the device's ifindex: anything else is spoofed.
     pub struct VethInfo {
         pub addr_be: [u8; 4],
         pub mac: [u8; 6],
@@ -115,6 +115,30 @@ abi_type! {
         pub network: u16,
     }
     size = 12;
+}
+
+/// The first ifindex netd gives a LAN endpoint's device (macvlan,
+/// ipvlan). Such a device lives in its container's namespace, where
+/// ifindexes are the namespace's own (every container's `eth0` may be 2):
+/// netd creates it with an ifindex of its choosing, unique among its
+/// endpoints and far above any a kernel hands out by itself, so that
+/// `NETD_VETHS` and `NETD_ENDPOINT_STATS` can key it by ifindex as they
+/// key host veths.
+pub const LAN_IFINDEX_BASE: u32 = 0x4e44_0000;
+/// How many LAN endpoint ifindexes netd gives out, from
+/// [`LAN_IFINDEX_BASE`].
+pub const LAN_IFINDEXES: u32 = 1 << 16;
+
+abi_type! {
+    /// What one LAN endpoint sent, in the per-CPU `NETD_ENDPOINT_STATS` by
+    /// its device's ifindex; userspace sums CPUs.
+    pub struct EndpointStats {
+        pub packets: u64,
+        pub bytes: u64,
+        /// Of those, dropped (spoofed, or against its network's policy).
+        pub dropped: u64,
+    }
+    size = 24;
 }
 
 abi_type! {

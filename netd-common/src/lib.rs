@@ -66,9 +66,10 @@ pub mod map_names {
     pub const FRAGS: &str = "NETD_FRAGS";
     pub const NETWORKS: &str = "NETD_NETWORKS";
     pub const SUBNETS: &str = "NETD_SUBNETS";
+    pub const ENDPOINT_STATS: &str = "NETD_ENDPOINT_STATS";
 
     /// Every map that is pinned.
-    pub const PINNED: [&str; 15] = [
+    pub const PINNED: [&str; 16] = [
         PROTO_STATS,
         DROPS,
         PORTS,
@@ -84,5 +85,6 @@ pub mod map_names {
         FRAGS,
         NETWORKS,
         SUBNETS,
+        ENDPOINT_STATS,
     ];
 }

@@ -17,7 +17,7 @@ use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
 use netd_common::{
     ct::{CT_AT_UPLINK, CT_TO_ENDPOINT},
     drop,
-    endpoint::{DEFAULT_NETWORK, NET_INTERNAL, NET_NO_ICC, NET_NO_MASQUERADE},
+    endpoint::{DEFAULT_NETWORK, NET_INTERNAL, NET_NO_ICC, NET_NO_MASQUERADE, VethInfo},
     stats::hook,
 };
 
@@ -45,18 +45,27 @@ fn check_source(ctx: &TcContext) -> Result<u16, u32> {
     };
     // SAFETY: a live map value, copied out.
     let veth = unsafe { *veth };
+    check_sender(ctx, &veth)?;
+    Ok(veth.network)
+}
+
+/// Drops a frame whose source MAC is not `device`'s, or an IPv4 packet
+/// whose source address is not its address; returns the frame's Ethernet
+/// type. The check of every container's frames, on a veth or a LAN device.
+#[inline(always)]
+pub fn check_sender(ctx: &TcContext, device: &VethInfo) -> Result<u16, u32> {
     let src_mac: [u8; 6] = read(ctx, 6).ok_or(drop::SPOOFED)?;
-    if src_mac != veth.mac {
+    if src_mac != device.mac {
         return Err(drop::SPOOFED);
     }
-    let ether_type: [u8; 2] = read(ctx, 12).ok_or(drop::SPOOFED)?;
-    if u16::from_be_bytes(ether_type) == parse::ETH_P_IP {
+    let ether_type = u16::from_be_bytes(read(ctx, 12).ok_or(drop::SPOOFED)?);
+    if ether_type == parse::ETH_P_IP {
         let saddr: [u8; 4] = read(ctx, parse::ETH_HLEN + parse::IP_SADDR).ok_or(drop::SPOOFED)?;
-        if saddr != veth.addr_be {
+        if saddr != device.addr_be {
             return Err(drop::SPOOFED);
         }
     }
-    Ok(veth.network)
+    Ok(ether_type)
 }
 
 /// Sends a translated packet on: into a container, or out by the FIB.

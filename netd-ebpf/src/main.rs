@@ -15,6 +15,8 @@ mod frag;
 #[cfg(target_arch = "bpf")]
 mod icmp;
 #[cfg(target_arch = "bpf")]
+mod lan;
+#[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
 mod nat;
@@ -45,7 +47,7 @@ mod programs {
     use aya_log_ebpf::debug;
     use netd_common::{drop, stats::hook};
 
-    use crate::{endpoint, observe, sock, stats, uplink};
+    use crate::{endpoint, lan, observe, sock, stats, uplink};
 
     /// Whether a drop reason is rare enough to log: failures of the
     /// datapath itself, not of the traffic (never per packet of a flood).
@@ -153,6 +155,19 @@ mod programs {
                 if worth_logging(reason) {
                     debug!(&ctx, "endpoint tc: drop, reason {}", reason);
                 }
+                TC_ACT_SHOT
+            }
+        }
+    }
+
+    /// Packets leaving a container, on TC egress of its LAN device
+    /// (macvlan, ipvlan) in its namespace.
+    #[classifier]
+    pub fn netd_lan_tc(ctx: TcContext) -> i32 {
+        match lan::try_lan_tc(&ctx) {
+            Ok(verdict) => verdict,
+            Err(reason) => {
+                stats::count_drop(reason);
                 TC_ACT_SHOT
             }
         }

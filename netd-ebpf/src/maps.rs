@@ -5,13 +5,16 @@
 //! them at load time (`max_entries` here are the defaults).
 
 use aya_ebpf::{
-    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap},
     macros::btf_map,
 };
 use netd_common::{
     ct::{CtEntry, CtKey, FragKey, FragPorts},
     drop,
-    endpoint::{DatapathConfig, EndpointInfo, MAX_NETWORKS, NetworkInfo, UplinkInfo, VethInfo},
+    endpoint::{
+        DatapathConfig, EndpointInfo, EndpointStats, MAX_NETWORKS, NetworkInfo, UplinkInfo,
+        VethInfo,
+    },
     ports::{Mapping, MappingStats, PortKey, PortValue, SockRevKey, SockRevValue},
     stats::{ProtoStats, hook},
 };
@@ -68,10 +71,14 @@ pub static NETD_NETWORKS: Array<NetworkInfo, { MAX_NETWORKS as usize }> = Array:
 #[btf_map]
 pub static NETD_SUBNETS: LpmTrie<[u8; 4], u32, { MAX_NETWORKS as usize }> = LpmTrie::new();
 
-/// Containers' host veths by ifindex: the only address and MAC each may
-/// send from.
+/// Containers' host veths and LAN endpoints' devices by ifindex (see
+/// `LAN_IFINDEX_BASE`): the only address and MAC each may send from.
 #[btf_map]
 pub static NETD_VETHS: HashMap<u32, VethInfo, 4096> = HashMap::new();
+
+/// What each LAN endpoint sent and had dropped, by its device's ifindex.
+#[btf_map]
+pub static NETD_ENDPOINT_STATS: PerCpuHashMap<u32, EndpointStats, 4096> = PerCpuHashMap::new();
 
 /// Uplinks by ifindex: the address masquerade uses for flows leaving by
 /// each.

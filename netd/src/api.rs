@@ -3,7 +3,7 @@
 //! paths. Shared by the server (agent) and the client (CLI); documented in
 //! docs/cli.md.
 
-use std::net::Ipv4Addr;
+use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
@@ -81,9 +81,18 @@ pub struct NetworkCreateRequest {
     /// Default: the subnet's first host address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<String>,
+    /// `bridge` (the default), `macvlan` or `ipvlan`.
+    #[serde(default = "bridge_driver")]
+    pub driver: String,
+    /// Endpoints get addresses from this part of the subnet only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_range: Option<String>,
+    /// `NAME=IP`: addresses no endpoint gets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aux_addresses: Vec<String>,
     #[serde(default)]
     pub internal: bool,
-    /// `KEY=VALUE`, Docker's bridge driver options.
+    /// `KEY=VALUE`, the driver's options (Docker's names).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub options: Vec<String>,
     /// `KEY=VALUE`.
@@ -97,6 +106,10 @@ pub struct NetworkCreateRequest {
     pub exist_ok: bool,
 }
 
+fn bridge_driver() -> String {
+    "bridge".to_owned()
+}
+
 /// One network, as `netd network ls` lists it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkSummary {
@@ -106,7 +119,10 @@ pub struct NetworkSummary {
     pub scope: String,
     pub subnet: Ipv4Net,
     pub gateway: Ipv4Addr,
+    /// Empty for a LAN network, which has its `parent` instead.
     pub bridge: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
     pub internal: bool,
     pub endpoints: usize,
     pub created: String,
@@ -170,6 +186,9 @@ pub struct Stats {
     /// Packets seen per hook, by protocol.
     pub hooks: std::collections::BTreeMap<String, HookStats>,
     pub ports: Vec<Port>,
+    /// What each LAN endpoint (macvlan, ipvlan) sent, by endpoint name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<EndpointCounters>,
     pub conntrack_entries: u64,
     pub conntrack_max: u32,
     pub xdp: bool,
@@ -179,6 +198,17 @@ pub struct Stats {
     /// The agent's own memory.
     #[serde(default)]
     pub agent: AgentMemory,
+}
+
+/// What one LAN endpoint sent, and how much of it was dropped (spoofed, or
+/// against its network's policy).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct EndpointCounters {
+    pub name: String,
+    pub network: String,
+    pub packets: u64,
+    pub bytes: u64,
+    pub dropped: u64,
 }
 
 /// The agent process's memory: `heap_bytes` is what is allocated now (it
@@ -383,7 +413,15 @@ pub struct Ipam {
 #[serde(rename_all = "PascalCase")]
 pub struct IpamConfig {
     pub subnet: Ipv4Net,
+    #[serde(rename = "IPRange", default, skip_serializing_if = "Option::is_none")]
+    pub ip_range: Option<Ipv4Net>,
     pub gateway: Ipv4Addr,
+    #[serde(
+        rename = "AuxiliaryAddresses",
+        default,
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub aux_addresses: BTreeMap<String, Ipv4Addr>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -15,14 +15,15 @@ use netlink_packet_route::{
     AddressFamily,
     address::AddressAttribute,
     link::{
-        InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, LinkXdp,
-        XdpAttached,
+        InfoData, InfoKind, InfoVeth, IpVlanFlags, IpVlanMode, LinkAttribute, LinkFlags, LinkInfo,
+        LinkMessage, LinkXdp, MacVlanMode, XdpAttached,
     },
     route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType},
     rule::{RuleAction, RuleAttribute, RuleMessage},
 };
 use rtnetlink::{
-    Handle, IpVersion, LinkBridge, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder,
+    Handle, IpVersion, LinkBridge, LinkIpVlan, LinkMacVlan, LinkMessageBuilder, LinkUnspec,
+    LinkVlan, RouteMessageBuilder,
 };
 use thiserror::Error;
 
@@ -127,6 +128,28 @@ impl Link {
         }
         link
     }
+}
+
+/// The kind of a LAN endpoint's device, with its mode.
+#[derive(Clone, Copy, Debug)]
+pub enum LanDevice {
+    Macvlan(MacVlanMode),
+    Ipvlan(IpVlanMode, IpVlanFlags),
+}
+
+/// A LAN endpoint's device to create.
+pub struct NewLanDevice<'a> {
+    pub name: &'a str,
+    pub kind: LanDevice,
+    /// The parent's index in this namespace.
+    pub parent: u32,
+    /// The ifindex it gets.
+    pub index: u32,
+    /// Where it is created: this namespace for `None`.
+    pub netns: Option<&'a Netns>,
+    /// macvlan only: ipvlan devices have their parent's.
+    pub mac: Option<MacAddr>,
+    pub mtu: u32,
 }
 
 /// An IPv4 route of the main table.
@@ -250,18 +273,26 @@ impl Netlink {
 
     /// The link named `name`, if there is one.
     pub async fn link(&self, name: &str) -> Result<Option<Link>, NetlinkError> {
-        let result: Result<Vec<LinkMessage>, _> = self
-            .handle
-            .link()
-            .get()
-            .match_name(name.to_owned())
-            .execute()
-            .try_collect()
-            .await;
+        let request = self.handle.link().get().match_name(name.to_owned());
+        Self::one_link(request, name).await
+    }
+
+    /// The link with index `index`, if there is one.
+    pub async fn link_by_index(&self, index: u32) -> Result<Option<Link>, NetlinkError> {
+        let request = self.handle.link().get().match_index(index);
+        Self::one_link(request, &index.to_string()).await
+    }
+
+    /// The answer to a request for one link; `None` if there is none.
+    async fn one_link(
+        request: rtnetlink::LinkGetRequest,
+        what: &str,
+    ) -> Result<Option<Link>, NetlinkError> {
+        let result: Result<Vec<LinkMessage>, _> = request.execute().try_collect().await;
         match result {
             Ok(messages) => Ok(messages.first().map(Link::from_message)),
             Err(err) if is_errno(&err, libc::ENODEV) => Ok(None),
-            Err(err) => Err(Self::error(format!("look up link {name}"))(err)),
+            Err(err) => Err(Self::error(format!("look up link {what}"))(err)),
         }
     }
 
@@ -325,6 +356,100 @@ impl Netlink {
     }
 
     /// Applies `change` to an existing link.
+    /// Creates a macvlan or ipvlan device on a parent of this namespace,
+    /// directly in its target namespace (as [`Self::create_veth`] creates
+    /// a peer), with the ifindex asked for.
+    pub async fn create_lan_device(&self, device: &NewLanDevice<'_>) -> Result<(), NetlinkError> {
+        use std::os::fd::AsRawFd as _;
+        let mut message = match device.kind {
+            LanDevice::Macvlan(mode) => LinkMacVlan::new(device.name, device.parent, mode)
+                .index(device.index)
+                .mtu(device.mtu),
+            LanDevice::Ipvlan(mode, flags) => {
+                let builder = LinkIpVlan::new(device.name, device.parent, mode)
+                    .index(device.index)
+                    .mtu(device.mtu);
+                let builder = if flags.is_empty() {
+                    builder
+                } else {
+                    builder.flag(flags)
+                };
+                // Same message, another builder type: build both the same.
+                let mut message = builder.build();
+                if let Some(ns) = device.netns {
+                    message
+                        .attributes
+                        .push(LinkAttribute::NetNsFd(ns.file().as_raw_fd()));
+                }
+                return self
+                    .handle
+                    .link()
+                    .add(message)
+                    .execute()
+                    .await
+                    .map_err(Self::error(format!("create ipvlan {}", device.name)));
+            }
+        };
+        if let Some(mac) = device.mac {
+            message = message.address(mac.0.to_vec());
+        }
+        if let Some(ns) = device.netns {
+            message = message.setns_by_fd(ns.file().as_raw_fd());
+        }
+        self.handle
+            .link()
+            .add(message.build())
+            .execute()
+            .await
+            .map_err(Self::error(format!("create macvlan {}", device.name)))
+    }
+
+    /// Creates the 802.1Q sub-interface `name` of link `parent` for VLAN
+    /// `id`, up.
+    pub async fn create_vlan(&self, name: &str, parent: u32, id: u16) -> Result<(), NetlinkError> {
+        self.handle
+            .link()
+            .add(LinkVlan::new(name, parent, id).up().build())
+            .execute()
+            .await
+            .map_err(Self::error(format!("create VLAN {id} link {name}")))
+    }
+
+    /// Routes `destination` on-link out of link `index`; already present
+    /// is not an error.
+    pub async fn add_link_route(
+        &self,
+        destination: Ipv4Net,
+        index: u32,
+    ) -> Result<(), NetlinkError> {
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(destination.network(), destination.prefix_len())
+            .output_interface(index)
+            .scope(RouteScope::Link)
+            .build();
+        match self.handle.route().add(route).execute().await {
+            Err(err) if is_errno(&err, libc::EEXIST) => Ok(()),
+            other => other.map_err(Self::error(format!("add a route to {destination}"))),
+        }
+    }
+
+    /// Removes what [`Self::add_link_route`] added; absent is not an error.
+    pub async fn del_link_route(
+        &self,
+        destination: Ipv4Net,
+        index: u32,
+    ) -> Result<(), NetlinkError> {
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(destination.network(), destination.prefix_len())
+            .output_interface(index)
+            .scope(RouteScope::Link)
+            .build();
+        match self.handle.route().del(route).execute().await {
+            Err(err) if is_errno(&err, libc::ESRCH) || is_errno(&err, libc::ENODEV) => Ok(()),
+            other => other.map_err(Self::error(format!("delete the route to {destination}"))),
+        }
+    }
+
     async fn set(&self, change: LinkMessage, op: String) -> Result<(), NetlinkError> {
         self.handle
             .link()

@@ -46,6 +46,12 @@ pub fn endpoint_link(veth: &str) -> String {
     format!("endpoint-{veth}")
 }
 
+/// The link of the program on LAN endpoint device `ifindex` (unique: netd
+/// chooses LAN devices' ifindexes).
+pub fn lan_endpoint_link(ifindex: u32) -> String {
+    format!("endpoint-lan-{ifindex}")
+}
+
 /// The link of an uplink's program of `kind` (`tc`, `xdp`).
 pub fn uplink_link(kind: &str, uplink: &str) -> String {
     format!("uplink-{kind}-{uplink}")

@@ -340,6 +340,16 @@ impl Agent {
             .unwrap_or_else(|e| panic!("netd {args:?}: not JSON ({e}): {out}"))
     }
 
+    /// Asserts that `netd ARGS` fails with one line containing `needle`,
+    /// and that the networks, endpoints and state are as they were.
+    pub fn refuses(&self, args: &[&str], needle: &str) {
+        let before = (self.ok(&["network", "ls"]), self.ok(&["ps"]), self.state());
+        self.cli(args)
+            .assert_refused(&format!("netd {args:?}"), needle);
+        let after = (self.ok(&["network", "ls"]), self.ok(&["ps"]), self.state());
+        assert_eq!(before, after, "netd {args:?} changed something");
+    }
+
     /// The count of packets dropped for `reason` (`netd stats`).
     pub fn drops(&self, reason: &str) -> u64 {
         self.json(&["stats"])["drops"][reason]

@@ -542,3 +542,54 @@ fn conflists_name_their_network_and_settings_are_checked() {
         .collect();
     assert_eq!(names, ["netd", "back", "front"]);
 }
+
+#[test]
+fn a_conflist_makes_a_macvlan_network_and_its_endpoints_are_on_the_lan() {
+    require_root!();
+    let t = Topology::new(&[]);
+    let lan = Netns::new("lan");
+    netd_tests::netns::veth(&t.host, "lan0", &lan, "eth0");
+    lan.ip("addr add 192.168.77.1/24 dev eth0");
+    t.host.ip("addr add 192.168.77.2/24 dev lan0");
+    let ctr = Netns::new("ctr");
+    let path = ctr.path().display().to_string();
+    let id = "4a1c0ffee0000000000000000000000000000000000000000000000000000003";
+    let mut conf = conf(&t.agent, "1.1.0", json!([]));
+    conf["network"] = json!("lan");
+    conf["driver"] = json!("macvlan");
+    conf["subnet"] = json!("192.168.77.0/24");
+    conf["gateway"] = json!("192.168.77.1");
+    conf["options"] = json!({"parent": "lan0"});
+
+    let add = cni("ADD", &env(id, &path), &conf);
+    assert!(add.success, "{:?}", add.stdout);
+    // One interface, the container's: a LAN endpoint has no host side.
+    assert_eq!(add.stdout["interfaces"].as_array().map(Vec::len), Some(1));
+    assert_eq!(add.stdout["ips"][0]["interface"], 0);
+    assert_eq!(add.stdout["ips"][0]["address"], "192.168.77.3/24");
+    let inspect = t.agent.json(&["network", "inspect", "lan"]);
+    assert_eq!(inspect[0]["Driver"], "macvlan");
+    assert!(
+        ctr.try_sh("ping -c1 -W1 -q 192.168.77.1").status.success(),
+        "the container reaches the LAN's router"
+    );
+    assert!(cni("CHECK", &env(id, &path), &conf).success);
+    // The same network as a bridge one: a contradiction, refused.
+    let mut bridge = conf.clone();
+    bridge["driver"] = json!("bridge");
+    let other = Netns::new("other");
+    let other_path = other.path().display().to_string();
+    let refused = cni("ADD", &env("other", &other_path), &bridge);
+    assert!(!refused.success);
+    assert!(
+        refused.stdout["msg"]
+            .as_str()
+            .is_some_and(|m| m.contains("driver")),
+        "{}",
+        refused.stdout
+    );
+    assert!(cni("DEL", &env(id, &path), &conf).success);
+    assert!(cni("DEL", &env(id, &path), &conf).success, "DEL twice");
+    assert!(endpoints(&t.agent).is_empty());
+    assert!(!ctr.try_sh("ip link show eth0").status.success());
+}

@@ -634,3 +634,78 @@ fn network_inspect_prints_what_docker_prints_for_its_default_network() {
     assert_eq!(ours["Name"], "netd", "the network's own name");
     docker.ok(&["rm", "-f", "control"]);
 }
+
+#[test]
+fn docker_macvlan_networks_are_netd_lan_networks_with_sources_checked() {
+    require_root!();
+    let plugin_dir = Scratch::new();
+    let plugin_socket = plugin_dir.0.join("netd-docker.sock");
+    let socket_arg = plugin_socket.to_string_lossy().into_owned();
+    let t = Topology::new(&["--docker-plugin-socket", &socket_arg]);
+    let lan = netd_tests::netns::Netns::new("lan");
+    netd_tests::netns::veth(&t.host, "lan0", &lan, "eth0");
+    lan.ip("addr add 192.168.77.1/24 dev eth0");
+    t.host.ip("addr add 192.168.77.2/24 dev lan0");
+    let docker = Dockerd::start(&t.host, &plugin_socket);
+    docker.import_busybox();
+
+    docker.ok(&[
+        "network",
+        "create",
+        "-d",
+        "netd",
+        "-o",
+        "netd.driver=macvlan",
+        "-o",
+        "parent=lan0",
+        "--subnet",
+        "192.168.77.0/24",
+        "--gateway",
+        "192.168.77.1",
+        // The host's own address: Docker's IPAM must not give it out.
+        "--aux-address",
+        "host=192.168.77.2",
+        "lanet",
+    ]);
+    let id = docker.ok(&["network", "inspect", "-f", "{{.Id}}", "lanet"]);
+    let netd_name = format!("docker-{}", &id[..12]);
+    let inspect = t.agent.json(&["network", "inspect", &netd_name]);
+    assert_eq!(inspect[0]["Driver"], "macvlan", "{inspect}");
+    assert_eq!(inspect[0]["Options"]["parent"], "lan0", "{inspect}");
+
+    // Docker moves netd's device into the container: the LAN is reached,
+    // and netd's program, attached before the move, still checks sources.
+    docker.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "lanet",
+        IMAGE,
+        "/bin/busybox",
+        "ping",
+        "-c1",
+        "-W2",
+        "192.168.77.1",
+    ]);
+    let spoofed = t.agent.drops("spoofed");
+    let forged = docker.docker(&[
+        "run",
+        "--rm",
+        "--cap-add",
+        "NET_ADMIN",
+        "--network",
+        "lanet",
+        IMAGE,
+        "sh",
+        "-c",
+        "/bin/busybox ip addr add 192.168.77.99/24 dev eth0 && /bin/busybox ping -c1 -W2 -I 192.168.77.99 192.168.77.1",
+    ]);
+    assert!(!forged.status.success(), "a forged source reaches nothing");
+    assert!(t.agent.drops("spoofed") > spoofed, "counted as spoofed");
+    assert!(
+        t.agent.json(&["ps"]).as_array().expect("ps").is_empty(),
+        "docker run --rm removed its endpoints"
+    );
+    docker.ok(&["network", "rm", "lanet"]);
+    assert!(t.agent.cli(&["network", "inspect", &netd_name]).code != 0);
+}

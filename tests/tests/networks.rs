@@ -42,25 +42,6 @@ fn network_names(agent: &Agent) -> Vec<String> {
         .collect()
 }
 
-/// `netd ARGS` fails with a message containing `needle`, and the
-/// networks, endpoints and state are as they were.
-fn refused(agent: &Agent, args: &[&str], needle: &str) {
-    let before = (
-        agent.ok(&["network", "ls"]),
-        agent.ok(&["ps"]),
-        agent.state(),
-    );
-    agent
-        .cli(args)
-        .assert_refused(&format!("netd {args:?}"), needle);
-    let after = (
-        agent.ok(&["network", "ls"]),
-        agent.ok(&["ps"]),
-        agent.state(),
-    );
-    assert_eq!(before, after, "netd {args:?} changed something");
-}
-
 #[test]
 fn networks_are_created_listed_inspected_and_removed() {
     require_root!();
@@ -205,7 +186,7 @@ fn networks_are_created_listed_inspected_and_removed() {
             "no endpoint for",
         ),
     ] {
-        refused(&t.agent, &args, needle);
+        t.agent.refuses(&args, needle);
     }
 
     t.agent.ok(&["detach", ns.name()]);
@@ -219,11 +200,8 @@ fn networks_are_created_listed_inspected_and_removed() {
         "its bridge went with it"
     );
     // Removing twice says so, and changes nothing.
-    refused(
-        &t.agent,
-        &["network", "rm", "backend"],
-        "no such network: backend",
-    );
+    t.agent
+        .refuses(&["network", "rm", "backend"], "no such network: backend");
 }
 
 #[test]

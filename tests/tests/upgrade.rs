@@ -123,7 +123,7 @@ fn the_previous_release_upgrades_without_a_dropped_flow_and_refuses_to_downgrade
     eprintln!("{}", flows.finish());
 
     // State: migrated and written at start.
-    wait_state_version(&t.agent, 2);
+    wait_state_version(&t.agent, 3);
     let ps = t.agent.json(&["ps"]);
     assert_eq!(ps[0]["name"], c1.name(), "{ps}");
     assert_eq!(ps[0]["network"], "netd", "{ps}");
@@ -236,7 +236,7 @@ fn a_state_of_a_newer_netd_is_refused_and_left_alone() {
     let mut state: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(&path).expect("state.json")).expect("json");
     let written = state.clone();
-    state["version"] = 3.into();
+    state["version"] = 4.into();
     state["from_the_future"] = true.into();
     let newer = serde_json::to_vec_pretty(&state).expect("json");
     fs::write(&path, &newer).expect("write");

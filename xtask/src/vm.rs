@@ -300,13 +300,14 @@ struct KernelImage {
 /// module goes into the initramfs (with the modules they depend on): what
 /// netd and its tests make the kernel load (veth, bridge, sch_ingress for
 /// clsact, cls_bpf, netfilter for the tests that check netd adds no rule,
-/// vxlan, the socket diagnostics) and what mounting the host's root needs
+/// vxlan, ipvlan and 802.1Q for LAN networks, the socket diagnostics) and what mounting the host's root needs
 /// (virtio, 9p). Wireless, storage and hardware drivers stay out.
 const MODULE_TREES: &[&str] = &[
     // Algorithms modules ask for by name when they load, which modules.dep
     // does not list: nf_tables needs libcrc32c, which wants crc32c.
     "arch/x86/crypto",
     "crypto",
+    "drivers/net/ipvlan",
     "drivers/net/vxlan",
     "drivers/virtio",
     "fs/9p",

@@ -470,6 +470,9 @@ impl Config {
                     options: BTreeMap::new(),
                     labels: BTreeMap::new(),
                     docker_id: None,
+                    driver: super::state::Driver::Bridge,
+                    ip_range: None,
+                    aux_addresses: BTreeMap::new(),
                 }
             }
         };

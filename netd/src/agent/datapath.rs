@@ -27,9 +27,10 @@ use super::{
 use crate::{
     api,
     datapath::{
-        ENDPOINT_TC, SOCKET_PROGRAMS, TcMode, UPLINK_TC,
+        ENDPOINT_TC, LAN_TC, SOCKET_PROGRAMS, TcMode, UPLINK_TC,
         conntrack::{self, Collect, FlowPair},
     },
+    netns::Netns,
     paths::{cgroup_link, endpoint_link, uplink_link},
 };
 
@@ -76,6 +77,15 @@ pub struct Collected {
 
 fn addr_port(addr: [u8; 4], port: [u8; 2]) -> String {
     format!("{}:{}", Ipv4Addr::from(addr), u16::from_be_bytes(port))
+}
+
+/// The pin of the link of `ep`'s program: on its host veth, or on its LAN
+/// device.
+fn endpoint_pin(ep: &EndpointState) -> String {
+    match ep.lan_ifindex {
+        Some(index) => crate::paths::lan_endpoint_link(index),
+        None => endpoint_link(&ep.host_ifname),
+    }
 }
 
 /// The `NET_*` flags of `net`'s own settings.
@@ -128,8 +138,11 @@ impl Agent {
         for net in &networks {
             self.sync_network(net).await?;
         }
-        let wanted: BTreeSet<(Ipv4Net, u16)> =
-            networks.iter().map(|net| (net.subnet, net.index)).collect();
+        let wanted: BTreeSet<(Ipv4Net, u16)> = networks
+            .iter()
+            .filter(|net| net.lan().is_none())
+            .map(|net| (net.subnet, net.index))
+            .collect();
         for (subnet, index) in self.datapath.maps().subnets()? {
             if !wanted.contains(&(subnet, index)) {
                 self.datapath.maps().remove_network(index, subnet)?;
@@ -176,7 +189,7 @@ impl Agent {
         let endpoints: Vec<EndpointState> = self.state.endpoints.values().cloned().collect();
         for ep in &endpoints {
             self.connect_endpoint(ep).await?;
-            wanted_pins.insert(endpoint_link(&ep.host_ifname));
+            wanted_pins.insert(endpoint_pin(ep));
         }
         let known: BTreeSet<Ipv4Addr> = endpoints.iter().map(|ep| ep.ip).collect();
         for (ip, info) in self.datapath.maps().endpoints()? {
@@ -286,9 +299,26 @@ impl Agent {
             .state
             .endpoints
             .values()
-            .filter(|ep| ep.phase == Phase::Ready)
+            .filter(|ep| ep.phase == Phase::Ready && ep.lan_ifindex.is_none())
             .map(|ep| ep.host_ifname.clone())
             .collect();
+        let lan: Vec<EndpointState> = self
+            .state
+            .endpoints
+            .values()
+            .filter(|ep| ep.phase == Phase::Ready && ep.netns_ident.ino != 0)
+            .filter(|ep| ep.lan_ifindex.is_some() && !self.datapath.has_link_pin(&endpoint_pin(ep)))
+            .cloned()
+            .collect();
+        for ep in lan {
+            // Its device is in its container's namespace: attached from there.
+            let Ok(ns) = Netns::open(&ep.netns.to_string_lossy()) else {
+                continue;
+            };
+            let datapath = &mut self.datapath;
+            ns.run(|| datapath.attach_tc_egress(LAN_TC, &ep.ifname, &endpoint_pin(&ep)))??;
+            warn!(endpoint = %ep.name, "a LAN endpoint's TC attachment was removed; attached again");
+        }
         for veth in ready {
             let pin = endpoint_link(&veth);
             if self
@@ -343,15 +373,24 @@ impl Agent {
             _pad: [0; 2],
             flags: network_flags(net),
         };
-        self.datapath
-            .maps()
-            .set_network(net.index, net.subnet, &info)?;
+        if net.lan().is_some() {
+            self.datapath
+                .maps()
+                .set_network_settings(net.index, &info)?;
+        } else {
+            self.datapath
+                .maps()
+                .set_network(net.index, net.subnet, &info)?;
+        }
         Ok(())
     }
 
     /// Attaches the endpoint program to `ep`'s host veth and records the
     /// endpoint in `NETD_ENDPOINTS`.
     pub(super) async fn connect_endpoint(&mut self, ep: &EndpointState) -> Result<(), AgentError> {
+        if ep.lan_ifindex.is_some() {
+            return self.connect_lan_endpoint(ep).await;
+        }
         let link = self
             .nl
             .link(&ep.host_ifname)
@@ -394,7 +433,10 @@ impl Agent {
             self.datapath.maps().remove_veth(ifindex)?;
         }
         self.datapath.maps().remove_endpoint(ep.ip)?;
-        self.datapath.detach(&endpoint_link(&ep.host_ifname))?;
+        self.datapath.detach(&endpoint_pin(ep))?;
+        if let Some(index) = ep.lan_ifindex {
+            self.datapath.maps().uncount_endpoint(index)?;
+        }
         // Its flows go with it: a container attached next may get the same
         // address and open the same 5-tuples, and must not have its
         // replies steered to this veth. (Garbage collection catches what a
@@ -415,6 +457,13 @@ impl Agent {
         }
         if let Err(err) = self.disconnect_endpoint(ep) {
             warn!(error = %err, "disconnecting {}", ep.name);
+        }
+        if ep.lan_ifindex.is_some() {
+            self.unroute_shim(ep).await;
+            if let Err(err) = self.delete_lan_device(ep).await {
+                warn!(error = %err, "deleting the device of {}", ep.name);
+            }
+            return;
         }
         match self.nl.link(&ep.host_ifname).await {
             Ok(Some(link)) => {
@@ -654,7 +703,27 @@ impl Agent {
         let hooks = self.datapath.maps().proto_stats()?;
         let ports = self.ports()?;
         let conntrack_entries = self.datapath.maps().ct_count()? as u64;
+        let lan: Vec<EndpointState> = self
+            .state
+            .endpoints
+            .values()
+            .filter(|ep| ep.lan_ifindex.is_some() && ep.phase == Phase::Ready)
+            .cloned()
+            .collect();
+        let mut endpoints = Vec::new();
+        for ep in lan {
+            let index = ep.lan_ifindex.expect("filtered");
+            let counted = self.datapath.maps().endpoint_stats(index)?;
+            endpoints.push(api::EndpointCounters {
+                network: self.state.network_of(&ep).name.clone(),
+                name: ep.name,
+                packets: counted.packets,
+                bytes: counted.bytes,
+                dropped: counted.dropped,
+            });
+        }
         Ok(api::Stats {
+            endpoints,
             drops: drop::NAMES
                 .iter()
                 .map(|n| (*n).to_owned())

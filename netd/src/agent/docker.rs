@@ -463,6 +463,10 @@ fn check_gateway(net: &NetworkState, given: Option<&str>) -> Result<(), DockerEr
     }
 }
 
+/// The `docker network create -o` option that picks netd's driver
+/// (`netd.driver=macvlan`): Docker's `-d` names the plugin, netd.
+const DRIVER_OPTION: &str = "netd.driver";
+
 /// A `-o` value as Docker passes it (a JSON string, or a bare JSON value),
 /// as text.
 fn option_text(value: &Value) -> String {
@@ -602,12 +606,17 @@ impl Agent {
                 })
             })
             .transpose()?;
-        let driver_options = options
-            .generic
-            .iter()
-            .flatten()
-            .map(|(key, value)| format!("{key}={}", option_text(value)))
-            .collect();
+        // `-o netd.driver=macvlan` picks netd's driver; the rest are its
+        // options.
+        let mut driver = "bridge".to_owned();
+        let mut driver_options = Vec::new();
+        for (key, value) in options.generic.iter().flatten() {
+            if key == DRIVER_OPTION {
+                driver = option_text(value);
+            } else {
+                driver_options.push(format!("{key}={}", option_text(value)));
+            }
+        }
         let short = &docker_id[..docker_id.len().min(12)];
         let created = self
             .make_network(
@@ -615,6 +624,9 @@ impl Agent {
                     name: format!("docker-{short}"),
                     subnet: subnet.map(|s| s.to_string()),
                     gateway: gateway.map(|g| g.to_string()),
+                    driver,
+                    ip_range: None,
+                    aux_addresses: Vec::new(),
                     internal: options.internal,
                     options: driver_options,
                     labels: Vec::new(),

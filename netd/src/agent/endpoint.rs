@@ -19,7 +19,7 @@ use super::{
     config::check_ifname,
     error::{AgentError, BRIDGE_MAX_PORTS},
     ipam, now_rfc3339, random_hex,
-    state::{Change, EndpointState, Phase},
+    state::{Change, EndpointState, NetworkState, Phase},
 };
 use crate::{
     api, failpoint,
@@ -94,6 +94,26 @@ impl Agent {
         self.on_network(network)
             .map(|ep| (ep.ip, ep.name.clone()))
             .collect()
+    }
+
+    /// Addresses of `net` no endpoint gets, with what holds each: its aux
+    /// addresses, and on a LAN network the host's own on the parent and
+    /// the host's shim.
+    async fn reserved_on(
+        &self,
+        net: &NetworkState,
+    ) -> Result<BTreeMap<Ipv4Addr, String>, AgentError> {
+        let Some(lan) = net.lan() else {
+            return self.reserved(net.subnet, &net.aux_addresses, None).await;
+        };
+        let parent = self.nl.link(&lan.parent).await?.map(|link| link.index);
+        let mut reserved = self
+            .reserved(net.subnet, &net.aux_addresses, parent)
+            .await?;
+        if let Some(shim) = &lan.shim {
+            reserved.insert(shim.ip, format!("the host's shim {}", shim.ifname));
+        }
+        Ok(reserved)
     }
 
     /// The endpoints on network `network`.
@@ -180,13 +200,20 @@ impl Agent {
                 siblings.push(ep.ifname.clone());
             }
         }
-        let taken = self.taken(&net.name);
+        let mut taken = self.taken(&net.name);
+        let reserved = self.reserved_on(&net).await?;
         let ip = match new.ip {
             Some(ip) => {
+                if let Some(by) = reserved.get(&ip) {
+                    return Err(AgentError::IpHeld { ip, by: by.clone() });
+                }
                 ipam::check_requested(ip, net.subnet, net.gateway, &taken)?;
                 ip
             }
-            None => ipam::next_free(net.subnet, net.gateway, &taken)?,
+            None => {
+                taken.extend(reserved);
+                ipam::next_free_in(net.ip_range, net.subnet, net.gateway, &taken)?
+            }
         };
         let id = new.id.clone().unwrap_or_else(|| random_hex(32));
         let name = match (&new.name, &new.placement) {
@@ -224,10 +251,14 @@ impl Agent {
                 });
             }
         }
-        let bridge_index = self.bridges[&net.name];
-        let ports = self.nl.ports_of(bridge_index).await?.len();
-        if ports >= BRIDGE_MAX_PORTS {
-            return Err(AgentError::BridgeFull { bridge: net.bridge });
+        if net.lan().is_none() {
+            let bridge_index = self.bridges[&net.name];
+            let ports = self.nl.ports_of(bridge_index).await?.len();
+            if ports >= BRIDGE_MAX_PORTS {
+                return Err(AgentError::BridgeFull {
+                    bridge: net.bridge.clone(),
+                });
+            }
         }
         // The ports too are checked before anything is recorded or
         // created (they are planned again, under the same lock, once the
@@ -251,15 +282,30 @@ impl Agent {
                 host_placed_ifname(&id),
             ),
         };
+        // A LAN endpoint has no host side: a device with an ifindex of
+        // netd's choosing instead (see `lan`).
+        let (host_ifname, lan_ifindex, mac) = match net.lan() {
+            None => (
+                host_ifname(&id),
+                None,
+                new.mac.unwrap_or_else(|| MacAddr::from_ipv4(ip)),
+            ),
+            Some(_) => (
+                String::new(),
+                Some(self.free_lan_ifindex()?),
+                self.lan_mac(&net, ip, new.mac).await?,
+            ),
+        };
         let endpoint = EndpointState {
-            host_ifname: host_ifname(&id),
+            host_ifname,
+            lan_ifindex,
             id: id.clone(),
             name,
             netns,
             netns_ident,
             ifname,
             ip,
-            mac: new.mac.unwrap_or_else(|| MacAddr::from_ipv4(ip)),
+            mac,
             created: now_rfc3339(),
             phase: Phase::Creating,
             ports: Vec::new(),
@@ -370,20 +416,25 @@ impl Agent {
         configure: Option<Configure>,
     ) -> Result<(), AgentError> {
         let net = self.state.network_of(ep);
-        if let Err(err) = self
-            .nl
-            .create_veth(&ep.host_ifname, &ep.ifname, ns, ep.mac, net.mtu)
-            .await
-        {
-            if err.errno() == Some(libc::EEXIST) {
-                return Err(AgentError::IfnameTaken {
-                    path: ep.netns.clone(),
-                    ifname: ep.ifname.clone(),
-                });
+        if ep.lan_ifindex.is_some() {
+            self.create_lan_device(ep, configure.is_some().then_some(ns))
+                .await?;
+        } else {
+            if let Err(err) = self
+                .nl
+                .create_veth(&ep.host_ifname, &ep.ifname, ns, ep.mac, net.mtu)
+                .await
+            {
+                if err.errno() == Some(libc::EEXIST) {
+                    return Err(AgentError::IfnameTaken {
+                        path: ep.netns.clone(),
+                        ifname: ep.ifname.clone(),
+                    });
+                }
+                return Err(err.into());
             }
-            return Err(err.into());
+            self.bridge_port(ep).await?;
         }
-        self.bridge_port(ep).await?;
         failpoint::hit("attach:veth-created");
         let Some(configure) = configure else {
             return Ok(());
@@ -424,7 +475,12 @@ impl Agent {
             .endpoints
             .values()
             .filter(|ep| {
-                ep.phase == Phase::Ready && !links.iter().any(|l| l.name == ep.host_ifname)
+                ep.phase == Phase::Ready
+                    && if ep.lan_ifindex.is_some() {
+                        self.lan_endpoint_gone(ep)
+                    } else {
+                        !links.iter().any(|l| l.name == ep.host_ifname)
+                    }
             })
             .cloned()
             .collect();
@@ -451,7 +507,10 @@ impl Agent {
         failpoint::hit("detach:recorded");
         self.withdraw(&ep, &ep.ports)?;
         self.disconnect_endpoint(&ep)?;
-        if let Some(link) = self.nl.link(&ep.host_ifname).await? {
+        if ep.lan_ifindex.is_some() {
+            self.unroute_shim(&ep).await;
+            self.delete_lan_device(&ep).await?;
+        } else if let Some(link) = self.nl.link(&ep.host_ifname).await? {
             self.nl.del_link(link.index, &ep.host_ifname).await?;
         }
         self.forget(id)?;
@@ -613,6 +672,8 @@ impl Agent {
             return Err(broken("it is being attached or detached".to_owned()));
         }
         match self.nl.link(&ep.host_ifname).await? {
+            // A LAN endpoint has no host side.
+            _ if ep.lan_ifindex.is_some() => {}
             None => {
                 return Err(broken(format!(
                     "its host veth {} is missing",

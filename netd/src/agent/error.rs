@@ -36,6 +36,8 @@ pub enum AgentError {
     },
     #[error("{ip} is already assigned to endpoint {name}")]
     IpTaken { ip: Ipv4Addr, name: String },
+    #[error("{ip} is reserved: it is {by}")]
+    IpHeld { ip: Ipv4Addr, by: String },
     #[error("the subnet {subnet} is full: no free address left")]
     SubnetFull { subnet: Ipv4Net },
     #[error(transparent)]
@@ -206,6 +208,12 @@ pub enum AgentError {
     UnknownTarget(String),
     #[error(transparent)]
     Datapath(#[from] crate::datapath::DatapathError),
+    #[error(transparent)]
+    Lan(#[from] super::lan::LanError),
+    #[error("invalid --ip-range {range}: it is not inside the subnet {subnet}")]
+    IpRange { range: Ipv4Net, subnet: Ipv4Net },
+    #[error("invalid --aux-address {0:?}: expected NAME=IP, the IP inside the subnet")]
+    AuxAddress(String),
     #[error("{what}")]
     Io {
         what: String,
@@ -269,6 +277,8 @@ impl AgentError {
             | Self::TooManyMappings(_)
             | Self::State(StateError::Full { .. }) => ErrorKind::Exhausted,
             Self::Datapath(_) | Self::Dns(_) => ErrorKind::Internal,
+            Self::Lan(err) => err.kind(),
+            Self::IpRange { .. } | Self::AuxAddress(_) => ErrorKind::InvalidArgument,
             Self::Netns(NetnsError::NotNetns { .. })
             | Self::IpSyntax(_)
             | Self::IpOutsideSubnet { .. }
@@ -290,6 +300,7 @@ impl AgentError {
             | Self::ConfigMismatch { .. }
             | Self::NetworkContradiction { .. } => ErrorKind::InvalidArgument,
             Self::IpTaken { .. }
+            | Self::IpHeld { .. }
             | Self::NameTaken { .. }
             | Self::AliasTaken { .. }
             | Self::NameAmbiguous { .. }

@@ -110,14 +110,106 @@ pub fn next_free(
     gateway: Ipv4Addr,
     taken: &BTreeMap<Ipv4Addr, String>,
 ) -> Result<Ipv4Addr, AgentError> {
-    subnet
-        .hosts()
+    next_free_in(None, subnet, gateway, taken)
+}
+
+/// [`next_free`] within `range` of the subnet (`--ip-range`), if one is
+/// given.
+pub fn next_free_in(
+    range: Option<Ipv4Net>,
+    subnet: Ipv4Net,
+    gateway: Ipv4Addr,
+    taken: &BTreeMap<Ipv4Addr, String>,
+) -> Result<Ipv4Addr, AgentError> {
+    let pool = range.unwrap_or(subnet);
+    // A range's own first and last addresses are hosts of the subnet.
+    let candidates: Box<dyn Iterator<Item = Ipv4Addr>> = match range {
+        Some(range) if range.prefix_len() < 31 => Box::new(
+            (u32::from(range.network())..=u32::from(range.broadcast())).map(Ipv4Addr::from),
+        ),
+        _ => Box::new(pool.hosts()),
+    };
+    candidates
+        .filter(|ip| *ip != subnet.network() && *ip != subnet.broadcast())
         .find(|ip| *ip != gateway && !taken.contains_key(ip))
-        .ok_or(AgentError::SubnetFull { subnet })
+        .ok_or(AgentError::SubnetFull { subnet: pool })
+}
+
+/// `--ip-range`, checked against the network's subnet.
+pub fn parse_range(text: &str, subnet: Ipv4Net) -> Result<Ipv4Net, AgentError> {
+    let range: Ipv4Net = text
+        .parse()
+        .map_err(|_| AgentError::SubnetSyntax(text.to_owned()))?;
+    let range = range.trunc();
+    if !subnet.contains(&range) {
+        return Err(AgentError::IpRange { range, subnet });
+    }
+    Ok(range)
+}
+
+/// `--aux-address NAME=IP` entries, each inside the subnet and not its
+/// gateway.
+pub fn parse_aux(
+    given: &[String],
+    subnet: Ipv4Net,
+    gateway: Ipv4Addr,
+) -> Result<BTreeMap<String, Ipv4Addr>, AgentError> {
+    given
+        .iter()
+        .map(|entry| {
+            let bad = || AgentError::AuxAddress(entry.clone());
+            let (name, ip) = entry.split_once('=').ok_or_else(bad)?;
+            let ip: Ipv4Addr = ip.parse().map_err(|_| bad())?;
+            if name.is_empty() || !subnet.contains(&ip) || ip == gateway {
+                return Err(bad());
+            }
+            Ok((name.to_owned(), ip))
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ranges_and_aux_addresses_narrow_the_pool() {
+        let subnet: Ipv4Net = "192.168.1.0/24".parse().expect("net");
+        let gateway = Ipv4Addr::new(192, 168, 1, 1);
+        let range = parse_range("192.168.1.128/25", subnet).expect("range");
+        let mut taken = BTreeMap::new();
+        assert_eq!(
+            next_free_in(Some(range), subnet, gateway, &taken).expect("free"),
+            Ipv4Addr::new(192, 168, 1, 128)
+        );
+        taken.insert(
+            Ipv4Addr::new(192, 168, 1, 128),
+            "aux address host".to_owned(),
+        );
+        assert_eq!(
+            next_free_in(Some(range), subnet, gateway, &taken).expect("free"),
+            Ipv4Addr::new(192, 168, 1, 129)
+        );
+        // The subnet's broadcast address is never given out.
+        let last: Ipv4Net = "192.168.1.254/31".parse().expect("net");
+        taken.insert(Ipv4Addr::new(192, 168, 1, 254), "x".to_owned());
+        assert!(next_free_in(Some(last.trunc()), subnet, gateway, &taken).is_err());
+        assert!(parse_range("10.0.0.0/25", subnet).is_err());
+        assert!(parse_range("192.168.0.0/23", subnet).is_err());
+        let aux = parse_aux(&["router=192.168.1.2".to_owned()], subnet, gateway).expect("aux");
+        assert_eq!(aux["router"], Ipv4Addr::new(192, 168, 1, 2));
+        for bad in [
+            "router",
+            "=192.168.1.2",
+            "r=10.0.0.1",
+            "r=192.168.1.1",
+            "r=x",
+        ] {
+            assert!(
+                parse_aux(&[bad.to_owned()], subnet, gateway).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
     use super::*;
 
     fn net(s: &str) -> Ipv4Net {

@@ -12,6 +12,7 @@ mod endpoint;
 pub mod error;
 mod http;
 pub mod ipam;
+pub mod lan;
 mod names;
 mod network;
 mod ports;
@@ -140,7 +141,7 @@ impl Agent {
             warn!("{lack}");
         }
         let mut bridges = BTreeMap::new();
-        for net in state.all_networks() {
+        for net in state.all_networks().filter(|net| net.lan().is_none()) {
             bridges.insert(net.name.clone(), ensure_bridge(&nl, net).await?);
         }
         enable_forwarding()?;
@@ -180,6 +181,15 @@ impl Agent {
             // from adopting what it has (see `state`'s module comment).
             agent.fold_journal();
         }
+        let lans: Vec<NetworkState> = agent
+            .state
+            .all_networks()
+            .filter(|net| net.lan().is_some())
+            .cloned()
+            .collect();
+        for net in &lans {
+            agent.make_lan(net).await?;
+        }
         agent.recover().await?;
         agent.sync_datapath().await?;
         agent.refresh_names();
@@ -201,6 +211,10 @@ impl Agent {
     async fn recover(&mut self) -> Result<(), AgentError> {
         let endpoints: Vec<EndpointState> = self.state.endpoints.values().cloned().collect();
         for ep in endpoints {
+            if ep.lan_ifindex.is_some() {
+                self.recover_lan_endpoint(&ep).await?;
+                continue;
+            }
             let link = self.nl.link(&ep.host_ifname).await?;
             match (ep.phase, link) {
                 (Phase::Creating, _) => {
@@ -234,6 +248,23 @@ impl Agent {
             }
         }
         Ok(())
+    }
+
+    /// [`Self::recover`] for a LAN endpoint, whose device is in its
+    /// container's namespace: it is gone with that namespace.
+    async fn recover_lan_endpoint(&mut self, ep: &EndpointState) -> Result<(), AgentError> {
+        let why = match ep.phase {
+            Phase::Creating => "rolled back an attach the previous agent did not finish",
+            Phase::Removing => "completed a detach the previous agent did not finish",
+            Phase::Ready if self.lan_endpoint_gone(ep) => "namespace gone: releasing the endpoint",
+            Phase::Ready => {
+                info!(endpoint = %ep.name, ip = %ep.ip, "adopted endpoint");
+                return Ok(());
+            }
+        };
+        self.unplumb(ep).await;
+        info!(endpoint = %ep.name, "{why}");
+        self.forget(&ep.id)
     }
 
     fn forget(&mut self, id: &str) -> Result<(), AgentError> {

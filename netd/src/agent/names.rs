@@ -68,6 +68,11 @@ impl Agent {
     /// endpoints are told no nameserver.
     pub(super) fn serve_names(&mut self, net: &NetworkState) {
         let Some(dns) = &mut self.dns else { return };
+        // A LAN network's gateway is the LAN's router, not the host: its
+        // containers use the LAN's resolvers.
+        if net.lan().is_some() {
+            return;
+        }
         match dns.serve(&dns_network(net)) {
             Ok(()) => info!(network = %net.name, nameserver = %net.gateway, "serving names"),
             Err(err) => {
@@ -80,7 +85,7 @@ impl Agent {
     /// (its port 53 was taken: the other server may have gone since).
     pub(super) fn retry_names(&mut self) {
         let Some(dns) = &mut self.dns else { return };
-        for net in self.state.all_networks() {
+        for net in self.state.all_networks().filter(|net| net.lan().is_none()) {
             if !dns.serves(&net.name) && dns.serve(&dns_network(net)).is_ok() {
                 info!(network = %net.name, "serving names (port 53 was taken until now)");
             }

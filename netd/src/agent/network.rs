@@ -20,13 +20,12 @@ use super::{
     config::{NetworkOptions, contradiction, networks_in_use},
     ensure_bridge,
     error::AgentError,
-    ipam, now_rfc3339, random_hex,
-    state::{Change, NetworkState},
+    ipam,
+    lan::{self, LanError},
+    now_rfc3339, random_hex,
+    state::{Change, Driver, NetworkState},
 };
 use crate::api;
-
-/// What Docker names the driver of netd's bridge networks.
-const DRIVER: &str = "bridge";
 
 /// Docker's rule for network names (`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`), with
 /// netd's bound on their length.
@@ -108,6 +107,9 @@ impl Agent {
         if let Some(net) = self.state.network_named(given) {
             return Ok(net);
         }
+        if given == "host" {
+            return Err(LanError::HostNetwork.into());
+        }
         let mut by_id = self
             .state
             .all_networks()
@@ -135,7 +137,16 @@ impl Agent {
         docker_id: Option<String>,
     ) -> Result<api::NetworkSummary, AgentError> {
         check_network_name(&req.name)?;
-        let options = NetworkOptions::parse_given(&req.options)?;
+        // Docker's predefined host network: nothing netd makes.
+        if req.name == "host" {
+            return Err(LanError::HostNetwork.into());
+        }
+        let lan = lan::parse_request(&req.driver, &req.options)?;
+        // A LAN network's options are its driver's (read above).
+        let options = match lan {
+            None => NetworkOptions::parse_given(&req.options)?,
+            Some(_) => NetworkOptions::default(),
+        };
         let labels = parse_labels(&req.labels)?;
         let subnet = req
             .subnet
@@ -158,6 +169,25 @@ impl Agent {
             if !req.exist_ok {
                 return Err(AgentError::NetworkExists(req.name));
             }
+            let driver = lan.as_ref().map_or("bridge", |lan| lan.driver);
+            if existing.driver.name() != driver {
+                return Err(AgentError::NetworkContradiction {
+                    name: req.name,
+                    setting: "driver",
+                    given: driver.to_owned(),
+                    existing: existing.driver.name().to_owned(),
+                });
+            }
+            if let (Some(lan), Some(had)) = (&lan, existing.lan())
+                && (lan.parent != had.parent || lan.mode != had.mode)
+            {
+                return Err(AgentError::NetworkContradiction {
+                    name: req.name,
+                    setting: "parent and mode",
+                    given: format!("{} {}", lan.parent, lan.mode),
+                    existing: format!("{} {}", had.parent, had.mode),
+                });
+            }
             if let Some(c) = contradiction(existing, subnet, gateway, req.internal, &options) {
                 return Err(AgentError::NetworkContradiction {
                     name: req.name,
@@ -173,20 +203,46 @@ impl Agent {
             .find(|i| !taken.contains(i))
             .ok_or(AgentError::TooManyNetworks(MAX_NETWORKS))?;
 
-        // Subnets never overlap: not another network's, nor a route or an
-        // address of the host (which include every network's bridge).
-        let mut in_use = networks_in_use(&self.nl, None).await?;
+        // Subnets never overlap: not another network's, nor (for a bridge
+        // network) a route or an address of the host, which include every
+        // network's bridge. A LAN network's subnet is its LAN's, on the
+        // host's routes by definition.
+        let mut in_use = match &lan {
+            None => networks_in_use(&self.nl, None).await?,
+            Some(lan) if subnet.is_none() => {
+                return Err(LanError::NoSubnet { driver: lan.driver }.into());
+            }
+            Some(_) => Vec::new(),
+        };
         in_use.extend(self.state.all_networks().map(|net| net.subnet));
         let (subnet, gateway) = ipam::choose(subnet, gateway, &in_use)?;
+        let ip_range = req
+            .ip_range
+            .as_deref()
+            .map(|text| ipam::parse_range(text, subnet))
+            .transpose()?;
+        let aux_addresses = ipam::parse_aux(&req.aux_addresses, subnet, gateway)?;
 
         let id = random_hex(32);
-        let bridge = options
-            .bridge
-            .clone()
-            .unwrap_or_else(|| format!("nd-{}", &id[..12]));
-        if self.nl.link(&bridge).await?.is_some() {
-            return Err(AgentError::BridgeExists(bridge));
-        }
+        let (bridge, driver, mtu, icc) = match &lan {
+            None => {
+                let bridge = options
+                    .bridge
+                    .clone()
+                    .unwrap_or_else(|| format!("nd-{}", &id[..12]));
+                if self.nl.link(&bridge).await?.is_some() {
+                    return Err(AgentError::BridgeExists(bridge));
+                }
+                let mtu = options.mtu.unwrap_or(self.state.network.mtu);
+                (bridge, Driver::Bridge, mtu, options.icc)
+            }
+            Some(lan) => {
+                let (driver, mtu) = self
+                    .plan_lan(lan, subnet, gateway, &aux_addresses, &id)
+                    .await?;
+                (String::new(), driver, mtu, lan.icc)
+            }
+        };
         let network = NetworkState {
             id,
             name: req.name.clone(),
@@ -194,8 +250,8 @@ impl Agent {
             bridge,
             subnet,
             gateway,
-            mtu: options.mtu.unwrap_or(self.state.network.mtu),
-            icc: options.icc.unwrap_or(true),
+            mtu,
+            icc: icc.unwrap_or(true),
             masquerade: options.masquerade.unwrap_or(true),
             internal: req.internal,
             host_binding: options
@@ -210,15 +266,15 @@ impl Agent {
                 .collect(),
             labels,
             docker_id,
+            driver,
+            ip_range,
+            aux_addresses,
         };
         self.commit(Change::NetworkCreated {
             network: Box::new(network.clone()),
         })?;
-        let made = match ensure_bridge(&self.nl, &network).await {
-            Ok(index) => {
-                self.bridges.insert(network.name.clone(), index);
-                self.sync_network(&network).await
-            }
+        let made = match self.make_carrier(&network).await {
+            Ok(()) => self.sync_network(&network).await,
             Err(err) => Err(err),
         };
         if let Err(err) = made {
@@ -235,8 +291,19 @@ impl Agent {
         Ok(self.summary(&network))
     }
 
+    /// Makes what carries `network`'s endpoints: its bridge, or what a LAN
+    /// network needs on the host (see [`Self::make_lan`]).
+    pub(super) async fn make_carrier(&mut self, network: &NetworkState) -> Result<(), AgentError> {
+        if network.lan().is_some() {
+            return self.make_lan(network).await;
+        }
+        let index = ensure_bridge(&self.nl, network).await?;
+        self.bridges.insert(network.name.clone(), index);
+        Ok(())
+    }
+
     /// Removes what exists of `network` in the kernel: its datapath
-    /// entries and its bridge.
+    /// entries and its bridge (or a LAN network's own devices).
     async fn unmake_network(&mut self, network: &NetworkState) {
         self.stop_names(&network.name).await;
         if let Err(err) = self
@@ -245,6 +312,10 @@ impl Agent {
             .remove_network(network.index, network.subnet)
         {
             warn!(network = %network.name, error = %err, "removing the network from the datapath");
+        }
+        if network.lan().is_some() {
+            self.unmake_lan(network).await;
+            return;
         }
         self.bridges.remove(&network.name);
         match self.nl.link(&network.bridge).await {
@@ -284,8 +355,7 @@ impl Agent {
             name: network.name.clone(),
         }) {
             // Still recorded: make it whole again, as the next agent would.
-            if let Ok(index) = ensure_bridge(&self.nl, &network).await {
-                self.bridges.insert(network.name.clone(), index);
+            if self.make_carrier(&network).await.is_ok() {
                 let _ = self.sync_network(&network).await;
                 self.serve_names(&network);
             }
@@ -299,11 +369,12 @@ impl Agent {
         api::NetworkSummary {
             id: net.id.clone(),
             name: net.name.clone(),
-            driver: DRIVER.to_owned(),
+            driver: net.driver.name().to_owned(),
             scope: "local".to_owned(),
             subnet: net.subnet,
             gateway: net.gateway,
             bridge: net.bridge.clone(),
+            parent: net.lan().map(|lan| lan.parent.clone()),
             internal: net.internal,
             endpoints: self
                 .state
@@ -364,7 +435,7 @@ impl Agent {
             id: net.id.clone(),
             created: net.created.clone(),
             scope: "local".to_owned(),
-            driver: DRIVER.to_owned(),
+            driver: net.driver.name().to_owned(),
             enable_ipv6: false,
             ipam: api::Ipam {
                 driver: "default".to_owned(),
@@ -372,7 +443,9 @@ impl Agent {
                 options: (!default).then(BTreeMap::new),
                 config: vec![api::IpamConfig {
                     subnet: net.subnet,
+                    ip_range: net.ip_range,
                     gateway: net.gateway,
+                    aux_addresses: net.aux_addresses.clone(),
                 }],
             },
             internal: net.internal,

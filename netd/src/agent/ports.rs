@@ -246,6 +246,13 @@ impl Agent {
         net: &NetworkState,
         specs: &[PortSpec],
     ) -> Result<Vec<PublishedPort>, AgentError> {
+        if net.lan().is_some() {
+            return Err(super::lan::LanError::NoPublish {
+                network: net.name.clone(),
+                driver: net.driver.name(),
+            }
+            .into());
+        }
         // Only what the request needs is asked of the kernel: each query
         // is a netlink dump, and publishing one port should cost little.
         let default_ip = net.host_binding;
@@ -358,7 +365,10 @@ impl Agent {
     ) -> Result<Vec<api::Port>, AgentError> {
         let id = self.resolve_target(target, network)?;
         let specs: Vec<PortSpec> = specs.iter().map(|s| s.parse()).collect::<Result<_, _>>()?;
-        self.require_veth(&id).await?;
+        let net = self.state.network_of(&self.state.endpoints[&id]).clone();
+        if net.lan().is_none() {
+            self.require_veth(&id).await?;
+        }
         self.publish_specs(&id, &specs).await
     }
 

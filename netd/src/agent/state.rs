@@ -86,7 +86,13 @@ use crate::{
 ///   network (every field 2 added has a default), and is written as
 ///   version 2 from then on: a netd of version 1 refuses it rather than
 ///   take another network's endpoints for its own.
-pub const STATE_VERSION: u32 = 2;
+/// - 3: networks of other drivers (`driver`: macvlan, ipvlan), address
+///   ranges and reserved addresses (`ip_range`, `aux_addresses`), LAN
+///   endpoints (`lan_ifindex`). A version 2 state reads as a version 3
+///   one of bridge networks (every field 3 added has a default), and is
+///   written as version 3 from then on: a netd of version 2 refuses it
+///   rather than take a macvlan network for a bridge one.
+pub const STATE_VERSION: u32 = 3;
 
 /// Bytes the journal keeps preallocated for removals on a full disk: about
 /// 300 detaches (two lines, ~220 bytes) or 600 single-spec unpublishes.
@@ -354,6 +360,84 @@ pub struct NetworkState {
     /// netd`), by Docker's ID: Docker's `DeleteNetwork` removes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker_id: Option<String>,
+    /// What carries its endpoints: a bridge (the default: `bridge` names
+    /// it) or a parent interface on a LAN (`bridge` is then empty).
+    #[serde(default, skip_serializing_if = "Driver::is_bridge")]
+    pub driver: Driver,
+    /// `--ip-range`: endpoints get addresses from it only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_range: Option<Ipv4Net>,
+    /// `--aux-address NAME=IP`: addresses no endpoint gets (a LAN's
+    /// router, printer, the host's shim).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub aux_addresses: BTreeMap<String, Ipv4Addr>,
+}
+
+impl NetworkState {
+    /// Its LAN link, for a macvlan or ipvlan network.
+    pub fn lan(&self) -> Option<&LanLink> {
+        match &self.driver {
+            Driver::Bridge => None,
+            Driver::Macvlan(lan) | Driver::Ipvlan(lan) => Some(lan),
+        }
+    }
+}
+
+/// What carries a network's endpoints.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Driver {
+    /// A Linux bridge netd owns, a veth per endpoint.
+    #[default]
+    Bridge,
+    /// A macvlan device per endpoint, on a parent interface of the host:
+    /// each container a host of the LAN, with its own MAC.
+    Macvlan(LanLink),
+    /// An ipvlan device per endpoint: the parent's MAC, an address each.
+    Ipvlan(LanLink),
+}
+
+impl Driver {
+    pub fn is_bridge(&self) -> bool {
+        matches!(self, Self::Bridge)
+    }
+
+    /// Docker's name for it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Bridge => "bridge",
+            Self::Macvlan(_) => "macvlan",
+            Self::Ipvlan(_) => "ipvlan",
+        }
+    }
+}
+
+/// A LAN network's place on the host.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LanLink {
+    /// The parent interface (`eth0`, or `eth0.30` for VLAN 30).
+    pub parent: String,
+    /// `macvlan_mode` (bridge, private, vepa, passthru) or `ipvlan_mode`
+    /// (l2, l3, l3s).
+    pub mode: String,
+    /// `ipvlan_flag` (bridge, private, vepa); none for macvlan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flag: Option<String>,
+    /// netd made the parent (an 802.1Q sub-interface of an existing
+    /// interface): it goes with the network.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub made_parent: bool,
+    /// `host_access=true`: the host's own device on the parent, through
+    /// which it reaches the network's containers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shim: Option<Shim>,
+}
+
+/// The host's device on a LAN network's parent, and its address.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Shim {
+    pub ifname: String,
+    pub ip: Ipv4Addr,
 }
 
 fn yes() -> bool {
@@ -408,6 +492,11 @@ pub struct EndpointState {
     /// they were (no migration), and a file with it is still version 2.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<String>,
+    /// On a LAN network: the ifindex netd gave its device (see
+    /// `LAN_IFINDEX_BASE`); `host_ifname` is then empty, there is no host
+    /// side.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lan_ifindex: Option<u32>,
 }
 
 impl State {
@@ -471,6 +560,7 @@ impl EndpointState {
             container_id: self.container_id.clone(),
             network: self.network.clone(),
             aliases: self.aliases.clone(),
+            lan_ifindex: self.lan_ifindex,
         }
     }
 }
@@ -932,6 +1022,7 @@ pub(crate) fn sample_endpoint() -> EndpointState {
         container_id: None,
         network: None,
         aliases: Vec::new(),
+        lan_ifindex: None,
     }
 }
 
@@ -954,6 +1045,9 @@ pub(crate) fn sample_network() -> NetworkState {
         options: BTreeMap::new(),
         labels: BTreeMap::new(),
         docker_id: None,
+        driver: Driver::Bridge,
+        ip_range: None,
+        aux_addresses: BTreeMap::new(),
     }
 }
 
@@ -1377,6 +1471,64 @@ mod tests {
             fs::metadata(store.journal_path()).expect("journal").len(),
             0
         );
+    }
+
+    /// A version 2 state (bridge networks only, no `driver`) reads as a
+    /// version 3 one of bridge networks and is saved as version 3; a LAN
+    /// network and endpoint read back as written.
+    #[test]
+    fn a_version_2_state_migrates_and_lan_networks_round_trip() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut v2 = with_endpoint();
+        let mut other = sample_network();
+        other.name = "backend".into();
+        other.bridge = "nd-backend".into();
+        other.index = 1;
+        v2.networks.insert("backend".into(), other);
+        let mut json = serde_json::to_value(&v2).expect("json");
+        json["version"] = 2.into();
+        assert!(json["networks"]["backend"].get("driver").is_none());
+        fs::write(dir.path().join(STATE_FILE), json.to_string()).expect("write");
+        let mut store = StateStore::new(dir.path());
+        let mut loaded = store.load().expect("load").expect("state");
+        assert_eq!(loaded.version, STATE_VERSION);
+        assert_eq!(loaded.networks["backend"].driver, Driver::Bridge);
+        assert_eq!(loaded.endpoints["ep"].lan_ifindex, None);
+        store.save(&mut loaded).expect("save");
+        let saved: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(store.path()).expect("read")).expect("json");
+        assert_eq!(saved["version"], 3);
+
+        let mut lan = sample_network();
+        lan.name = "lan".into();
+        lan.bridge = String::new();
+        lan.index = 2;
+        lan.ip_range = Some("192.168.1.128/25".parse().expect("range"));
+        lan.aux_addresses
+            .insert("host".into(), Ipv4Addr::new(192, 168, 1, 250));
+        lan.driver = Driver::Macvlan(LanLink {
+            parent: "eth0.30".into(),
+            mode: "bridge".into(),
+            flag: None,
+            made_parent: true,
+            shim: Some(Shim {
+                ifname: "nh-0123456789ab".into(),
+                ip: Ipv4Addr::new(192, 168, 1, 250),
+            }),
+        });
+        loaded.networks.insert("lan".into(), lan);
+        let ep = loaded.endpoints.get_mut("ep").expect("ep");
+        ep.network = Some("lan".into());
+        ep.host_ifname = String::new();
+        ep.lan_ifindex = Some(netd_common::endpoint::LAN_IFINDEX_BASE);
+        store.save(&mut loaded).expect("save");
+        let reloaded = StateStore::new(dir.path())
+            .load()
+            .expect("load")
+            .expect("state");
+        assert_eq!(reloaded, loaded);
+        let saved = fs::read_to_string(store.path()).expect("read");
+        assert!(saved.contains(r#""kind": "macvlan""#), "{saved}");
     }
 
     /// A state directory as netd 0.1 (state version 1, one network) left

@@ -89,6 +89,21 @@ pub async fn down(
 ) -> Teardown {
     let mut teardown = Teardown::default();
     for ep in state.iter().flat_map(|s| s.endpoints.values()) {
+        if ep.lan_ifindex.is_some() {
+            match super::lan::remove_lan_device(nl, ep).await {
+                Ok(true) => teardown.removed.push(format!(
+                    "device {} (endpoint {}, {})",
+                    ep.ifname, ep.name, ep.ip
+                )),
+                Ok(false) => {}
+                Err(source) => teardown.errors.push(TeardownError::Veth {
+                    veth: ep.ifname.clone(),
+                    endpoint: ep.name.clone(),
+                    source,
+                }),
+            }
+            continue;
+        }
         let deleted = match nl.link(&ep.host_ifname).await {
             Ok(Some(link)) => nl
                 .del_link(link.index, &ep.host_ifname)
@@ -134,20 +149,36 @@ pub async fn down(
             }
         }
     }
-    let bridges: Vec<&str> = match state {
-        Some(state) => state.all_networks().map(|n| n.bridge.as_str()).collect(),
-        None => vec![config::DEFAULT_BRIDGE],
+    // Bridges, and LAN networks' shims and the VLAN sub-interfaces netd
+    // made, each with the kind it must have to be netd's.
+    let links: Vec<(&str, &[&str])> = match state {
+        Some(state) => state
+            .all_networks()
+            .flat_map(|n| match n.lan() {
+                None => vec![(n.bridge.as_str(), &["bridge"][..])],
+                Some(lan) => lan
+                    .shim
+                    .iter()
+                    .map(|shim| (shim.ifname.as_str(), &["macvlan", "ipvlan"][..]))
+                    .chain(
+                        lan.made_parent
+                            .then_some((lan.parent.as_str(), &["vlan"][..])),
+                    )
+                    .collect(),
+            })
+            .collect(),
+        None => vec![(config::DEFAULT_BRIDGE, &["bridge"][..])],
     };
-    for bridge in bridges {
+    for (bridge, kinds) in links {
         let deleted = match nl.link(bridge).await {
-            Ok(Some(link)) if link.kind.as_deref() == Some("bridge") => {
+            Ok(Some(link)) if link.kind.as_deref().is_some_and(|k| kinds.contains(&k)) => {
                 nl.del_link(link.index, bridge).await.map(|()| true)
             }
             Ok(_) => Ok(false),
             Err(err) => Err(err),
         };
         match deleted {
-            Ok(true) => teardown.removed.push(format!("bridge {bridge}")),
+            Ok(true) => teardown.removed.push(format!("{} {bridge}", kinds[0])),
             Ok(false) => {}
             Err(source) => teardown.errors.push(TeardownError::Bridge {
                 bridge: bridge.to_owned(),

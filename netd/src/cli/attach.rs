@@ -111,7 +111,11 @@ pub fn print_endpoint(ep: &Endpoint) {
     println!("network:   {}", ep.network);
     println!("endpoint:  {}", ep.id);
     println!("netns:     {}", ep.netns);
-    println!("interface: {} (host side {})", ep.ifname, ep.host_ifname);
+    if ep.host_ifname.is_empty() {
+        println!("interface: {} (on the LAN)", ep.ifname);
+    } else {
+        println!("interface: {} (host side {})", ep.ifname, ep.host_ifname);
+    }
     println!("ip:        {}/{} via {}", ep.ip, ep.prefix_len, ep.gateway);
     println!("mac:       {}", ep.mac);
     for port in &ep.ports {

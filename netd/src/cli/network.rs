@@ -13,15 +13,25 @@ pub struct Network {
 
 #[derive(Subcommand)]
 enum NetworkCommand {
-    /// Create a network: its own bridge, subnet and gateway; prints its ID.
+    /// Create a network: its own bridge (or a LAN's parent), subnet and
+    /// gateway; prints its ID.
     ///
-    /// Without --subnet, the next pool no network, route or address of the
-    /// host overlaps, as Docker allocates them (172.17-31.0.0/16, then
-    /// 192.168.0.0/16 in /20s). Options (-o) are Docker's bridge driver's:
-    /// com.docker.network.bridge.name, .enable_icc, .enable_ip_masquerade,
-    /// .host_binding_ipv4 and com.docker.network.driver.mtu.
+    /// Without --subnet, a bridge network takes the next pool no network,
+    /// route or address of the host overlaps, as Docker allocates them
+    /// (172.17-31.0.0/16, then 192.168.0.0/16 in /20s). Options (-o) are
+    /// Docker's bridge driver's: com.docker.network.bridge.name, .enable_icc,
+    /// .enable_ip_masquerade, .host_binding_ipv4 and
+    /// com.docker.network.driver.mtu.
     ///
-    /// Example: `netd network create backend --subnet 10.89.0.0/24 -o com.docker.network.bridge.enable_icc=false`
+    /// --driver macvlan and --driver ipvlan put containers on the LAN of a
+    /// host interface, with the LAN's --subnet and --gateway: -o parent=IFACE
+    /// (IFACE.VLAN makes the 802.1Q sub-interface), -o
+    /// macvlan_mode=bridge|private|vepa|passthru, -o ipvlan_mode=l2|l3|l3s,
+    /// -o ipvlan_flag=bridge|private|vepa, and -o host_access=true for a
+    /// host-side shim through which the host reaches its containers.
+    ///
+    /// Examples: `netd network create backend --subnet 10.89.0.0/24 -o com.docker.network.bridge.enable_icc=false`;
+    /// `netd network create lan --driver macvlan -o parent=eth0 --subnet 192.168.1.0/24 --gateway 192.168.1.1 --ip-range 192.168.1.128/25`
     Create(Create),
     /// List networks, like `docker network ls`.
     #[command(visible_alias = "list")]
@@ -54,6 +64,15 @@ struct Create {
     /// The gateway [default: the subnet's first address].
     #[arg(long)]
     gateway: Option<String>,
+    /// bridge, macvlan or ipvlan.
+    #[arg(short = 'd', long, default_value = "bridge")]
+    driver: String,
+    /// Give endpoints addresses from this part of the subnet only, CIDR.
+    #[arg(long, value_name = "CIDR")]
+    ip_range: Option<String>,
+    /// An address no endpoint gets, NAME=IP (repeatable).
+    #[arg(long = "aux-address", value_name = "NAME=IP")]
+    aux_addresses: Vec<String>,
     /// No traffic to or from outside the network.
     #[arg(long)]
     internal: bool,
@@ -73,6 +92,9 @@ impl Network {
                     name: create.name,
                     subnet: create.subnet,
                     gateway: create.gateway,
+                    driver: create.driver,
+                    ip_range: create.ip_range,
+                    aux_addresses: create.aux_addresses,
                     internal: create.internal,
                     options: create.options,
                     labels: create.labels,

@@ -82,6 +82,15 @@ impl Stats {
                 );
             }
         }
+        if !stats.endpoints.is_empty() {
+            println!("\nLAN endpoints:");
+            for ep in &stats.endpoints {
+                println!(
+                    "  {:<28} {} packets, {} bytes, {} dropped ({})",
+                    ep.name, ep.packets, ep.bytes, ep.dropped, ep.network
+                );
+            }
+        }
         Ok(())
     }
 }

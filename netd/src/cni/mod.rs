@@ -230,26 +230,29 @@ impl Plugin<'_> {
             }
         };
         let version = self.conf.cni_version.as_str();
+        // A LAN endpoint (macvlan, ipvlan) has no host side to report.
+        let mut interfaces = Vec::new();
+        if !endpoint.host_ifname.is_empty() {
+            interfaces.push(Interface {
+                name: endpoint.host_ifname.clone(),
+                mac: None,
+                sandbox: None,
+            });
+        }
+        interfaces.push(Interface {
+            name: endpoint.ifname.clone(),
+            mac: Some(endpoint.mac.to_string()),
+            sandbox: Some(netns.to_owned()),
+        });
         let result = AddResult {
             cni_version: version.to_owned(),
-            interfaces: vec![
-                Interface {
-                    name: endpoint.host_ifname.clone(),
-                    mac: None,
-                    sandbox: None,
-                },
-                Interface {
-                    name: endpoint.ifname.clone(),
-                    mac: Some(endpoint.mac.to_string()),
-                    sandbox: Some(netns.to_owned()),
-                },
-            ],
             ips: vec![IpConfig {
                 version: spec::ips_carry_version(version).then_some("4"),
                 address: format!("{}/{}", endpoint.ip, endpoint.prefix_len),
                 gateway: endpoint.gateway.to_string(),
-                interface: 1,
+                interface: interfaces.len() - 1,
             }],
+            interfaces,
             routes: vec![RouteConfig {
                 dst: "0.0.0.0/0".to_owned(),
                 gw: endpoint.gateway.to_string(),

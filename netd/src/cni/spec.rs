@@ -215,6 +215,12 @@ pub struct NetConf {
     pub subnet: Option<String>,
     #[serde(default)]
     pub gateway: Option<String>,
+    /// `bridge` (the default), `macvlan` or `ipvlan` (with `parent` and the
+    /// mode among `options`, Docker's names).
+    #[serde(default)]
+    pub driver: Option<String>,
+    #[serde(default, rename = "ipRange")]
+    pub ip_range: Option<String>,
     #[serde(default)]
     pub internal: bool,
     #[serde(default)]
@@ -252,6 +258,8 @@ const CONF_KEYS: &[Key] = &[
     key("network"),
     key("subnet"),
     key("gateway"),
+    key("driver"),
+    key("ipRange"),
     key("internal"),
     // Their keys are Docker's option names, matched exactly.
     key("options"),
@@ -325,6 +333,7 @@ impl NetConf {
     /// request that makes sure of it (created if missing, checked if not).
     pub fn network_request(&self) -> Option<NetworkCreateRequest> {
         let given = self.network.is_some()
+            || self.driver.is_some()
             || self.subnet.is_some()
             || self.gateway.is_some()
             || self.internal
@@ -333,6 +342,9 @@ impl NetConf {
             name: self.network_name().to_owned(),
             subnet: self.subnet.clone(),
             gateway: self.gateway.clone(),
+            driver: self.driver.clone().unwrap_or_else(|| "bridge".to_owned()),
+            ip_range: self.ip_range.clone(),
+            aux_addresses: Vec::new(),
             internal: self.internal,
             options: self
                 .options

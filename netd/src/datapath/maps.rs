@@ -9,14 +9,17 @@ use std::{
 
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuValues, lpm_trie::Key},
+    maps::{
+        Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues,
+        lpm_trie::Key,
+    },
     util::nr_cpus,
 };
 use ipnet::Ipv4Net;
 use netd_common::{
     ct::{CtEntry, CtKey},
     drop,
-    endpoint::{DatapathConfig, EndpointInfo, NetworkInfo, UplinkInfo, VethInfo},
+    endpoint::{DatapathConfig, EndpointInfo, EndpointStats, NetworkInfo, UplinkInfo, VethInfo},
     map_names as names,
     ports::{
         MAPPING_ACTIVE, MAPPING_TO_ONE, Mapping, MappingStats, PORT_KEY_FIXED_BITS, PortKey,
@@ -114,10 +117,7 @@ impl<'a> Maps<'a> {
         subnet: Ipv4Net,
         info: &NetworkInfo,
     ) -> Result<(), DatapathError> {
-        let mut map: Array<&mut MapData, NetworkInfo> =
-            Array::try_from(self.map(names::NETWORKS)?).map_err(Self::ctx(names::NETWORKS))?;
-        map.set(u32::from(index), info, 0)
-            .map_err(Self::ctx(names::NETWORKS))?;
+        self.set_network_settings(index, info)?;
         let mut subnets: LpmTrie<&mut MapData, [u8; 4], u32> =
             LpmTrie::try_from(self.map(names::SUBNETS)?).map_err(Self::ctx(names::SUBNETS))?;
         subnets
@@ -127,6 +127,20 @@ impl<'a> Maps<'a> {
                 0,
             )
             .map_err(Self::ctx(names::SUBNETS))
+    }
+
+    /// Writes network `index`'s settings only: a LAN network's subnet is
+    /// the LAN's, whose addresses are not netd's to tell apart (its
+    /// containers are peers of the LAN, not behind the host).
+    pub fn set_network_settings(
+        &mut self,
+        index: u16,
+        info: &NetworkInfo,
+    ) -> Result<(), DatapathError> {
+        let mut map: Array<&mut MapData, NetworkInfo> =
+            Array::try_from(self.map(names::NETWORKS)?).map_err(Self::ctx(names::NETWORKS))?;
+        map.set(u32::from(index), info, 0)
+            .map_err(Self::ctx(names::NETWORKS))
     }
 
     /// Network `index`'s settings as the datapath has them (zeroes: none).
@@ -412,6 +426,50 @@ impl<'a> Maps<'a> {
             .iter()
             .copied()
             .fold(MappingStats::default(), MappingStats::merged))
+    }
+
+    fn endpoint_stats_map(
+        &mut self,
+    ) -> Result<PerCpuHashMap<&mut MapData, u32, EndpointStats>, DatapathError> {
+        PerCpuHashMap::try_from(self.map(names::ENDPOINT_STATS)?)
+            .map_err(Self::ctx(names::ENDPOINT_STATS))
+    }
+
+    /// Starts counting what LAN endpoint device `ifindex` sends, from zero
+    /// unless it is counted already (an agent restarting).
+    pub fn count_endpoint(&mut self, ifindex: u32) -> Result<(), DatapathError> {
+        let cpus = nr_cpus().map_err(|(_, e)| DatapathError::Cpus(e))?;
+        let zeroes = PerCpuValues::try_from(vec![EndpointStats::default(); cpus])
+            .map_err(DatapathError::Cpus)?;
+        let mut map = self.endpoint_stats_map()?;
+        if map.get(&ifindex, 0).is_ok() {
+            return Ok(());
+        }
+        map.insert(ifindex, zeroes, 0)
+            .map_err(Self::ctx(names::ENDPOINT_STATS))
+    }
+
+    /// Stops counting LAN endpoint device `ifindex`; absent is fine.
+    pub fn uncount_endpoint(&mut self, ifindex: u32) -> Result<(), DatapathError> {
+        match self.endpoint_stats_map()?.remove(&ifindex) {
+            Err(aya::maps::MapError::KeyNotFound) | Ok(()) => Ok(()),
+            Err(err) => Err(Self::ctx(names::ENDPOINT_STATS)(err)),
+        }
+    }
+
+    /// What LAN endpoint device `ifindex` sent, summed over CPUs.
+    pub fn endpoint_stats(&mut self, ifindex: u32) -> Result<EndpointStats, DatapathError> {
+        let map = self.endpoint_stats_map()?;
+        let values = map
+            .get(&ifindex, 0)
+            .map_err(Self::ctx(names::ENDPOINT_STATS))?;
+        Ok(values
+            .iter()
+            .fold(EndpointStats::default(), |sum, v| EndpointStats {
+                packets: sum.packets + v.packets,
+                bytes: sum.bytes + v.bytes,
+                dropped: sum.dropped + v.dropped,
+            }))
     }
 
     /// Drops per reason, summed over CPUs, in `drop::NAMES` order.

@@ -59,6 +59,7 @@ pub use self::{
 pub const UPLINK_TC: &str = "netd_uplink_tc";
 pub const UPLINK_XDP: &str = "netd_uplink_xdp";
 pub const ENDPOINT_TC: &str = "netd_endpoint_tc";
+pub const LAN_TC: &str = "netd_lan_tc";
 /// The cgroup socket-address programs of host-local access.
 pub const SOCKET_PROGRAMS: [&str; 10] = [
     "netd_connect4",
@@ -121,6 +122,7 @@ fn expected_layout(name: &str) -> Option<(u32, u32)> {
         names::LOCAL_ADDRS => sizes(4, 4),
         names::CONFIG => sizes(4, size_of::<DatapathConfig>()),
         names::VETHS => sizes(4, size_of::<netd_common::endpoint::VethInfo>()),
+        names::ENDPOINT_STATS => sizes(4, size_of::<netd_common::endpoint::EndpointStats>()),
         names::UPLINKS => sizes(4, size_of::<netd_common::endpoint::UplinkInfo>()),
         names::SOCK_REVNAT => sizes(
             size_of::<netd_common::ports::SockRevKey>(),
@@ -206,18 +208,24 @@ trait LinkedProgram {
     fn link_to(&mut self, interface: &str) -> Result<Option<FdLink>, aya::programs::ProgramError>;
 }
 
-impl LinkedProgram for SchedClassifier {
+/// A TC program and the side of the interface it goes on.
+struct Tc<'a> {
+    prog: &'a mut SchedClassifier,
+    at: TcAttachType,
+}
+
+impl LinkedProgram for Tc<'_> {
     fn adopt(&mut self, link: FdLink) -> Result<(), DatapathError> {
         let link = SchedClassifierLink::try_from(link).map_err(DatapathError::Adopt)?;
-        let id = self.attach_to_link(link)?;
+        let id = self.prog.attach_to_link(link)?;
         // Drop our handle: the pin holds the link.
-        drop(self.take_link(id)?);
+        drop(self.prog.take_link(id)?);
         Ok(())
     }
 
     fn link_to(&mut self, interface: &str) -> Result<Option<FdLink>, aya::programs::ProgramError> {
-        let id = self.attach(interface, TcAttachType::Ingress)?;
-        Ok(FdLink::try_from(self.take_link(id)?).ok())
+        let id = self.prog.attach(interface, self.at)?;
+        Ok(FdLink::try_from(self.prog.take_link(id)?).ok())
     }
 }
 
@@ -366,10 +374,10 @@ pub fn del_clsact(interface: &str) -> Result<(), DatapathError> {
 
 /// netd's cls_bpf filter on ingress of `interface` (netlink mode), as a
 /// link aya can replace the program of or detach.
-fn netd_filter(interface: &str) -> Result<SchedClassifierLink, DatapathError> {
+fn netd_filter(interface: &str, at: TcAttachType) -> Result<SchedClassifierLink, DatapathError> {
     SchedClassifierLink::attached(
         interface,
-        TcAttachType::Ingress,
+        at,
         TC_FILTER_PRIORITY,
         TcHandle::from(TC_FILTER_HANDLE),
         None,
@@ -384,7 +392,7 @@ fn netd_filter(interface: &str) -> Result<SchedClassifierLink, DatapathError> {
 /// mode); absent is fine.
 pub fn remove_filter(interface: &str) -> Result<(), DatapathError> {
     use aya::programs::links::Link as _;
-    match netd_filter(interface)?.detach() {
+    match netd_filter(interface, TcAttachType::Ingress)?.detach() {
         Ok(()) => Ok(()),
         Err(aya::programs::ProgramError::NetlinkError(err))
             if err.raw_os_error() == Some(libc::ENOENT) =>
@@ -406,6 +414,7 @@ fn attach_filter(
     prog: &mut SchedClassifier,
     program: &'static str,
     interface: &str,
+    at: TcAttachType,
 ) -> Result<bool, DatapathError> {
     let attach = |source| DatapathError::Attach {
         program,
@@ -417,7 +426,7 @@ fn attach_filter(
         handle: TcHandle::from(TC_FILTER_HANDLE),
         classid: None,
     });
-    match prog.attach_with_options(interface, TcAttachType::Ingress, options) {
+    match prog.attach_with_options(interface, at, options) {
         Ok(id) => {
             keep_filter(prog, id)?;
             info!(program, interface, "attached (clsact via netlink)");
@@ -537,7 +546,7 @@ impl Datapath {
         } else {
             info!(bpffs = %options.bpffs.display(), maps = reused.len(), "reused pinned maps");
         }
-        let mut programs = vec![UPLINK_TC, ENDPOINT_TC];
+        let mut programs = vec![UPLINK_TC, ENDPOINT_TC, LAN_TC];
         if options.xdp {
             programs.push(UPLINK_XDP);
         }
@@ -598,17 +607,41 @@ impl Datapath {
         interface: &str,
         pin: &str,
     ) -> Result<(), DatapathError> {
+        self.attach_tc_at(program, interface, pin, TcAttachType::Ingress)
+    }
+
+    /// [`Self::attach_tc`] on egress of `interface`, which is looked up in
+    /// the calling thread's namespace.
+    pub fn attach_tc_egress(
+        &mut self,
+        program: &'static str,
+        interface: &str,
+        pin: &str,
+    ) -> Result<(), DatapathError> {
+        self.attach_tc_at(program, interface, pin, TcAttachType::Egress)
+    }
+
+    fn attach_tc_at(
+        &mut self,
+        program: &'static str,
+        interface: &str,
+        pin: &str,
+        at: TcAttachType,
+    ) -> Result<(), DatapathError> {
         let path = self.link_pin(pin);
         let tc_mode = self.tc_mode;
-        if tc_mode == TcMode::Netlink && add_clsact(interface)? {
+        // The qdiscs netd adds to the agent's own interfaces are recorded
+        // for `netd down`; a container's device (egress: a LAN endpoint's,
+        // in its namespace) takes its qdisc along when it goes.
+        if tc_mode == TcMode::Netlink && add_clsact(interface)? && at == TcAttachType::Ingress {
             self.qdiscs_added.insert(interface.to_owned());
         }
         let prog = self.tc_program(program)?;
         match tc_mode {
-            TcMode::Tcx => attach_pinned(prog, program, interface, &path),
+            TcMode::Tcx => attach_pinned(&mut Tc { prog, at }, program, interface, &path),
             TcMode::Netlink => {
-                if !attach_filter(prog, program, interface)? {
-                    let link = netd_filter(interface)?;
+                if !attach_filter(prog, program, interface, at)? {
+                    let link = netd_filter(interface, at)?;
                     let id = prog
                         .attach_to_link(link)
                         .map_err(|source| DatapathError::Attach {
@@ -644,7 +677,7 @@ impl Datapath {
                     self.qdiscs_added.insert(interface.to_owned());
                 }
                 let prog = self.tc_program(program)?;
-                attach_filter(prog, program, interface)
+                attach_filter(prog, program, interface, TcAttachType::Ingress)
             }
         }
     }
