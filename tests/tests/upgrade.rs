@@ -154,7 +154,11 @@ fn the_previous_release_upgrades_without_a_dropped_flow_and_refuses_to_downgrade
         .collect();
     assert_eq!(
         added,
-        [map_names::NETWORKS, map_names::SUBNETS],
+        [
+            map_names::ENDPOINT_STATS,
+            map_names::NETWORKS,
+            map_names::SUBNETS
+        ],
         "only the new maps: {maps_after:?}"
     );
     let drops_after = drops(&t.agent);
@@ -219,7 +223,7 @@ fn the_previous_release_upgrades_without_a_dropped_flow_and_refuses_to_downgrade
     t.agent.launch();
 }
 
-/// A state directory written by a newer netd (here, version 3) is refused
+/// A state directory written by a newer netd (here, version 4) is refused
 /// by this one in one line saying what to do, and left as it was: files,
 /// pins, programs and forwarding.
 #[test]
@@ -249,7 +253,7 @@ fn a_state_of_a_newer_netd_is_refused_and_left_alone() {
     let line = refused.stderr.trim();
     for needle in [
         "newer netd",
-        "state version 3",
+        "state version 4",
         "run that netd again",
         "nothing was changed",
     ] {

@@ -187,8 +187,12 @@ impl Agent {
             .filter(|net| net.lan().is_some())
             .cloned()
             .collect();
+        // A parent gone (a NIC removed) costs its network only: its
+        // endpoints went with it, and the rest of the agent serves.
         for net in &lans {
-            agent.make_lan(net).await?;
+            if let Err(err) = agent.make_lan(net).await {
+                warn!(network = %net.name, error = %crate::error::one_line(&err), "LAN network without its parent: its endpoints cannot be attached");
+            }
         }
         agent.recover().await?;
         agent.sync_datapath().await?;
