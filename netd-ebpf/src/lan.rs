@@ -28,6 +28,8 @@ use crate::{
 };
 
 const ETH_P_ARP: u16 = 0x0806;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
 /// Offsets in an Ethernet ARP packet: sender hardware and protocol address.
 const ARP_SHA: usize = parse::ETH_HLEN + 8;
 const ARP_SPA: usize = parse::ETH_HLEN + 14;
@@ -70,6 +72,11 @@ fn check(ctx: &TcContext, ifindex: u32) -> Result<i32, u32> {
             return Err(drop::SPOOFED);
         }
         return Ok(TC_ACT_OK);
+    }
+    // A frame carrying its own VLAN tag would put the container on
+    // another LAN than its network's: never its to send.
+    if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
+        return Err(drop::SPOOFED);
     }
     if ether_type != parse::ETH_P_IP {
         return Ok(TC_ACT_OK);

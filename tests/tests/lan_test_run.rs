@@ -143,15 +143,20 @@ fn a_lan_endpoint_sends_only_from_its_own_mac_address_and_arp_sender() {
             TC_ACT_OK,
             "IPv6: not checked yet",
         ),
+        (
+            ethernet(ROUTER_MAC, MY_MAC, 0x8100, &[0; 46]),
+            TC_ACT_SHOT,
+            "a VLAN tag of its own",
+        ),
     ] {
         assert_eq!(verdict(&mut bpf, &frame), expected, "{what}");
     }
-    assert_eq!(drops(&mut bpf, drop::SPOOFED), 5);
+    assert_eq!(drops(&mut bpf, drop::SPOOFED), 6);
     let counted = Maps::new(bpf.ebpf_mut())
         .endpoint_stats(DEVICE)
         .expect("counters");
-    assert_eq!((counted.packets, counted.dropped), (9, 5));
-    assert!(counted.bytes > 9 * 42);
+    assert_eq!((counted.packets, counted.dropped), (10, 6));
+    assert!(counted.bytes > 10 * 42);
     // A device netd does not know (here `lo`) is not netd's to police.
     let run = bpf.run_tc_on(LAN_TC, &ping(other_ip, ROUTER, other_mac), 1);
     assert_eq!(run.verdict, TC_ACT_OK);

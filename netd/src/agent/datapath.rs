@@ -306,6 +306,9 @@ impl Agent {
             .state
             .endpoints
             .values()
+            // Netlink mode has no pins to miss: a filter lives on its
+            // device's qdisc, in the container's namespace.
+            .filter(|_| self.datapath.tc_mode() == TcMode::Tcx)
             .filter(|ep| ep.phase == Phase::Ready && ep.netns_ident.ino != 0)
             .filter(|ep| ep.lan_ifindex.is_some() && !self.datapath.has_link_pin(&endpoint_pin(ep)))
             .cloned()
@@ -316,8 +319,17 @@ impl Agent {
                 continue;
             };
             let datapath = &mut self.datapath;
-            ns.run(|| datapath.attach_tc_egress(LAN_TC, &ep.ifname, &endpoint_pin(&ep)))??;
-            warn!(endpoint = %ep.name, "a LAN endpoint's TC attachment was removed; attached again");
+            match ns.run(|| datapath.attach_tc_egress(LAN_TC, &ep.ifname, &endpoint_pin(&ep))) {
+                Ok(Ok(())) => {
+                    warn!(endpoint = %ep.name, "a LAN endpoint's TC attachment was removed; attached again")
+                }
+                Ok(Err(err)) => {
+                    warn!(endpoint = %ep.name, error = %err, "attaching a LAN endpoint again")
+                }
+                Err(err) => {
+                    warn!(endpoint = %ep.name, error = %err, "attaching a LAN endpoint again")
+                }
+            }
         }
         for veth in ready {
             let pin = endpoint_link(&veth);

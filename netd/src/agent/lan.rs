@@ -35,7 +35,7 @@ use super::{
     state::{Driver, EndpointState, LanLink, NetworkState, Shim},
 };
 use crate::{
-    datapath::LAN_TC,
+    datapath::{LAN_TC, TcMode},
     mac::MacAddr,
     netlink::{LanDevice, Netlink, NewLanDevice},
     netns::Netns,
@@ -105,6 +105,10 @@ pub enum LanError {
     IpvlanMac(String),
     #[error("no LAN endpoint device number left: netd gives out {0}")]
     NoIfindex(u32),
+    #[error(
+        "a runtime's LAN endpoint (Docker's) needs TCX (Linux 6.6 or later): a clsact filter does not follow the device into its container"
+    )]
+    RuntimeNeedsTcx,
 }
 
 impl LanError {
@@ -113,6 +117,7 @@ impl LanError {
             Self::UnknownParent(_) => ErrorKind::NotFound,
             Self::ParentTaken { .. } => ErrorKind::Conflict,
             Self::NoIfindex(_) => ErrorKind::Exhausted,
+            Self::RuntimeNeedsTcx => ErrorKind::Internal,
             _ => ErrorKind::InvalidArgument,
         }
     }
@@ -313,6 +318,13 @@ impl Agent {
                 (base, true)
             }
         };
+        // A sub-interface another netd network made is netd's still: it
+        // goes with the last network on it.
+        let made_parent = made_parent
+            || self.state.all_networks().any(|n| {
+                n.lan()
+                    .is_some_and(|l| l.parent == req.parent && l.made_parent)
+            });
         if let Some(why) = self.netd_device(&parent.name) {
             return Err(bad(why).into());
         }
@@ -320,7 +332,7 @@ impl Agent {
             let (Some(lan), true) = (other.lan(), other.driver.name() != req.driver) else {
                 continue;
             };
-            if lan.parent == req.parent || lan.parent == parent.name {
+            if lan.parent == req.parent {
                 return Err(LanError::ParentTaken {
                     parent: req.parent.clone(),
                     driver: other.driver.name(),
@@ -479,7 +491,12 @@ impl Agent {
         if let Some(shim) = &lan.shim
             && self.nl.link(&shim.ifname).await?.is_none()
         {
-            let kind = device_kind(net).expect("a LAN network");
+            // A macvlan shim reaches the containers only in bridge mode
+            // (they forward locally only between bridge-mode devices).
+            let kind = match device_kind(net).expect("a LAN network") {
+                LanDevice::Macvlan(_) => LanDevice::Macvlan(MacVlanMode::Bridge),
+                ipvlan => ipvlan,
+            };
             self.nl
                 .create_lan_device(&NewLanDevice {
                     name: &shim.ifname,
@@ -628,11 +645,16 @@ impl Agent {
             .set_veth(index, ep.ip, ep.mac.0, net.index)?;
         self.datapath.maps().count_endpoint(index)?;
         let pin = lan_endpoint_link(index);
-        if self.datapath.has_link_pin(&pin) || ep.netns_ident.ino == 0 {
-            // Adopted by its pin wherever the device is now, or (a runtime's
-            // to move) attached here.
+        if ep.netns_ident.ino == 0 {
+            // A runtime's to move: attached here before the move (a TCX
+            // link follows its device), adopted by its pin afterwards.
+            if self.datapath.tc_mode() == TcMode::Netlink {
+                return Err(LanError::RuntimeNeedsTcx.into());
+            }
             self.datapath.attach_tc_egress(LAN_TC, &ep.ifname, &pin)?;
         } else {
+            // In its namespace, never here: a defunct pin falls back to
+            // attaching by name, which must find the container's device.
             let ns = Netns::open(&ep.netns.to_string_lossy())?;
             let datapath = &mut self.datapath;
             ns.run(|| datapath.attach_tc_egress(LAN_TC, &ep.ifname, &pin))??;
@@ -677,6 +699,22 @@ impl Agent {
     pub(super) async fn delete_lan_device(&self, ep: &EndpointState) -> Result<(), AgentError> {
         remove_lan_device(&self.nl, ep).await?;
         Ok(())
+    }
+
+    /// Whether LAN endpoint `ep`'s device is in its namespace still (a
+    /// runtime's, whose namespace netd does not know, is taken to be).
+    pub(super) async fn lan_device_present(&self, ep: &EndpointState) -> bool {
+        if ep.netns_ident.ino == 0 {
+            return true;
+        }
+        let Ok(ns) = Netns::open(&ep.netns.to_string_lossy()) else {
+            return false;
+        };
+        let Ok(inside) = Netlink::connect_in(&ns) else {
+            return false;
+        };
+        let index = ep.lan_ifindex.expect("a LAN endpoint");
+        matches!(inside.link_by_index(index).await, Ok(Some(_)))
     }
 
     /// Whether LAN endpoint `ep`'s device is gone with its namespace.

@@ -261,6 +261,9 @@ impl Agent {
             Phase::Creating => "rolled back an attach the previous agent did not finish",
             Phase::Removing => "completed a detach the previous agent did not finish",
             Phase::Ready if self.lan_endpoint_gone(ep) => "namespace gone: releasing the endpoint",
+            Phase::Ready if !self.lan_device_present(ep).await => {
+                "device gone from its namespace: releasing the endpoint"
+            }
             Phase::Ready => {
                 info!(endpoint = %ep.name, ip = %ep.ip, "adopted endpoint");
                 return Ok(());
