@@ -89,6 +89,18 @@ pub const CT_KIND_HAIRPIN: u8 = 3;
 /// the container.
 pub const CT_KIND_ROUTED: u8 = 4;
 
+/// `NETD_FLOWS_CREATED`' size: kinds are its index, with room to come.
+pub const KINDS: u32 = 8;
+
+/// Stable names of the kinds, for output and metrics.
+pub const KIND_NAMES: [(u8, &str); 4] = [
+    (CT_KIND_PUBLISHED, "published"),
+    (CT_KIND_MASQUERADE, "masquerade"),
+    (CT_KIND_HAIRPIN, "hairpin"),
+    (CT_KIND_ROUTED, "routed"),
+];
+const _: () = assert!((CT_KIND_ROUTED as u32) < KINDS);
+
 /// [`CtEntry::mapping`] when no mapping is involved.
 pub const NO_MAPPING: u32 = u32::MAX;
 

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT OR GPL-2.0-only
-//! Why a netd program dropped a packet. Every drop is counted by reason in
-//! the per-CPU array `NETD_DROPS` (index: `code - BASE`), and the names
-//! below are stable: they appear in `netd stats` and its JSON.
+//! Why a netd program dropped a packet, and where. Every drop is counted by
+//! hook and reason in the per-CPU array `NETD_DROPS` (index: [`slot`]), and
+//! the names below are stable: they appear in `netd stats`, its JSON and the
+//! metrics.
 //!
 //! The codes start at [`BASE`] so that they can never be mistaken for a TC
 //! verdict (-1..=8) or an XDP action (0..=4) where a program returns
@@ -50,10 +51,40 @@ pub const ISOLATED: u32 = BASE + 12;
 /// Number of reasons.
 pub const COUNT: u32 = 13;
 
-/// `NETD_DROPS`' size: room for reasons to come, so that adding one never
-/// changes the pinned map's layout (a resized map must be migrated).
+/// Reasons per hook in `NETD_DROPS`: room for reasons to come, so that
+/// adding one never changes the pinned map's layout (a resized map must be
+/// migrated).
 pub const SLOTS: u32 = 64;
 const _: () = assert!(COUNT <= SLOTS);
+
+/// The program that dropped: the row of `NETD_DROPS`.
+pub mod hook {
+    /// TC ingress on an uplink.
+    pub const UPLINK_TC: u32 = 0;
+    /// XDP on an uplink.
+    pub const UPLINK_XDP: u32 = 1;
+    /// TC ingress on a container's host veth.
+    pub const ENDPOINT_TC: u32 = 2;
+    /// TC egress on a LAN endpoint's device (macvlan, ipvlan).
+    pub const LAN_TC: u32 = 3;
+    /// Drops an earlier netd counted without their hook, kept across the
+    /// upgrade.
+    pub const UNATTRIBUTED: u32 = 7;
+    /// Rows: room for hooks to come.
+    pub const ROWS: u32 = 8;
+
+    /// Every row in use, with its stable name.
+    pub const NAMES: [(u32, &str); 5] = [
+        (UPLINK_TC, "uplink_tc"),
+        (UPLINK_XDP, "uplink_xdp"),
+        (ENDPOINT_TC, "endpoint_tc"),
+        (LAN_TC, "lan_tc"),
+        (UNATTRIBUTED, "unattributed"),
+    ];
+}
+
+/// `NETD_DROPS`' size.
+pub const ENTRIES: u32 = hook::ROWS * SLOTS;
 
 /// Stable names, in code order.
 pub const NAMES: [&str; COUNT as usize] = [
@@ -72,10 +103,16 @@ pub const NAMES: [&str; COUNT as usize] = [
     "isolated",
 ];
 
-/// The `NETD_DROPS` index of a drop code.
+/// The index of a drop code among the reasons of one hook.
 #[inline(always)]
 pub const fn index(code: u32) -> u32 {
     code - BASE
+}
+
+/// The `NETD_DROPS` index of a drop of `code` at `hook`.
+#[inline(always)]
+pub const fn slot(hook: u32, code: u32) -> u32 {
+    hook * SLOTS + index(code)
 }
 
 #[cfg(test)]
@@ -86,5 +123,7 @@ mod tests {
     fn every_code_has_a_name() {
         assert_eq!(NAMES.len() as u32, COUNT);
         assert_eq!(index(ISOLATED), COUNT - 1);
+        assert!(hook::NAMES.iter().all(|(row, _)| *row < hook::ROWS));
+        assert_eq!(slot(hook::UNATTRIBUTED, ISOLATED), 7 * SLOTS + COUNT - 1);
     }
 }

@@ -67,9 +67,10 @@ pub mod map_names {
     pub const NETWORKS: &str = "NETD_NETWORKS";
     pub const SUBNETS: &str = "NETD_SUBNETS";
     pub const ENDPOINT_STATS: &str = "NETD_ENDPOINT_STATS";
+    pub const FLOWS_CREATED: &str = "NETD_FLOWS_CREATED";
 
     /// Every map that is pinned.
-    pub const PINNED: [&str; 16] = [
+    pub const PINNED: [&str; 17] = [
         PROTO_STATS,
         DROPS,
         PORTS,
@@ -86,5 +87,6 @@ pub mod map_names {
         NETWORKS,
         SUBNETS,
         ENDPOINT_STATS,
+        FLOWS_CREATED,
     ];
 }

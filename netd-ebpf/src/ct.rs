@@ -216,6 +216,7 @@ pub fn insert_pair(
         let _ = NETD_CT.remove(reply_key);
         return Ok(NETD_CT.get_ptr_mut(key).ok_or(drop::CT_CREATE));
     }
+    stats::count_flow_created(original.kind);
     Ok(NETD_CT.get_ptr_mut(key).ok_or(drop::CT_CREATE))
 }
 

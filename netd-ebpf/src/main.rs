@@ -65,7 +65,7 @@ mod programs {
         match uplink::tc::try_uplink_tc(&ctx) {
             Ok(verdict) => verdict,
             Err(reason) => {
-                stats::count_drop(reason);
+                stats::count_drop(drop::hook::UPLINK_TC, reason);
                 if worth_logging(reason) {
                     debug!(&ctx, "uplink tc: drop, reason {}", reason);
                 }
@@ -80,7 +80,7 @@ mod programs {
         match uplink::xdp::try_uplink_xdp(&ctx) {
             Ok(action) => action,
             Err(reason) => {
-                stats::count_drop(reason);
+                stats::count_drop(drop::hook::UPLINK_XDP, reason);
                 if worth_logging(reason) {
                     debug!(&ctx, "uplink xdp: drop, reason {}", reason);
                 }
@@ -151,7 +151,7 @@ mod programs {
         match endpoint::try_endpoint_tc(&ctx) {
             Ok(verdict) => verdict,
             Err(reason) => {
-                stats::count_drop(reason);
+                stats::count_drop(drop::hook::ENDPOINT_TC, reason);
                 if worth_logging(reason) {
                     debug!(&ctx, "endpoint tc: drop, reason {}", reason);
                 }
@@ -167,7 +167,7 @@ mod programs {
         match lan::try_lan_tc(&ctx) {
             Ok(verdict) => verdict,
             Err(reason) => {
-                stats::count_drop(reason);
+                stats::count_drop(drop::hook::LAN_TC, reason);
                 TC_ACT_SHOT
             }
         }

@@ -9,7 +9,7 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use netd_common::{
-    ct::{CtEntry, CtKey, FragKey, FragPorts},
+    ct::{self, CtEntry, CtKey, FragKey, FragPorts},
     drop,
     endpoint::{
         DatapathConfig, EndpointInfo, EndpointStats, MAX_NETWORKS, NetworkInfo, UplinkInfo,
@@ -23,9 +23,13 @@ use netd_common::{
 #[btf_map]
 pub static NETD_PROTO_STATS: PerCpuArray<ProtoStats, { hook::COUNT as usize }> = PerCpuArray::new();
 
-/// Drops by reason (`netd_common::drop`, index `code - BASE`).
+/// Drops by hook and reason (`netd_common::drop`, index `drop::slot`).
 #[btf_map]
-pub static NETD_DROPS: PerCpuArray<u64, { drop::SLOTS as usize }> = PerCpuArray::new();
+pub static NETD_DROPS: PerCpuArray<u64, { drop::ENTRIES as usize }> = PerCpuArray::new();
+
+/// Flows created, by conntrack kind (`CtEntry::kind`).
+#[btf_map]
+pub static NETD_FLOWS_CREATED: PerCpuArray<u64, { ct::KINDS as usize }> = PerCpuArray::new();
 
 /// Published ports: (protocol, host address, port prefix) -> mapping slot.
 #[btf_map]

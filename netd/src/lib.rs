@@ -17,6 +17,7 @@ pub mod listeners;
 pub mod logging;
 pub mod mac;
 pub mod memory;
+pub mod metrics;
 pub mod netlink;
 pub mod netns;
 pub mod paths;

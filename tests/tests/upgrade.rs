@@ -156,6 +156,7 @@ fn the_previous_release_upgrades_without_a_dropped_flow_and_refuses_to_downgrade
         added,
         [
             map_names::ENDPOINT_STATS,
+            map_names::FLOWS_CREATED,
             map_names::NETWORKS,
             map_names::SUBNETS
         ],
@@ -169,6 +170,15 @@ fn the_previous_release_upgrades_without_a_dropped_flow_and_refuses_to_downgrade
             drops_after[reason]
         );
     }
+    // The previous release counted by reason alone: its counts are under
+    // the `unattributed` hook now.
+    let (metrics, _) = netd_tests::curl_unix(&t.agent.socket(), &["http://netd/metrics"]);
+    let unattributed: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"netd_drops_total{reason="spoofed",hook="unattributed"} "#))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no unattributed spoofed drops in:\n{metrics}"));
+    assert!(unattributed >= drops_before["spoofed"], "{unattributed}");
     // Programs: this release's, in place of the old ones.
     let programs_after = tcx_programs(&t.host, "up0");
     assert_eq!(programs_after.len(), programs_before.len());

@@ -9,6 +9,7 @@ mod bench;
 mod cmd;
 mod demo;
 mod leftovers;
+mod package;
 mod previous;
 mod setup;
 mod soak;
@@ -44,6 +45,10 @@ enum Task {
     /// conntrack must return to its baseline and the agent's memory stay
     /// flat; report in target/soak/report.json.
     Soak(soak::Options),
+    /// Build netd's Debian package (cargo-deb): the agent, its systemd
+    /// unit and /etc/default/netd, the CNI plugin link, man pages and
+    /// completions; prints the .deb's path.
+    Package,
     /// Build the previous release of netd (for the upgrade test; `cargo
     /// xtask test` does it first) and print its binary's path.
     Previous,
@@ -57,6 +62,7 @@ fn main() -> ExitCode {
         Task::Demo(options) => demo::run(&options),
         Task::Bench(options) => bench::run(&options),
         Task::Soak(options) => soak::run(&options),
+        Task::Package => package::build().map(|deb| println!("{}", deb.display())),
         Task::Previous => previous::build().map(|bin| println!("{}", bin.display())),
     };
     match result {

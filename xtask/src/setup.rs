@@ -72,9 +72,14 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "dnsmasq-base",
         "the DNS tests' upstream resolver and the DNS benchmark's peer (no service)",
     ),
+    (
+        "prometheus",
+        "promtool, the Prometheus project's checker of the metrics tests (its server is never started)",
+    ),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
+const CARGO_DEB_VERSION: &str = "3.8.0";
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 const NIGHTLY: &str = "nightly";
 
@@ -83,7 +88,33 @@ pub fn run() -> anyhow::Result<()> {
     nightly_rust_src()?;
     bpf_linker()?;
     scapy_venv()?;
+    cargo_deb()?;
     Ok(())
+}
+
+/// cargo-deb, pinned: `cargo xtask package` builds netd's Debian package
+/// with it.
+pub fn cargo_deb() -> anyhow::Result<()> {
+    let version = output(Command::new("cargo").args(["deb", "--version"]));
+    if version
+        .as_deref()
+        .is_some_and(|v| v.contains(CARGO_DEB_VERSION))
+    {
+        present(&format!("cargo-deb {CARGO_DEB_VERSION}"));
+        return Ok(());
+    }
+    installing(
+        &format!("cargo-deb {CARGO_DEB_VERSION}"),
+        "builds the Debian package; about 1 minute",
+    );
+    cmd::run(Command::new("cargo").args([
+        "install",
+        "cargo-deb",
+        "--locked",
+        "--version",
+        CARGO_DEB_VERSION,
+    ]))
+    .context("installing cargo-deb")
 }
 
 fn present(what: &str) {

@@ -146,6 +146,11 @@ pub struct Flags {
     /// nameserver of netd's).
     #[arg(long, env = "NETD_NO_DNS", conflicts_with = "dns_upstream")]
     pub no_dns: bool,
+    /// Also serve Prometheus metrics (`GET /metrics`) on this TCP address,
+    /// e.g. 127.0.0.1:9462; they are always on the API socket [default:
+    /// off]
+    #[arg(long, env = "NETD_METRICS_ADDRESS", value_name = "ADDR:PORT")]
+    pub metrics_address: Option<std::net::SocketAddr>,
 }
 
 /// What the agent runs with, once flags, saved state and the namespace
@@ -178,6 +183,8 @@ pub struct Config {
     pub docker_plugin_socket: Option<PathBuf>,
     /// Where the networks' DNS servers forward; `None`: no DNS served.
     pub dns_upstream: Option<crate::dns::Upstream>,
+    /// Where metrics are served over TCP; `None`: only on the API socket.
+    pub metrics_address: Option<std::net::SocketAddr>,
 }
 
 /// The agent's own resolvers, which its DNS servers forward to by default.
@@ -559,6 +566,7 @@ impl Config {
                 (false, true) => Some(crate::dns::Upstream::ResolvConf(RESOLV_CONF.to_owned())),
                 (false, false) => Some(crate::dns::Upstream::Servers(flags.dns_upstream.clone())),
             },
+            metrics_address: flags.metrics_address,
         })
     }
 }

@@ -509,6 +509,7 @@ impl Agent {
         let (refused, exhausted) = (count(drop::CT_CREATE), count(drop::NAT_EXHAUSTED));
         let pressure = refused > self.ct_refused;
         if pressure {
+            self.gc.pressure_events += 1;
             warn!(
                 refused = refused - self.ct_refused,
                 "conntrack full: new flows refused; making room"
@@ -535,6 +536,7 @@ impl Agent {
             let collected = self.collect_garbage(pressure);
             if let Ok(c) = &collected {
                 self.ct_fill = c.remaining;
+                self.gc.record(self.last_gc.elapsed(), c);
             }
             match collected {
                 Ok(Collected {

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT OR GPL-2.0-only
-//! The one HTTP/1.1 server behind both of the agent's Unix sockets (the API
-//! and Docker's network driver): a head timeout, half-closes answered, a
-//! body limit, a graceful stop. What axum's `serve` does, plus those.
+//! The one HTTP/1.1 server behind the agent's sockets (the API, Docker's
+//! network driver, and the metrics' TCP listener): a head timeout,
+//! half-closes answered, a body limit, a graceful stop. What axum's `serve`
+//! does, plus those.
 
 use std::{
     future::Future,
@@ -20,7 +21,7 @@ use hyper_util::{
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::{UnixListener, UnixStream},
+    net::{TcpListener, UnixListener},
     time::Sleep,
 };
 use tracing::{debug, warn};
@@ -50,12 +51,32 @@ pub enum HeadTimeout {
     FirstRequest,
 }
 
+/// A listening socket the server accepts connections from.
+pub trait Accept: Send {
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    fn accept(&self) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+}
+
+impl Accept for UnixListener {
+    type Stream = tokio::net::UnixStream;
+    async fn accept(&self) -> io::Result<Self::Stream> {
+        Self::accept(self).await.map(|(stream, _)| stream)
+    }
+}
+
+impl Accept for TcpListener {
+    type Stream = tokio::net::TcpStream;
+    async fn accept(&self) -> io::Result<Self::Stream> {
+        Self::accept(self).await.map(|(stream, _)| stream)
+    }
+}
+
 /// Serves `router` over HTTP/1.1 on `listener` until `stop` completes,
 /// then lets requests in progress finish. A client that sends its whole
 /// request and shuts down its writing half (`nc -N`, `socat`) gets its
 /// answer.
-pub async fn serve(
-    listener: UnixListener,
+pub async fn serve<L: Accept>(
+    listener: L,
     router: Router,
     head_timeout: HeadTimeout,
     what: &'static str,
@@ -72,7 +93,7 @@ pub async fn serve(
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(stream) => stream,
                 Err(err) => {
                     // Out of file descriptors or memory: wait for some to
                     // come back rather than spin.
@@ -111,16 +132,16 @@ pub async fn serve(
 /// A connection whose first request head must arrive whole (up to its
 /// blank line) before a deadline; reads fail with `TimedOut` after it.
 /// Later requests have no deadline.
-struct FirstHead {
-    stream: UnixStream,
+struct FirstHead<S> {
+    stream: S,
     /// `None` once the first head is in (or when off).
     deadline: Option<Pin<Box<Sleep>>>,
     /// The last bytes read, to find "\r\n\r\n" across reads.
     tail: u32,
 }
 
-impl FirstHead {
-    fn off(stream: UnixStream) -> Self {
+impl<S> FirstHead<S> {
+    fn off(stream: S) -> Self {
         Self {
             stream,
             deadline: None,
@@ -128,7 +149,7 @@ impl FirstHead {
         }
     }
 
-    fn within(stream: UnixStream, limit: Duration) -> Self {
+    fn within(stream: S, limit: Duration) -> Self {
         Self {
             stream,
             deadline: Some(Box::pin(tokio::time::sleep(limit))),
@@ -148,7 +169,7 @@ impl FirstHead {
     }
 }
 
-impl AsyncRead for FirstHead {
+impl<S: AsyncRead + Unpin> AsyncRead for FirstHead<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -181,7 +202,7 @@ impl AsyncRead for FirstHead {
     }
 }
 
-impl AsyncWrite for FirstHead {
+impl<S: AsyncWrite + Unpin> AsyncWrite for FirstHead<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -224,7 +245,8 @@ mod tests {
             .build()
             .expect("runtime");
         runtime.block_on(async {
-            let mut head = FirstHead::off(UnixStream::from_std(a).expect("tokio stream"));
+            let mut head =
+                FirstHead::off(tokio::net::UnixStream::from_std(a).expect("tokio stream"));
             assert!(!head.scan(b"GET / HTTP/1.1\r\nHost: x\r\n"));
             assert!(!head.scan(b"\r"));
             assert!(head.scan(b"\n"));

@@ -13,6 +13,7 @@ pub mod error;
 mod http;
 pub mod ipam;
 pub mod lan;
+mod metrics;
 mod names;
 mod network;
 mod ports;
@@ -84,6 +85,8 @@ pub struct Agent {
     ct_fill: usize,
     /// The `nat_exhausted` drop count at the last tick.
     nat_exhausted: u64,
+    /// What garbage collection did, for the metrics.
+    gc: metrics::GcRecord,
     /// The networks' DNS servers; `None` with `--no-dns`.
     dns: Option<crate::dns::Dns>,
     /// Held for the agent's life: one agent per state directory.
@@ -171,6 +174,7 @@ impl Agent {
             ct_refused: 0,
             ct_fill: 0,
             nat_exhausted: 0,
+            gc: metrics::GcRecord::default(),
             dns,
             _lock: lock,
         };

@@ -26,6 +26,7 @@ use super::{
     endpoint::{NewEndpoint, Placement},
     error::{AgentError, ErrorKind},
     http::{self, HeadTimeout, MAX_BODY},
+    metrics::ApiRequests,
 };
 use crate::{
     api::{AttachRequest, DetachRequest, DetachResponse, ErrorBody, PortsRequest, PortsResponse},
@@ -38,6 +39,8 @@ struct Shared {
     agent: Arc<Mutex<Agent>>,
     /// Notified when a `down` request has removed everything.
     stop: Arc<Notify>,
+    /// API requests answered, for the metrics.
+    requests: ApiRequests,
 }
 
 /// An error answer.
@@ -286,6 +289,26 @@ async fn stats(State(s): State<Shared>) -> ApiResult<Json<crate::api::Stats>> {
     Ok(Json(s.agent.lock().await.stats()?))
 }
 
+/// `GET /metrics`: Prometheus's text format. The agent's lock is held for
+/// the snapshot of labels only; the maps are read on a blocking thread.
+async fn metrics(State(s): State<Shared>) -> ApiResult<Response> {
+    let snapshot = s.agent.lock().await.metrics_snapshot();
+    let requests = s.requests.clone();
+    let rendered =
+        tokio::task::spawn_blocking(move || super::metrics::render(&snapshot, &requests))
+            .await
+            .map_err(|err| ApiError::new(ErrorKind::Internal, format!("metrics: {err}")))?
+            .map_err(AgentError::from)?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::metrics::CONTENT_TYPE,
+        )],
+        rendered,
+    )
+        .into_response())
+}
+
 async fn down(State(s): State<Shared>) -> Json<crate::api::DownReport> {
     let report = crate::api::DownReport::from(s.agent.lock().await.down().await);
     s.stop.notify_one();
@@ -315,6 +338,7 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
 }
 
 fn router(shared: Shared) -> Router {
+    let requests = shared.requests.clone();
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/network", get(network))
@@ -335,6 +359,13 @@ fn router(shared: Shared) -> Router {
         .route("/v1/conntrack", get(conntrack))
         .route("/v1/stats", get(stats))
         .route("/v1/down", post(down))
+        .route("/metrics", get(metrics))
+        // Around the routes, where the matched route is known: its pattern
+        // is the label (a path per network name would be unbounded).
+        .route_layer(axum::middleware::from_fn_with_state(
+            requests,
+            ApiRequests::count,
+        ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(shared)
@@ -383,10 +414,43 @@ pub async fn serve(agent: Agent) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let metrics_listener = match agent.config().metrics_address {
+        Some(address) => {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|source| AgentError::Io {
+                    what: format!("binding the metrics address {address}"),
+                    source,
+                })?;
+            info!(%address, "serving metrics");
+            Some(listener)
+        }
+        None => None,
+    };
     let shared = Shared {
         agent: Arc::new(Mutex::new(agent)),
         stop: Arc::new(Notify::new()),
+        requests: ApiRequests::default(),
     };
+    // The metrics' listener serves `GET /metrics` only: a TCP port must
+    // never reach the API, which is root's.
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics_server = metrics_listener.map(|listener| {
+        let router = Router::new()
+            .route("/metrics", get(metrics))
+            .fallback(not_found)
+            .method_not_allowed_fallback(method_not_allowed)
+            .with_state(shared.clone());
+        tokio::spawn(http::serve(
+            listener,
+            router,
+            HeadTimeout::EveryRequest,
+            "metrics",
+            async move {
+                let _ = metrics_stopped.await;
+            },
+        ))
+    });
     let stop = shared.stop.clone();
     let (stop_docker, docker_stopped) = tokio::sync::oneshot::channel::<()>();
     let docker = docker_listener.map(|listener| {
@@ -425,6 +489,11 @@ pub async fn serve(agent: Agent) -> anyhow::Result<()> {
         })
     };
     info!(socket = %socket.display(), "serving the API");
+    // systemd's `Type=notify`: ready once the API socket is bound (and the
+    // datapath, names and ticker with it); a no-op outside systemd.
+    if let Err(err) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(error = %err, "telling systemd the agent is ready");
+    }
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let shutdown = async move {
@@ -443,6 +512,10 @@ pub async fn serve(agent: Agent) -> anyhow::Result<()> {
     )
     .await;
     ticker.abort();
+    let _ = stop_metrics.send(());
+    if let Some(server) = metrics_server {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), server).await;
+    }
     let _ = fs::remove_file(&socket);
     if let Some(docker) = docker {
         // Calls in progress finish; idle connections close.

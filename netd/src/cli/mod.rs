@@ -6,9 +6,11 @@
 
 mod agent;
 mod attach;
+mod completion;
 mod conntrack;
 mod detach;
 mod down;
+mod manpages;
 mod network;
 mod observe;
 mod output;
@@ -63,6 +65,9 @@ enum Command {
     Status(status::Status),
     Down(down::Down),
     Observe(observe::Observe),
+    Completion(completion::Completion),
+    #[command(hide = true)]
+    Manpages(manpages::Manpages),
 }
 
 /// What every command gets: how to reach the agent and how to print.
@@ -76,6 +81,12 @@ const EXIT_UNREACHABLE: u8 = 3;
 
 impl Cli {
     pub fn execute(self) -> ExitCode {
+        // Neither needs the agent nor a runtime.
+        match self.command {
+            Command::Completion(cmd) => return local(cmd.execute(), self.json),
+            Command::Manpages(cmd) => return local(cmd.execute(), self.json),
+            _ => {}
+        }
         crate::logging::init();
         let ctx = Context {
             client: Client::new(&self.socket),
@@ -108,12 +119,21 @@ impl Cli {
                 Command::Status(cmd) => cmd.execute(&ctx).await,
                 Command::Down(cmd) => cmd.execute(&ctx).await,
                 Command::Observe(cmd) => cmd.execute().await,
+                Command::Completion(_) | Command::Manpages(_) => unreachable!("handled above"),
             }
         });
         match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => report(&err, ctx.json),
         }
+    }
+}
+
+/// The exit of a command that runs here, without the agent.
+fn local(result: anyhow::Result<()>, json: bool) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => report(&err, json),
     }
 }
 
@@ -140,5 +160,27 @@ fn report(err: &anyhow::Error, json: bool) -> ExitCode {
     match client {
         Some(ClientError::Unreachable { .. }) => ExitCode::from(EXIT_UNREACHABLE),
         _ => ExitCode::from(EXIT_FAILED),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// The package's /etc/default/netd names every flag of the agent by
+    /// its environment variable, so that none is missing from it.
+    #[test]
+    fn the_default_file_names_every_agent_flag() {
+        let file = include_str!("../../../packaging/netd.default");
+        let cli = super::Cli::command();
+        let agent = cli.find_subcommand("agent").expect("netd agent");
+        for arg in agent.get_arguments() {
+            let Some(env) = arg.get_env() else { continue };
+            let env = env.to_string_lossy();
+            assert!(
+                file.lines().any(|l| l.starts_with(&format!("#{env}="))),
+                "packaging/netd.default lacks {env}"
+            );
+        }
     }
 }

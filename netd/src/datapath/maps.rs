@@ -30,6 +30,25 @@ use netd_common::{
 
 use super::{batch, error::DatapathError};
 
+/// Drops by hook and reason, summed over CPUs (index `drop::slot`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DropCounts(Vec<u64>);
+
+impl DropCounts {
+    /// Drops of `code` at `hook`.
+    pub fn at(&self, hook: u32, code: u32) -> u64 {
+        self.0
+            .get(drop::slot(hook, code) as usize)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Drops of `code`, at every hook.
+    pub fn reason(&self, code: u32) -> u64 {
+        (0..drop::hook::ROWS).map(|hook| self.at(hook, code)).sum()
+    }
+}
+
 /// One published mapping, as the datapath sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PortRule {
@@ -76,26 +95,65 @@ impl PortRule {
     }
 }
 
-/// netd's maps inside a loaded object.
+/// netd's maps inside a loaded object, or opened from their pins.
 pub struct Maps<'a> {
-    ebpf: &'a mut Ebpf,
+    source: Source<'a>,
+}
+
+enum Source<'a> {
+    Loaded(&'a mut Ebpf),
+    Pinned(&'a mut PinnedMaps),
+}
+
+/// Some of netd's maps, opened from their pins under a bpffs directory:
+/// what a reader that does not own the loaded object (a metrics scrape,
+/// outside the agent's lock) reads the counters through.
+pub struct PinnedMaps(BTreeMap<&'static str, Map>);
+
+impl PinnedMaps {
+    /// Opens the pins of `names` under `bpffs`; one that is missing or not
+    /// a map fails the whole.
+    pub fn open(bpffs: &std::path::Path, names: &[&'static str]) -> Result<Self, DatapathError> {
+        let mut maps = BTreeMap::new();
+        for &name in names {
+            let data = MapData::from_pin(bpffs.join(name))
+                .map_err(|source| DatapathError::MapOp { map: name, source })?;
+            let map = Map::from_map_data(data)
+                .map_err(|source| DatapathError::MapOp { map: name, source })?;
+            maps.insert(name, map);
+        }
+        Ok(Self(maps))
+    }
 }
 
 impl<'a> Maps<'a> {
     pub fn new(ebpf: &'a mut Ebpf) -> Self {
-        Self { ebpf }
+        Self {
+            source: Source::Loaded(ebpf),
+        }
+    }
+
+    pub fn pinned(maps: &'a mut PinnedMaps) -> Self {
+        Self {
+            source: Source::Pinned(maps),
+        }
     }
 
     fn map(&mut self, name: &'static str) -> Result<&mut Map, DatapathError> {
-        self.ebpf
-            .map_mut(name)
-            .ok_or(DatapathError::MissingMap(name))
+        match &mut self.source {
+            Source::Loaded(ebpf) => ebpf.map_mut(name),
+            Source::Pinned(maps) => maps.0.get_mut(name),
+        }
+        .ok_or(DatapathError::MissingMap(name))
     }
 
     /// The map `name` itself, for what aya has no typed call for.
     fn map_data(&mut self, name: &'static str) -> Result<&MapData, DatapathError> {
         match self.map(name)? {
-            Map::HashMap(data) | Map::LruHashMap(data) => Ok(data),
+            Map::HashMap(data)
+            | Map::LruHashMap(data)
+            | Map::PerCpuArray(data)
+            | Map::PerCpuHashMap(data) => Ok(data),
             _ => Err(DatapathError::MissingMap(name)),
         }
     }
@@ -472,14 +530,63 @@ impl<'a> Maps<'a> {
             }))
     }
 
-    /// Drops per reason, summed over CPUs, in `drop::NAMES` order.
-    pub fn drops(&mut self) -> Result<Vec<u64>, DatapathError> {
-        let map: PerCpuArray<&mut MapData, u64> =
-            PerCpuArray::try_from(self.map(names::DROPS)?).map_err(Self::ctx(names::DROPS))?;
-        (0..drop::COUNT)
-            .map(|i| map.get(&i, 0).map(|values| values.iter().sum()))
+    /// Every slot of a per-CPU array summed over CPUs, in one batch where
+    /// the kernel can, else slot by slot.
+    fn percpu_sums<V: aya::Pod + Default>(
+        &mut self,
+        name: &'static str,
+        entries: u32,
+        fold: impl Fn(V, V) -> V,
+    ) -> Result<Vec<V>, DatapathError> {
+        let cpus = nr_cpus().map_err(|(_, e)| DatapathError::Cpus(e))?;
+        let batched = batch::percpu_array_sums(self.map_data(name)?.fd(), entries, cpus, &fold)
+            .map_err(|source| DatapathError::Io {
+                what: format!("reading {name} in batches"),
+                source,
+            })?;
+        if let Some(sums) = batched {
+            return Ok(sums);
+        }
+        let map: PerCpuArray<&mut MapData, V> =
+            PerCpuArray::try_from(self.map(name)?).map_err(Self::ctx(name))?;
+        (0..entries)
+            .map(|i| {
+                map.get(&i, 0)
+                    .map(|values| values.iter().copied().fold(V::default(), &fold))
+            })
             .collect::<Result<_, _>>()
-            .map_err(Self::ctx(names::DROPS))
+            .map_err(Self::ctx(name))
+    }
+
+    /// Drops by hook and reason, summed over CPUs.
+    pub fn drop_counts(&mut self) -> Result<DropCounts, DatapathError> {
+        self.percpu_sums(names::DROPS, drop::ENTRIES, |a: u64, b| a + b)
+            .map(DropCounts)
+    }
+
+    /// Drops per reason over every hook, in `drop::NAMES` order.
+    pub fn drops(&mut self) -> Result<Vec<u64>, DatapathError> {
+        let counts = self.drop_counts()?;
+        Ok((0..drop::COUNT)
+            .map(|i| counts.reason(drop::BASE + i))
+            .collect())
+    }
+
+    /// Flows created per conntrack kind (`CtEntry::kind`), summed over CPUs.
+    pub fn flows_created(&mut self) -> Result<Vec<u64>, DatapathError> {
+        self.percpu_sums(names::FLOWS_CREATED, netd_common::ct::KINDS, |a: u64, b| {
+            a + b
+        })
+    }
+
+    /// Every mapping slot's counters, summed over CPUs, in slot order.
+    pub fn all_mapping_stats(&mut self) -> Result<Vec<MappingStats>, DatapathError> {
+        let entries = self
+            .map_data(names::MAPPING_STATS)?
+            .info()
+            .map_err(Self::ctx(names::MAPPING_STATS))?
+            .max_entries();
+        self.percpu_sums(names::MAPPING_STATS, entries, MappingStats::merged)
     }
 
     /// Packets per hook, by protocol, summed over CPUs, in `hook::NAMES`

@@ -123,6 +123,7 @@ fn expected_layout(name: &str) -> Option<(u32, u32)> {
         names::CONFIG => sizes(4, size_of::<DatapathConfig>()),
         names::VETHS => sizes(4, size_of::<netd_common::endpoint::VethInfo>()),
         names::ENDPOINT_STATS => sizes(4, size_of::<netd_common::endpoint::EndpointStats>()),
+        names::FLOWS_CREATED => sizes(4, 8),
         names::UPLINKS => sizes(4, size_of::<netd_common::endpoint::UplinkInfo>()),
         names::SOCK_REVNAT => sizes(
             size_of::<netd_common::ports::SockRevKey>(),
@@ -466,11 +467,12 @@ pub struct Datapath {
     qdiscs_added: std::collections::BTreeSet<String>,
 }
 
-/// The drop counters of a `NETD_DROPS` pinned by a netd with fewer slots
-/// (before [`drop::SLOTS`]): read, and the pin removed, so that the load
-/// creates the map at its new size; [`restore_drops`] writes them back.
-/// Programs already attached keep counting into the old map until the
-/// agent swaps its own in: those few counts are lost, no packet is.
+/// The drop counters of a `NETD_DROPS` pinned by an earlier netd, which
+/// counted by reason alone (one row of at most [`drop::SLOTS`]): read, and
+/// the pin removed, so that the load creates the map at its new size;
+/// [`restore_drops`] writes them back into the `unattributed` row. Programs
+/// already attached keep counting into the old map until the agent swaps
+/// its own in: those few counts are lost, no packet is.
 fn take_short_drops(dir: &Path) -> Result<Option<Vec<PerCpuValues<u64>>>, DatapathError> {
     let path = dir.join(names::DROPS);
     if !path.exists() {
@@ -481,13 +483,14 @@ fn take_short_drops(dir: &Path) -> Result<Option<Vec<PerCpuValues<u64>>>, Datapa
         source,
     };
     let info = MapInfo::from_pin(&path).map_err(map)?;
-    if info.max_entries() >= drop::SLOTS {
+    if info.max_entries() >= drop::ENTRIES {
         return Ok(None);
     }
     let data = MapData::from_pin(&path).map_err(map)?;
     let old: PerCpuArray<MapData, u64> =
         PerCpuArray::try_from(Map::PerCpuArray(data)).map_err(map)?;
-    let values = (0..info.max_entries())
+    let reasons = info.max_entries().min(drop::SLOTS);
+    let values = (0..reasons)
         .map(|i| old.get(&i, 0))
         .collect::<Result<Vec<_>, _>>()
         .map_err(map)?;
@@ -497,8 +500,8 @@ fn take_short_drops(dir: &Path) -> Result<Option<Vec<PerCpuValues<u64>>>, Datapa
     })?;
     info!(
         from = info.max_entries(),
-        to = drop::SLOTS,
-        "resizing the pinned drop counters"
+        to = drop::ENTRIES,
+        "resizing the pinned drop counters (by hook and reason)"
     );
     Ok(Some(values))
 }
@@ -515,7 +518,8 @@ fn restore_drops(ebpf: &mut Ebpf, values: Vec<PerCpuValues<u64>>) -> Result<(), 
     )
     .map_err(map)?;
     for (i, counts) in values.into_iter().enumerate() {
-        drops.set(i as u32, counts, 0).map_err(map)?;
+        let slot = drop::slot(drop::hook::UNATTRIBUTED, drop::BASE + i as u32);
+        drops.set(slot, counts, 0).map_err(map)?;
     }
     Ok(())
 }
@@ -788,25 +792,7 @@ impl Datapath {
     /// (`memlock` in its fdinfo): bounded by `max_entries`, whatever the
     /// traffic, since every map is preallocated or capped.
     pub fn map_usage(&self) -> Vec<MapUsage> {
-        names::PINNED
-            .iter()
-            .filter_map(|&name| {
-                let info = MapInfo::from_pin(self.bpffs.join(name)).ok()?;
-                let fd = info.fd().ok()?;
-                let fdinfo =
-                    fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd()))
-                        .ok()?;
-                let memory_bytes = fdinfo
-                    .lines()
-                    .find_map(|line| line.strip_prefix("memlock:"))
-                    .and_then(|value| value.trim().parse().ok())?;
-                Some(MapUsage {
-                    name,
-                    max_entries: info.max_entries(),
-                    memory_bytes,
-                })
-            })
-            .collect()
+        map_usage(&self.bpffs)
     }
 
     /// The names of the pinned links.
@@ -819,4 +805,27 @@ impl Datapath {
             })
             .unwrap_or_default()
     }
+}
+
+/// Each pinned map's capacity and kernel memory (`memlock`), read from the
+/// pins under `bpffs`.
+pub fn map_usage(bpffs: &Path) -> Vec<MapUsage> {
+    names::PINNED
+        .iter()
+        .filter_map(|&name| {
+            let info = MapInfo::from_pin(bpffs.join(name)).ok()?;
+            let fd = info.fd().ok()?;
+            let fdinfo =
+                fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd())).ok()?;
+            let memory_bytes = fdinfo
+                .lines()
+                .find_map(|line| line.strip_prefix("memlock:"))
+                .and_then(|value| value.trim().parse().ok())?;
+            Some(MapUsage {
+                name,
+                max_entries: info.max_entries(),
+                memory_bytes,
+            })
+        })
+        .collect()
 }
