@@ -45,6 +45,7 @@ pub mod csum;
 pub mod ct;
 pub mod drop;
 pub mod endpoint;
+pub mod monitor;
 pub mod ports;
 pub mod stats;
 
@@ -68,9 +69,12 @@ pub mod map_names {
     pub const SUBNETS: &str = "NETD_SUBNETS";
     pub const ENDPOINT_STATS: &str = "NETD_ENDPOINT_STATS";
     pub const FLOWS_CREATED: &str = "NETD_FLOWS_CREATED";
+    pub const MONITOR: &str = "NETD_MONITOR";
+    pub const MONITOR_BUCKETS: &str = "NETD_MONITOR_BUCKETS";
+    pub const MONITOR_EVENTS: &str = "NETD_MONITOR_EVENTS";
 
     /// Every map that is pinned.
-    pub const PINNED: [&str; 17] = [
+    pub const PINNED: [&str; 20] = [
         PROTO_STATS,
         DROPS,
         PORTS,
@@ -88,5 +92,8 @@ pub mod map_names {
         SUBNETS,
         ENDPOINT_STATS,
         FLOWS_CREATED,
+        MONITOR,
+        MONITOR_BUCKETS,
+        MONITOR_EVENTS,
     ];
 }

@@ -18,7 +18,7 @@ use netd_common::{
     drop,
 };
 
-use crate::{maps::NETD_CT, nat::Action, parse::Flow, ports, stats};
+use crate::{maps::NETD_CT, monitor, nat::Action, parse::Flow, ports, stats};
 
 /// TCP flag bits in the header's flags byte.
 const TCP_FIN: u8 = 0x01;
@@ -217,6 +217,7 @@ pub fn insert_pair(
         return Ok(NETD_CT.get_ptr_mut(key).ok_or(drop::CT_CREATE));
     }
     stats::count_flow_created(original.kind);
+    monitor::flow_created(key, reply_key, original.kind);
     Ok(NETD_CT.get_ptr_mut(key).ok_or(drop::CT_CREATE))
 }
 

@@ -19,6 +19,8 @@ mod lan;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
+mod monitor;
+#[cfg(target_arch = "bpf")]
 mod nat;
 #[cfg(target_arch = "bpf")]
 mod observe;
@@ -47,7 +49,7 @@ mod programs {
     use aya_log_ebpf::debug;
     use netd_common::{drop, stats::hook};
 
-    use crate::{endpoint, lan, observe, sock, stats, uplink};
+    use crate::{endpoint, lan, monitor, observe, sock, stats, uplink};
 
     /// Whether a drop reason is rare enough to log: failures of the
     /// datapath itself, not of the traffic (never per packet of a flood).
@@ -66,6 +68,7 @@ mod programs {
             Ok(verdict) => verdict,
             Err(reason) => {
                 stats::count_drop(drop::hook::UPLINK_TC, reason);
+                monitor::dropped(&ctx, drop::hook::UPLINK_TC, reason);
                 if worth_logging(reason) {
                     debug!(&ctx, "uplink tc: drop, reason {}", reason);
                 }
@@ -81,6 +84,7 @@ mod programs {
             Ok(action) => action,
             Err(reason) => {
                 stats::count_drop(drop::hook::UPLINK_XDP, reason);
+                monitor::dropped(&ctx, drop::hook::UPLINK_XDP, reason);
                 if worth_logging(reason) {
                     debug!(&ctx, "uplink xdp: drop, reason {}", reason);
                 }
@@ -152,6 +156,7 @@ mod programs {
             Ok(verdict) => verdict,
             Err(reason) => {
                 stats::count_drop(drop::hook::ENDPOINT_TC, reason);
+                monitor::dropped(&ctx, drop::hook::ENDPOINT_TC, reason);
                 if worth_logging(reason) {
                     debug!(&ctx, "endpoint tc: drop, reason {}", reason);
                 }
@@ -168,6 +173,7 @@ mod programs {
             Ok(verdict) => verdict,
             Err(reason) => {
                 stats::count_drop(drop::hook::LAN_TC, reason);
+                monitor::dropped(&ctx, drop::hook::LAN_TC, reason);
                 TC_ACT_SHOT
             }
         }

@@ -5,7 +5,7 @@
 //! them at load time (`max_entries` here are the defaults).
 
 use aya_ebpf::{
-    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap},
+    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     macros::btf_map,
 };
 use netd_common::{
@@ -15,6 +15,7 @@ use netd_common::{
         DatapathConfig, EndpointInfo, EndpointStats, MAX_NETWORKS, NetworkInfo, UplinkInfo,
         VethInfo,
     },
+    monitor::{self, Event, MonitorBucket, MonitorConfig},
     ports::{Mapping, MappingStats, PortKey, PortValue, SockRevKey, SockRevValue},
     stats::{ProtoStats, hook},
 };
@@ -100,3 +101,15 @@ pub static NETD_SOCK_REVNAT: LruHashMap<SockRevKey, SockRevValue, 65536> = LruHa
 /// milliseconds; the oldest give way.
 #[btf_map]
 pub static NETD_FRAGS: LruHashMap<FragKey, FragPorts, 8192> = LruHashMap::new();
+
+/// What the live monitor asks for (one entry, written by the agent).
+#[btf_map]
+pub static NETD_MONITOR: Array<MonitorConfig, 1> = Array::new();
+
+/// Each CPU's monitor token bucket and lost-event counts (one entry).
+#[btf_map]
+pub static NETD_MONITOR_BUCKETS: PerCpuArray<MonitorBucket, 1> = PerCpuArray::new();
+
+/// The monitor's events, read by the agent.
+#[btf_map]
+pub static NETD_MONITOR_EVENTS: RingBuf<Event, { monitor::RING_BYTES as usize }> = RingBuf::new();

@@ -349,6 +349,52 @@ pub struct Status {
     /// Where names are served and forwarded; absent: no DNS (`--no-dns`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<String>,
+    /// Each part of the datapath as it is now: the pinned maps, each
+    /// uplink's and each endpoint's attachment, host-local access. Empty
+    /// from an agent older than the list.
+    #[serde(default)]
+    pub health: Vec<Health>,
+}
+
+impl Status {
+    /// The parts that are not [`HealthState::Ok`].
+    pub fn unhealthy(&self) -> impl Iterator<Item = &Health> {
+        self.health.iter().filter(|h| h.state != HealthState::Ok)
+    }
+}
+
+/// One part of the agent, as `netd status` checks it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// Which part: `maps`, `uplink up0 tc`, `uplink up0 xdp`, `host-local`,
+    /// `endpoint NAME (NETWORK)`.
+    pub name: String,
+    pub state: HealthState,
+    /// What was found, one line.
+    pub detail: String,
+    /// What to do about it, when the part is not ok and something does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthState {
+    Ok,
+    /// It works, with less: a fallback, or what a restart needs is gone.
+    Degraded,
+    /// It does not work: traffic through it is not handled by netd.
+    Down,
+}
+
+impl HealthState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Degraded => "degraded",
+            Self::Down => "down",
+        }
+    }
 }
 
 /// `POST /v1/down`'s answer, also printed by a local `netd down`.
@@ -367,6 +413,10 @@ pub struct ErrorBody {
     /// A stable, machine-readable class: `invalid_argument`, `not_found`,
     /// `conflict`, `exhausted`, `internal`.
     pub kind: String,
+    /// What fixes it, naming the CLI's flag or command, where one does.
+    /// Absent otherwise, and from older agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
 }
 
 /// One element of `GET /v1/network`, shaped like `docker network inspect`.
@@ -438,4 +488,62 @@ pub struct ContainerInspect {
     /// Who attached it (not in Docker's output): `cni` or `docker` for a
     /// runtime's plugin, `netd` for the CLI and the API.
     pub owner: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hint travels in the error body and back; a body without one (an
+    /// older agent's) still reads, and none is written when there is none,
+    /// so an older client sees the body it knows.
+    #[test]
+    fn error_bodies_round_trip_with_and_without_a_hint() {
+        let with = ErrorBody {
+            message: "10.0.0.5 is already assigned to endpoint web".to_owned(),
+            kind: "conflict".to_owned(),
+            hint: Some("choose another address with --ip".to_owned()),
+        };
+        let text = serde_json::to_string(&with).expect("JSON");
+        let back: ErrorBody = serde_json::from_str(&text).expect("read back");
+        assert_eq!(back.hint, with.hint);
+        assert_eq!((back.message, back.kind), (with.message, with.kind));
+
+        let without = ErrorBody {
+            message: "no endpoint named x".to_owned(),
+            kind: "not_found".to_owned(),
+            hint: None,
+        };
+        let text = serde_json::to_string(&without).expect("JSON");
+        assert!(!text.contains("hint"), "{text}");
+        let old: ErrorBody =
+            serde_json::from_str(r#"{"message":"m","kind":"internal"}"#).expect("an old body");
+        assert_eq!(old.hint, None);
+    }
+
+    /// A part's state is written in lowercase; a status without `health`
+    /// (an older agent's) reads as no part at all.
+    #[test]
+    fn health_states_are_lowercase_and_optional() {
+        let part = Health {
+            name: "maps".to_owned(),
+            state: HealthState::Degraded,
+            detail: "d".to_owned(),
+            hint: None,
+        };
+        let value = serde_json::to_value(&part).expect("JSON");
+        assert_eq!(value["state"], "degraded");
+        assert!(value.get("hint").is_none());
+        let back: Health = serde_json::from_value(value).expect("read back");
+        assert_eq!(back, part);
+        let old = serde_json::json!({
+            "version": "0.1.0", "pid": 1, "network": "netd", "bridge": "netd0",
+            "subnet": "172.17.0.0/16", "gateway": "172.17.0.1", "mtu": 1500,
+            "uplinks": [], "endpoints": 0, "state_dir": "/var/lib/netd",
+            "bpffs": "/sys/fs/bpf/netd"
+        });
+        let status: Status = serde_json::from_value(old).expect("an old status");
+        assert!(status.health.is_empty());
+        assert_eq!(status.unhealthy().count(), 0);
+    }
 }

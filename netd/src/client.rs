@@ -20,12 +20,14 @@ pub enum ClientError {
         "cannot reach the netd agent at {socket} ({cause}): is it running? Start it with `netd agent`"
     )]
     Unreachable { socket: PathBuf, cause: io::Error },
-    /// The agent answered with an error.
-    #[error("{message}")]
+    /// The agent answered with an error: printed with its hint, on the
+    /// same line (one line per refusal).
+    #[error("{message}{}", hint_suffix(.hint.as_deref()))]
     Api {
         status: u16,
         kind: String,
         message: String,
+        hint: Option<String>,
     },
     #[error("talking to the netd agent at {socket}: {detail}")]
     Protocol { socket: PathBuf, detail: String },
@@ -40,6 +42,19 @@ impl ClientError {
             Self::Protocol { .. } => "protocol",
         }
     }
+
+    /// What fixes it, when the agent said.
+    pub fn hint(&self) -> Option<&str> {
+        match self {
+            Self::Api { hint, .. } => hint.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// `; hint: HINT`, or nothing.
+fn hint_suffix(hint: Option<&str>) -> String {
+    hint.map_or_else(String::new, |hint| format!("; hint: {hint}"))
 }
 
 #[derive(Clone, Debug)]
@@ -110,6 +125,7 @@ impl Client {
                 status: status.as_u16(),
                 kind: err.kind,
                 message: err.message,
+                hint: err.hint,
             }),
             Err(_) => Err(ClientError::Api {
                 status: status.as_u16(),
@@ -123,6 +139,7 @@ impl Client {
                     "the agent answered {status}: {}",
                     String::from_utf8_lossy(&bytes)
                 ),
+                hint: None,
             }),
         }
     }
@@ -141,5 +158,40 @@ impl Client {
 
     pub async fn delete<R: DeserializeOwned>(&self, path: &str) -> Result<R, ClientError> {
         self.call(Method::DELETE, path, None::<&()>).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A refusal prints as one line: the message, then its hint.
+    #[test]
+    fn a_refusal_prints_its_hint_on_the_same_line() {
+        let body: ErrorBody = serde_json::from_str(
+            r#"{"message":"10.0.0.5 is already assigned to endpoint web","kind":"conflict","hint":"choose another address with --ip, or omit --ip to get a free one"}"#,
+        )
+        .expect("an error body");
+        let err = ClientError::Api {
+            status: 409,
+            kind: body.kind,
+            message: body.message,
+            hint: body.hint,
+        };
+        assert_eq!(
+            err.to_string(),
+            "10.0.0.5 is already assigned to endpoint web; hint: choose another address with --ip, or omit --ip to get a free one"
+        );
+        assert_eq!(
+            err.hint(),
+            Some("choose another address with --ip, or omit --ip to get a free one")
+        );
+        let plain = ClientError::Api {
+            status: 404,
+            kind: "not_found".to_owned(),
+            message: "no such API path".to_owned(),
+            hint: None,
+        };
+        assert_eq!(plain.to_string(), "no such API path");
     }
 }

@@ -435,6 +435,11 @@ fn full_subnet_is_a_clear_error() {
         "{}",
         run.stderr
     );
+    // What to do instead, on the same line.
+    run.assert_refused(
+        "attach to a full subnet",
+        "no free address left; hint: make a network with a larger --subnet",
+    );
     assert_unchanged(
         &before,
         &snapshot(&agent, &host, Some(&b)),

@@ -157,6 +157,9 @@ fn the_previous_release_upgrades_without_a_dropped_flow_and_refuses_to_downgrade
         [
             map_names::ENDPOINT_STATS,
             map_names::FLOWS_CREATED,
+            map_names::MONITOR,
+            map_names::MONITOR_BUCKETS,
+            map_names::MONITOR_EVENTS,
             map_names::NETWORKS,
             map_names::SUBNETS
         ],

@@ -81,7 +81,7 @@ fn addr_port(addr: [u8; 4], port: [u8; 2]) -> String {
 
 /// The pin of the link of `ep`'s program: on its host veth, or on its LAN
 /// device.
-fn endpoint_pin(ep: &EndpointState) -> String {
+pub(super) fn endpoint_pin(ep: &EndpointState) -> String {
     match ep.lan_ifindex {
         Some(index) => crate::paths::lan_endpoint_link(index),
         None => endpoint_link(&ep.host_ifname),

@@ -327,3 +327,201 @@ impl AgentError {
         }
     }
 }
+
+impl AgentError {
+    /// What fixes the refusal, where one thing does: the flag or the
+    /// command to use instead, for a person at the CLI. The API carries it
+    /// apart from the message (`hint` in the error body), so that the
+    /// message stays the fact and runtimes that relay it (CNI, Docker)
+    /// are not told about flags they do not have.
+    pub fn hint(&self) -> Option<String> {
+        Some(match self {
+            Self::Netns(NetnsError::NotFound { given, .. }) => format!(
+                "create it first (`ip netns add {given}`), or give the path of a namespace file (/proc/PID/ns/net)"
+            ),
+            Self::IpOutsideSubnet { subnet, .. } => {
+                format!("choose an address of {subnet} with --ip, or omit --ip to get a free one")
+            }
+            Self::IpIsGateway { .. }
+            | Self::IpReserved { .. }
+            | Self::IpTaken { .. }
+            | Self::IpHeld { .. } => {
+                "choose another address with --ip, or omit --ip to get a free one".to_owned()
+            }
+            Self::SubnetFull { .. } => "make a network with a larger --subnet (`netd network create NAME --subnet CIDR`) and attach to it with --network".to_owned(),
+            Self::Mac(_) => "omit --mac to get the one derived from the address".to_owned(),
+            Self::Ifname { .. } => "omit --ifname to get the first free ethN".to_owned(),
+            Self::IfnameTaken { .. } => {
+                "choose another with --ifname, or omit it to get the first free ethN".to_owned()
+            }
+            Self::Broken { name, .. } => format!(
+                "detach it (`netd detach --name {name}`) and attach its namespace again"
+            ),
+            Self::NameTaken { .. } => "choose another name (--name of `netd attach`, NAME of `netd rename`); `netd ps` shows the names in use".to_owned(),
+            Self::AliasTaken { .. } => "choose another --alias; `netd ps` shows the names in use".to_owned(),
+            Self::NameAmbiguous { .. } => "`netd ps` shows the endpoints' IDs".to_owned(),
+            Self::AlreadyAttached {
+                netns, network, ..
+            } => format!(
+                "attach it to another network with --network, or detach it first (`netd detach {netns} --network {network}`)"
+            ),
+            Self::UnknownEndpoint(_) | Self::UnknownTarget(_) => {
+                "`netd ps` lists the endpoints".to_owned()
+            }
+            Self::UnknownNetwork(_) => "`netd network ls` lists the networks".to_owned(),
+            Self::NetworkExists(name) => format!(
+                "choose another name, or remove it first (`netd network rm {name}`)"
+            ),
+            Self::NetworkContradiction { name, .. } => format!(
+                "`netd network inspect {name}` shows its settings; remove it first (`netd network rm {name}`) to make it anew"
+            ),
+            Self::NetworkInUse { name, .. } => format!(
+                "`netd network inspect {name}` lists them (Containers); `netd detach --name ID` detaches one"
+            ),
+            Self::TooManyNetworks(_) => {
+                "remove networks no longer used (`netd network rm NAME`)".to_owned()
+            }
+            Self::BridgeExists(_) => {
+                "name another with -o com.docker.network.bridge.name=NAME, or omit it".to_owned()
+            }
+            Self::BridgeFull { .. } => "make another network (`netd network create NAME`) and attach to it with --network".to_owned(),
+            Self::SubnetOverlap { .. } => {
+                "choose another --subnet, or omit --subnet to get a free one".to_owned()
+            }
+            Self::GatewayOutsideSubnet { subnet, .. } => format!(
+                "choose a --gateway inside {subnet}, or omit --gateway to get its first host address"
+            ),
+            Self::HostIpNotLocal(_) => "use an address of this host (`ip -4 addr`), or omit HOSTIP to publish on all of them".to_owned(),
+            Self::InternalNetwork => "attach the container to a network that is not --internal as well, and publish there with --network".to_owned(),
+            Self::PortTaken { holder, .. } => format!(
+                "`netd ports` shows who holds it; unpublish it (`netd unpublish SPEC {holder}`) or choose another host port"
+            ),
+            Self::PortInUse { .. } => {
+                "choose another host port, or stop the process that has it bound".to_owned()
+            }
+            Self::NoEphemeralPorts { .. } => "give the host port (HOSTPORT:CTRPORT), or unpublish ephemeral ports no longer used (`netd ports` lists them)".to_owned(),
+            Self::TooManyMappings(_) => {
+                "unpublish ports no longer used (`netd ports` lists them)".to_owned()
+            }
+            Self::State(StateError::Full { dir, .. }) => format!(
+                "free space on the filesystem of {}; unpublish and detach still work",
+                dir.display()
+            ),
+            Self::SocketInUse(_) | Self::Locked(_) => "stop the other agent, or give this one its own --state-dir, --socket and --bpffs".to_owned(),
+            Self::UnknownUplink(_) => {
+                "`ip link` lists the interfaces; name one with --uplink".to_owned()
+            }
+            Self::NotACgroup(_) => "give a cgroup v2 directory (one with cgroup.procs), or --cgroup none for no host-local access".to_owned(),
+            _ => return None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> Ipv4Net {
+        s.parse().expect("subnet")
+    }
+
+    /// The refusals a person meets most each say what to do instead, and
+    /// the flags and commands they name are the CLI's.
+    #[test]
+    fn refusals_with_a_fix_carry_a_hint() {
+        let ip: Ipv4Addr = "10.0.0.5".parse().expect("ip");
+        let cases: Vec<(AgentError, &str)> = vec![
+            (
+                AgentError::IpTaken {
+                    ip,
+                    name: "web".to_owned(),
+                },
+                "choose another address with --ip, or omit --ip to get a free one",
+            ),
+            (
+                AgentError::IpOutsideSubnet {
+                    ip,
+                    subnet: net("10.1.0.0/24"),
+                },
+                "an address of 10.1.0.0/24 with --ip",
+            ),
+            (
+                AgentError::SubnetFull {
+                    subnet: net("10.0.0.0/30"),
+                },
+                "a larger --subnet",
+            ),
+            (
+                AgentError::PortTaken {
+                    port: "0.0.0.0:8080/tcp".to_owned(),
+                    holder: "web".to_owned(),
+                    display: "0.0.0.0:8080->80/tcp".to_owned(),
+                },
+                "`netd ports` shows who holds it; unpublish it (`netd unpublish SPEC web`)",
+            ),
+            (
+                AgentError::NameTaken {
+                    name: "web".to_owned(),
+                    id: "ab".repeat(32),
+                },
+                "--name of `netd attach`",
+            ),
+            (
+                AgentError::NetworkInUse {
+                    name: "backend".to_owned(),
+                    endpoints: "web".to_owned(),
+                },
+                "`netd network inspect backend` lists them",
+            ),
+            (
+                AgentError::AlreadyAttached {
+                    netns: "c1".to_owned(),
+                    name: "c1".to_owned(),
+                    ip,
+                    network: "netd".to_owned(),
+                },
+                "`netd detach c1 --network netd`",
+            ),
+            (
+                AgentError::UnknownNetwork("nope".to_owned()),
+                "`netd network ls`",
+            ),
+            (AgentError::UnknownEndpoint("x".to_owned()), "`netd ps`"),
+            (
+                AgentError::Netns(NetnsError::NotFound {
+                    given: "c9".to_owned(),
+                    path: "/run/netns/c9".into(),
+                }),
+                "`ip netns add c9`",
+            ),
+        ];
+        for (err, want) in cases {
+            let hint = err.hint().unwrap_or_else(|| panic!("{err} has no hint"));
+            assert!(hint.contains(want), "{err}: {hint:?} lacks {want:?}");
+            // One line, as every refusal is.
+            assert!(!hint.contains('\n'), "{hint:?}");
+        }
+    }
+
+    /// A hint is what the message does not already say: an internal error
+    /// has none to give, and a message that names its fix gets no second
+    /// copy of it.
+    #[test]
+    fn errors_without_a_fix_have_no_hint() {
+        for err in [
+            AgentError::IpSyntax("1.2.3".to_owned()),
+            AgentError::NoFreeSubnet,
+            AgentError::DefaultNetwork("netd".to_owned()),
+            AgentError::AmbiguousTarget {
+                target: "c1".to_owned(),
+                networks: "a, b".to_owned(),
+            },
+            AgentError::Io {
+                what: "x".to_owned(),
+                source: io::Error::from(io::ErrorKind::Other),
+            },
+        ] {
+            assert_eq!(err.hint(), None, "{err}");
+        }
+    }
+}

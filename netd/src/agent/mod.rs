@@ -10,6 +10,7 @@ mod datapath;
 mod docker;
 mod endpoint;
 pub mod error;
+mod health;
 mod http;
 pub mod ipam;
 pub mod lan;
@@ -89,6 +90,9 @@ pub struct Agent {
     gc: metrics::GcRecord,
     /// The networks' DNS servers; `None` with `--no-dns`.
     dns: Option<crate::dns::Dns>,
+    /// The kernel ID of each map the programs use, as pinned at start:
+    /// what `netd status` expects to find at each pin.
+    map_ids: BTreeMap<&'static str, u32>,
     /// Held for the agent's life: one agent per state directory.
     _lock: Flock<File>,
 }
@@ -130,6 +134,9 @@ impl Agent {
             sockets: config.cgroup.is_some(),
             tc_mode: config.tc_mode,
         })?;
+        // The load reused each pin or pinned its own map: either way, what
+        // is pinned now is what the programs use.
+        let map_ids = health::pinned_map_ids(&config.bpffs);
         let why = match (config.tc_mode, config.features.tcx) {
             (TcMode::Netlink, false) => format!(
                 " (no TCX before Linux {}; this is {})",
@@ -176,6 +183,7 @@ impl Agent {
             nat_exhausted: 0,
             gc: metrics::GcRecord::default(),
             dns,
+            map_ids,
             _lock: lock,
         };
         if fresh {
@@ -444,6 +452,9 @@ impl Agent {
                 .iter()
                 .map(|(uplink, mode)| (uplink.clone(), (*mode).to_owned()))
                 .collect(),
+            // Checked in the kernel, part by part: only `GET /v1/status`
+            // asks (see `health`).
+            health: Vec::new(),
         }
     }
 

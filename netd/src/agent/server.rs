@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT OR GPL-2.0-only
 //! The agent's API over its Unix socket: HTTP/1.1 and JSON, like Docker's
 //! Engine API (`curl --unix-socket /run/netd/netd.sock http://netd/v1/status`).
-//! Errors are JSON too: `{"message": ..., "kind": ...}` with a 4xx/5xx status.
+//! Errors are JSON too: `{"message": ..., "kind": ..., "hint": ...}` (the
+//! hint where one exists) with a 4xx/5xx status.
 
 use std::{fs, net::Ipv4Addr, os::unix::fs::PermissionsExt as _, path::Path, sync::Arc};
 
@@ -57,6 +58,7 @@ impl ApiError {
             body: ErrorBody {
                 message,
                 kind: kind.as_str().to_owned(),
+                hint: None,
             },
         }
     }
@@ -64,7 +66,9 @@ impl ApiError {
 
 impl From<AgentError> for ApiError {
     fn from(err: AgentError) -> Self {
-        Self::new(err.kind(), crate::error::one_line(&err))
+        let mut answer = Self::new(err.kind(), crate::error::one_line(&err));
+        answer.body.hint = err.hint();
+        answer
     }
 }
 
@@ -81,6 +85,7 @@ fn too_large() -> ApiError {
         body: ErrorBody {
             message: format!("request body larger than {MAX_BODY} bytes"),
             kind: ErrorKind::InvalidArgument.as_str().to_owned(),
+            hint: None,
         },
     }
 }
@@ -114,6 +119,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
                 body: ErrorBody {
                     message: format!("reading the request body: {}", rejection.body_text()),
                     kind: ErrorKind::InvalidArgument.as_str().to_owned(),
+                    hint: None,
                 },
             }
         })?;
@@ -128,8 +134,13 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
 
 type ApiResult<T> = Result<T, ApiError>;
 
+/// The agent's settings and the health of each part of the datapath (the
+/// metrics read `status()` alone: they need no health check).
 async fn status(State(s): State<Shared>) -> Json<crate::api::Status> {
-    Json(s.agent.lock().await.status())
+    let agent = s.agent.lock().await;
+    let mut status = agent.status();
+    status.health = agent.health().await;
+    Json(status)
 }
 
 /// `GET /v1/network`: every network, as `docker network inspect` shows
@@ -333,6 +344,7 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
                 uri.path()
             ),
             kind: ErrorKind::InvalidArgument.as_str().to_owned(),
+            hint: None,
         },
     }
 }

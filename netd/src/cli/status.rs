@@ -3,9 +3,14 @@ use clap::Args;
 
 use super::{Context, output};
 
-/// Show the agent's state: network, uplinks, endpoints, paths.
+/// Show the agent's state: network, uplinks, endpoints, paths, and the
+/// health of each part (the pinned maps, each uplink's and endpoint's
+/// attachment, host-local access).
 ///
-/// Example: `netd status`
+/// Exits 1 when a part is not ok, after printing, so that it serves as a
+/// health check.
+///
+/// Example: `netd status`, `netd status >/dev/null || systemctl restart netd`
 #[derive(Args)]
 pub struct Status {}
 
@@ -13,7 +18,15 @@ impl Status {
     pub async fn execute(self, ctx: &Context) -> anyhow::Result<()> {
         let status: crate::api::Status = ctx.client.get("/v1/status").await?;
         if ctx.json {
-            return output::json(&status);
+            output::json(&status)?;
+            if status.unhealthy().next().is_some() {
+                // The answer is the JSON above: an error object after it
+                // would make two documents of one output.
+                use std::io::Write as _;
+                let _ = std::io::stdout().flush();
+                std::process::exit(1);
+            }
+            return Ok(());
         }
         println!("agent:     netd {} (pid {})", status.version, status.pid);
         println!("network:   {} on bridge {}", status.network, status.bridge);
@@ -59,6 +72,30 @@ impl Status {
         }
         for lack in &status.degraded {
             println!("degraded:  {lack}");
+        }
+        if status.health.is_empty() {
+            // An agent older than the health list.
+            return Ok(());
+        }
+        println!();
+        let rows: Vec<Vec<String>> = status
+            .health
+            .iter()
+            .map(|part| {
+                let detail = match &part.hint {
+                    Some(hint) => format!("{}; hint: {hint}", part.detail),
+                    None => part.detail.clone(),
+                };
+                vec![part.name.clone(), part.state.as_str().to_owned(), detail]
+            })
+            .collect();
+        output::table(&["PART", "STATE", "DETAIL"], &rows);
+        let unhealthy: Vec<String> = status
+            .unhealthy()
+            .map(|part| format!("{} is {}", part.name, part.state.as_str()))
+            .collect();
+        if !unhealthy.is_empty() {
+            anyhow::bail!("not healthy: {}", unhealthy.join(", "));
         }
         Ok(())
     }

@@ -20,6 +20,7 @@ mod error;
 pub mod features;
 mod logs;
 pub mod maps;
+pub mod monitor;
 pub mod observe;
 
 use std::{
@@ -124,6 +125,8 @@ fn expected_layout(name: &str) -> Option<(u32, u32)> {
         names::VETHS => sizes(4, size_of::<netd_common::endpoint::VethInfo>()),
         names::ENDPOINT_STATS => sizes(4, size_of::<netd_common::endpoint::EndpointStats>()),
         names::FLOWS_CREATED => sizes(4, 8),
+        names::MONITOR => sizes(4, size_of::<netd_common::monitor::MonitorConfig>()),
+        names::MONITOR_BUCKETS => sizes(4, size_of::<netd_common::monitor::MonitorBucket>()),
         names::UPLINKS => sizes(4, size_of::<netd_common::endpoint::UplinkInfo>()),
         names::SOCK_REVNAT => sizes(
             size_of::<netd_common::ports::SockRevKey>(),
@@ -135,6 +138,8 @@ fn expected_layout(name: &str) -> Option<(u32, u32)> {
         ),
         names::NETWORKS => sizes(4, size_of::<netd_common::endpoint::NetworkInfo>()),
         names::SUBNETS => sizes(4 + 4, 4),
+        // A ring buffer has neither keys nor values, only its size.
+        names::MONITOR_EVENTS => None,
         _ => None,
     }
 }
