@@ -547,3 +547,94 @@ mod tests {
         assert_eq!(status.unhealthy().count(), 0);
     }
 }
+
+/// One line of `GET /v1/monitor`'s stream (JSON, one event per line), and
+/// of `netd monitor --json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum MonitorEvent {
+    Drop(MonitorDrop),
+    Flow(MonitorFlow),
+    Lost(MonitorLost),
+}
+
+/// A packet a program dropped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonitorDrop {
+    /// When, RFC 3339.
+    pub time: String,
+    /// The drop reason, as `netd stats` names it.
+    pub reason: String,
+    /// The program that dropped it (`endpoint_tc`, `uplink_xdp`, ...).
+    pub hook: String,
+    /// The interface it arrived on (for a LAN endpoint's hook, inside the
+    /// container's namespace).
+    pub ifindex: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    /// The endpoint it came from or went to, when netd knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Its length on the wire.
+    pub len: u32,
+    /// "tcp", "udp", "icmp", a protocol number, or what the frame is when
+    /// it is not IPv4 ("arp", "ipv6", "0x88cc").
+    pub protocol: String,
+    /// `ADDR[:PORT]`, absent when the frame is not IPv4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst: Option<String>,
+    /// TCP flags, space-separated ("SYN ACK").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_flags: Option<String>,
+    /// A later IPv4 fragment (no ports).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fragment: bool,
+    /// The packet's first bytes (up to 128) in hex, with `verbose`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<String>,
+}
+
+/// A flow conntrack created or removed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonitorFlow {
+    pub time: String,
+    /// "new" or "closed".
+    pub event: String,
+    /// The conntrack kind (`published`, `masquerade`, ...).
+    pub kind: String,
+    pub protocol: String,
+    /// The first packet as it arrived: `ADDR:PORT`.
+    pub src: String,
+    pub dst: String,
+    /// What the packet became after translation (equal to `src`/`dst`
+    /// for a flow netd does not translate).
+    pub translated_src: String,
+    pub translated_dst: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Why a flow was closed: `expired` (idle past its timeout), `stale`
+    /// (its mapping or endpoint is gone) or `evicted` (the table was
+    /// under pressure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Events that could not be shown since the last such line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonitorLost {
+    pub time: String,
+    /// Refused in the kernel by the rate limit.
+    pub rate: u64,
+    /// Refused in the kernel because the ring was full.
+    pub full: u64,
+    /// Dropped by the agent because this monitor read too slowly.
+    pub slow: u64,
+}
+
+impl MonitorLost {
+    pub fn total(&self) -> u64 {
+        self.rate + self.full + self.slow
+    }
+}

@@ -76,13 +76,13 @@ impl Client {
         }
     }
 
-    /// Sends one request and decodes the answer as `R`.
-    pub async fn call<R: DeserializeOwned>(
+    /// Sends one request; the answer's body is the caller's to read.
+    async fn send(
         &self,
         method: Method,
         path: &str,
         body: Option<&impl Serialize>,
-    ) -> Result<R, ClientError> {
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
         let stream =
             UnixStream::connect(&self.socket)
                 .await
@@ -105,43 +105,53 @@ impl Client {
             .header(header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(payload)))
             .map_err(|e| self.protocol(e))?;
-        let response = sender
+        sender
             .send_request(request)
             .await
-            .map_err(|e| self.protocol(e))?;
+            .map_err(|e| self.protocol(e))
+    }
+
+    /// Sends one request and decodes the answer as `R`.
+    pub async fn call<R: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<R, ClientError> {
+        let response = self.send(method, path, body).await?;
         let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| self.protocol(e))?
-            .to_bytes();
+        let bytes = self.whole_body(response).await?;
         if status.is_success() {
             return serde_json::from_slice(&bytes)
                 .map_err(|e| self.protocol(format!("unexpected answer: {e}")));
         }
-        match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(err) => Err(ClientError::Api {
-                status: status.as_u16(),
-                kind: err.kind,
-                message: err.message,
-                hint: err.hint,
-            }),
-            Err(_) => Err(ClientError::Api {
-                status: status.as_u16(),
-                kind: if status == StatusCode::NOT_FOUND {
-                    "not_found"
-                } else {
-                    "internal"
-                }
-                .to_owned(),
-                message: format!(
-                    "the agent answered {status}: {}",
-                    String::from_utf8_lossy(&bytes)
-                ),
-                hint: None,
-            }),
+        Err(refusal(status, &bytes))
+    }
+
+    async fn whole_body(
+        &self,
+        response: hyper::Response<hyper::body::Incoming>,
+    ) -> Result<Bytes, ClientError> {
+        Ok(response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| self.protocol(e))?
+            .to_bytes())
+    }
+
+    /// Opens a stream of JSON lines (`GET /v1/monitor`).
+    pub async fn stream(&self, path: &str) -> Result<Lines, ClientError> {
+        let response = self.send(Method::GET, path, None::<&()>).await?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(refusal(status, &self.whole_body(response).await?));
         }
+        Ok(Lines {
+            client: self.clone(),
+            body: response.into_body(),
+            pending: Vec::new(),
+        })
     }
 
     pub async fn get<R: DeserializeOwned>(&self, path: &str) -> Result<R, ClientError> {
@@ -158,6 +168,66 @@ impl Client {
 
     pub async fn delete<R: DeserializeOwned>(&self, path: &str) -> Result<R, ClientError> {
         self.call(Method::DELETE, path, None::<&()>).await
+    }
+}
+
+/// The error an agent's refusal (a 4xx or 5xx answer) says.
+fn refusal(status: StatusCode, bytes: &[u8]) -> ClientError {
+    match serde_json::from_slice::<ErrorBody>(bytes) {
+        Ok(err) => ClientError::Api {
+            status: status.as_u16(),
+            kind: err.kind,
+            message: err.message,
+            hint: err.hint,
+        },
+        Err(_) => ClientError::Api {
+            status: status.as_u16(),
+            kind: if status == StatusCode::NOT_FOUND {
+                "not_found"
+            } else {
+                "internal"
+            }
+            .to_owned(),
+            message: format!(
+                "the agent answered {status}: {}",
+                String::from_utf8_lossy(bytes)
+            ),
+            hint: None,
+        },
+    }
+}
+
+/// A streamed answer, line by line.
+pub struct Lines {
+    client: Client,
+    body: hyper::body::Incoming,
+    pending: Vec<u8>,
+}
+
+impl Lines {
+    /// The next line (without its newline; the empty lines an idle stream
+    /// keeps alive with skipped), or `None` once the agent ends the stream.
+    pub async fn next(&mut self) -> Result<Option<Vec<u8>>, ClientError> {
+        loop {
+            if let Some(at) = self.pending.iter().position(|b| *b == b'\n') {
+                let mut line: Vec<u8> = self.pending.drain(..=at).collect();
+                line.pop();
+                if line.is_empty() {
+                    continue;
+                }
+                return Ok(Some(line));
+            }
+            match self.body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.pending.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(e)) => return Err(self.client.protocol(e)),
+                None if self.pending.is_empty() => return Ok(None),
+                None => return Ok(Some(std::mem::take(&mut self.pending))),
+            }
+        }
     }
 }
 

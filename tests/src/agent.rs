@@ -160,7 +160,7 @@ impl Agent {
         self.mounts = Some(PathBuf::from(format!("/proc/{pid}/ns/mnt")));
     }
 
-    fn command(&self) -> Command {
+    pub fn command(&self) -> Command {
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--net={}", self.ns_path.display()));
         if let Some(mounts) = &self.mounts {

@@ -580,6 +580,14 @@ impl Agent {
         let mut remaining = entries.len();
         let flows = conntrack::pair_up(entries);
         let mut collected = Collected::default();
+        // A monitor watching flows sees each one closed.
+        let monitor = self.monitor.wants_flows().then(|| self.monitor.clone());
+        let closed = |flow: &FlowPair, why: &str| {
+            if let Some(monitor) = &monitor {
+                let (key, entry) = &flow.original;
+                monitor.flow_closed(key, flow.reply.as_ref().map(|(k, _)| k), entry.kind, why);
+            }
+        };
         let mut doomed = Vec::new();
         let mut kept = Vec::new();
         for flow in flows {
@@ -606,11 +614,15 @@ impl Agent {
                     // and the tuple stay blocked. Two entries per call
                     // keep the window to microseconds.
                     self.datapath.maps().ct_remove_all(&flow.keys())?;
+                    closed(&flow, "expired");
                     collected.expired += 1;
                     remaining = remaining.saturating_sub(2);
                     continue;
                 }
-                Some(Collect::Stale) => collected.stale += 1,
+                Some(Collect::Stale) => {
+                    closed(&flow, "stale");
+                    collected.stale += 1;
+                }
                 None => {
                     kept.push(flow);
                     continue;
@@ -628,6 +640,7 @@ impl Agent {
                     break;
                 }
                 doomed.extend(flow.keys());
+                closed(flow, "evicted");
                 remaining = remaining.saturating_sub(2);
                 collected.early += 1;
             }

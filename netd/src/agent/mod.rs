@@ -15,6 +15,7 @@ mod http;
 pub mod ipam;
 pub mod lan;
 mod metrics;
+mod monitor;
 mod names;
 mod network;
 mod ports;
@@ -93,6 +94,8 @@ pub struct Agent {
     /// The kernel ID of each map the programs use, as pinned at start:
     /// what `netd status` expects to find at each pin.
     map_ids: BTreeMap<&'static str, u32>,
+    /// The live monitor's hub.
+    monitor: monitor::Monitor,
     /// Held for the agent's life: one agent per state directory.
     _lock: Flock<File>,
 }
@@ -137,6 +140,7 @@ impl Agent {
         // The load reused each pin or pinned its own map: either way, what
         // is pinned now is what the programs use.
         let map_ids = health::pinned_map_ids(&config.bpffs);
+        let monitor = monitor::Monitor::new(&config.bpffs)?;
         let why = match (config.tc_mode, config.features.tcx) {
             (TcMode::Netlink, false) => format!(
                 " (no TCX before Linux {}; this is {})",
@@ -184,6 +188,7 @@ impl Agent {
             gc: metrics::GcRecord::default(),
             dns,
             map_ids,
+            monitor,
             _lock: lock,
         };
         if fresh {
@@ -218,6 +223,27 @@ impl Agent {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The live monitor's hub.
+    pub fn monitor(&self) -> &monitor::Monitor {
+        &self.monitor
+    }
+
+    /// Every endpoint as the monitor names and filters events by.
+    pub fn monitor_endpoints(&self) -> Vec<monitor::EndpointRef> {
+        self.state
+            .endpoints
+            .values()
+            .map(|ep| monitor::EndpointRef {
+                name: ep.name.clone(),
+                id: ep.id.clone(),
+                ip: ep.ip,
+                ifindex: ep
+                    .lan_ifindex
+                    .or_else(|| nix::net::if_::if_nametoindex(ep.host_ifname.as_str()).ok()),
+            })
+            .collect()
     }
 
     /// Finishes operations a killed agent left half-done, and adopts or

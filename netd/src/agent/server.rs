@@ -320,6 +320,69 @@ async fn metrics(State(s): State<Shared>) -> ApiResult<Response> {
         .into_response())
 }
 
+/// `GET /v1/monitor`'s query: what to stream (drops and flows when
+/// neither is named), for which endpoint, how fast.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MonitorQuery {
+    #[serde(default)]
+    drops: bool,
+    #[serde(default)]
+    flows: bool,
+    endpoint: Option<String>,
+    #[serde(default)]
+    verbose: bool,
+    rate: Option<u32>,
+}
+
+/// `GET /v1/monitor`: the live monitor, one JSON event per line until the
+/// client goes or the agent stops.
+async fn monitor(
+    State(s): State<Shared>,
+    query: Result<axum::extract::Query<MonitorQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    let axum::extract::Query(query) = query.map_err(|rejection| {
+        ApiError::new(
+            ErrorKind::InvalidArgument,
+            format!("invalid monitor query: {}", rejection.body_text()),
+        )
+    })?;
+    let rate = query.rate.unwrap_or(super::monitor::default_rate());
+    if rate == 0 {
+        return Err(ApiError::new(
+            ErrorKind::InvalidArgument,
+            "monitor rate must be at least 1 event per second".to_owned(),
+        ));
+    }
+    let both = !query.drops && !query.flows;
+    let want = super::monitor::Want {
+        drops: query.drops || both,
+        flows: query.flows || both,
+        rate,
+    };
+    let (hub, filter) = {
+        let agent = s.agent.lock().await;
+        let filter = match &query.endpoint {
+            Some(name) => Some(
+                agent
+                    .monitor_endpoints()
+                    .into_iter()
+                    .find(|ep| &ep.name == name || &ep.id == name)
+                    .ok_or_else(|| AgentError::UnknownEndpoint(name.clone()))?,
+            ),
+            None => None,
+        };
+        agent.monitor().set_endpoints(agent.monitor_endpoints());
+        (agent.monitor().clone(), filter)
+    };
+    let stream = super::monitor::stream(hub.subscribe(want), want, filter, query.verbose);
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response())
+}
+
 async fn down(State(s): State<Shared>) -> Json<crate::api::DownReport> {
     let report = crate::api::DownReport::from(s.agent.lock().await.down().await);
     s.stop.notify_one();
@@ -370,6 +433,7 @@ fn router(shared: Shared) -> Router {
         .route("/v1/ports/unpublish", post(unpublish))
         .route("/v1/conntrack", get(conntrack))
         .route("/v1/stats", get(stats))
+        .route("/v1/monitor", get(monitor))
         .route("/v1/down", post(down))
         .route("/metrics", get(metrics))
         // Around the routes, where the matched route is known: its pattern
@@ -500,6 +564,13 @@ pub async fn serve(agent: Agent) -> anyhow::Result<()> {
             }
         })
     };
+    // The live monitor's reader; its streams end when the agent stops (a
+    // stream would otherwise hold the graceful stop for its whole drain).
+    let monitor = shared.agent.lock().await.monitor().clone();
+    let monitor_reader = {
+        let bpffs = shared.agent.lock().await.config().bpffs.clone();
+        tokio::spawn(monitor.clone().read(bpffs, shared.agent.clone()))
+    };
     info!(socket = %socket.display(), "serving the API");
     // systemd's `Type=notify`: ready once the API socket is bound (and the
     // datapath, names and ticker with it); a no-op outside systemd.
@@ -514,6 +585,7 @@ pub async fn serve(agent: Agent) -> anyhow::Result<()> {
             _ = int.recv() => info!("SIGINT: stopping; networking stays in place"),
             () = stop.notified() => info!("down: everything removed; stopping"),
         }
+        monitor.close();
     };
     let served = http::serve(
         listener,
@@ -524,6 +596,7 @@ pub async fn serve(agent: Agent) -> anyhow::Result<()> {
     )
     .await;
     ticker.abort();
+    monitor_reader.abort();
     let _ = stop_metrics.send(());
     if let Some(server) = metrics_server {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(10), server).await;

@@ -11,6 +11,7 @@ mod conntrack;
 mod detach;
 mod down;
 mod manpages;
+mod monitor;
 mod network;
 mod observe;
 mod output;
@@ -64,6 +65,7 @@ enum Command {
     Network(network::Network),
     Status(status::Status),
     Down(down::Down),
+    Monitor(monitor::Monitor),
     Observe(observe::Observe),
     Completion(completion::Completion),
     #[command(hide = true)]
@@ -118,6 +120,7 @@ impl Cli {
                 Command::Network(cmd) => cmd.execute(&ctx).await,
                 Command::Status(cmd) => cmd.execute(&ctx).await,
                 Command::Down(cmd) => cmd.execute(&ctx).await,
+                Command::Monitor(cmd) => cmd.execute(&ctx).await,
                 Command::Observe(cmd) => cmd.execute().await,
                 Command::Completion(_) | Command::Manpages(_) => unreachable!("handled above"),
             }
@@ -150,10 +153,13 @@ fn report(err: &anyhow::Error, json: bool) -> ExitCode {
     };
     let message = format!("{err:#}");
     if json {
-        println!(
-            "{}",
-            serde_json::json!({ "error": { "message": message, "kind": kind } })
-        );
+        let mut error = serde_json::json!({ "message": message, "kind": kind });
+        // The hint is in the message too (one line for people); a field
+        // of its own for programs.
+        if let Some(hint) = client.and_then(ClientError::hint) {
+            error["hint"] = hint.into();
+        }
+        println!("{}", serde_json::json!({ "error": error }));
     } else {
         eprintln!("netd: {message}");
     }
