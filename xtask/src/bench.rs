@@ -25,7 +25,7 @@ pub struct Options {
     /// Seconds per run (default 2, quick 1).
     #[arg(long)]
     pub seconds: Option<f64>,
-    /// Only these benchmarks (B1..B8, comma-separated).
+    /// Only these benchmarks (B1..B12, comma-separated).
     #[arg(long)]
     pub only: Option<String>,
     /// Also copy results.md and b3.svg to docs/bench/, which docs/benchmarks.md

@@ -13,10 +13,12 @@
 mod beds;
 mod dns;
 mod measure;
+mod monitor;
 mod peers;
 mod progs;
 mod publish;
 mod report;
+mod scrape;
 mod series;
 mod traffic;
 
@@ -46,7 +48,7 @@ struct Options {
     /// Seconds per run (default: 2; quick: 1).
     #[arg(long)]
     seconds: Option<f64>,
-    /// Only these benchmarks (B1..B10, comma-separated).
+    /// Only these benchmarks (B1..B12, comma-separated).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where results.md, results.json and b3.svg go.
@@ -117,11 +119,25 @@ fn run(options: &Options) -> anyhow::Result<()> {
         series: Vec::new(),
         progs: Vec::new(),
         in_traffic: Vec::new(),
+        monitor: Vec::new(),
+        scrape: None,
     };
 
     if !options.quick && wanted("B6") {
         eprintln!("B6: netd's programs through BPF_PROG_TEST_RUN");
         results.progs = progs::run(&progs::ProgOptions { quick: false })?;
+    }
+    if !options.quick && wanted("B11") {
+        eprintln!("B11: the live monitor's cost on netd's programs (BPF_PROG_TEST_RUN)");
+        results.monitor = monitor::run(rounds)?;
+    }
+    if !options.quick && wanted("B12") && !series::stopped() {
+        eprintln!(
+            "B12: a metrics scrape with {} mappings and {} conntrack entries",
+            scrape::MAPPINGS,
+            scrape::CT_ENTRIES
+        );
+        results.scrape = Some(scrape::run(rounds)?);
     }
 
     let kinds = if options.quick {

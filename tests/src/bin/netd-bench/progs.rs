@@ -746,7 +746,7 @@ fn check(
 }
 
 /// The median of `values` (sorted in place); 0 for none.
-fn median(values: &mut [f64]) -> f64 {
+pub(crate) fn median(values: &mut [f64]) -> f64 {
     if values.is_empty() {
         return 0.0;
     }
@@ -772,7 +772,7 @@ fn published(ports: u32) -> Vec<PortRule> {
 }
 
 /// A packet from container 1 (behind `hv1`), with its own MACs.
-fn from_ctr(dst: Ipv4Addr, l4: L4) -> Ipv4Packet {
+pub(crate) fn from_ctr(dst: Ipv4Addr, l4: L4) -> Ipv4Packet {
     Ipv4Packet::new(CTR, dst, l4).with_macs(GW_MAC, CTR_MAC)
 }
 
@@ -887,12 +887,12 @@ fn prefill(bpf: &mut Bpf, entries: u32, ifindex: u32) -> anyhow::Result<()> {
 
 /// The calling thread pinned to one CPU of those it may run on, until
 /// dropped.
-struct PinnedCpu {
+pub(crate) struct PinnedCpu {
     previous: CpuSet,
 }
 
 impl PinnedCpu {
-    fn new() -> anyhow::Result<Self> {
+    pub(crate) fn new() -> anyhow::Result<Self> {
         let this = Pid::from_raw(0);
         let previous = sched_getaffinity(this).context("sched_getaffinity")?;
         // The last CPU allowed: CPU 0 tends to take more interrupts.

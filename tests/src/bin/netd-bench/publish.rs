@@ -208,7 +208,7 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
 
 /// `POST /v1/ports` over the agent's socket: a minimal HTTP/1.1 client, so
 /// the figure is the agent's work and one round trip, nothing else.
-fn api_publish(socket: &Path, target: &str, ports: &[Port]) -> anyhow::Result<()> {
+pub(crate) fn api_publish(socket: &Path, target: &str, ports: &[Port]) -> anyhow::Result<()> {
     let body = serde_json::json!({
         "target": target,
         "specs": ports.iter().map(Port::spec).collect::<Vec<_>>(),

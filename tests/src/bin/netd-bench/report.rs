@@ -10,7 +10,9 @@ use plotters::prelude::*;
 
 use crate::{
     beds::Kind,
+    monitor::MonitorCost,
     progs::ProgCase,
+    scrape::Scrape,
     series::{Row, Series},
     traffic::{InTraffic, NETWORK_COUNTS, PORT_COUNTS, b3_case, b9_case, b9_create_case},
 };
@@ -25,6 +27,12 @@ pub struct Results {
     pub series: Vec<Series>,
     pub progs: Vec<ProgCase>,
     pub in_traffic: Vec<InTraffic>,
+    /// B11 (absent from results of before it).
+    #[serde(default)]
+    pub monitor: Vec<MonitorCost>,
+    /// B12.
+    #[serde(default)]
+    pub scrape: Option<Scrape>,
 }
 
 /// A target of issue 7 and whether this run met it.
@@ -301,6 +309,12 @@ fn markdown(results: &Results) -> String {
     if !results.progs.is_empty() {
         prog_table(&mut md, &results.progs);
     }
+    if !results.monitor.is_empty() {
+        monitor_table(&mut md, &results.monitor);
+    }
+    if let Some(scrape) = &results.scrape {
+        scrape_table(&mut md, scrape);
+    }
     if !results.in_traffic.is_empty() {
         md.push_str(
             "\nThe same programs under real traffic (the kernel's run-time statistics, on only for \
@@ -463,6 +477,70 @@ fn prog_table(md: &mut String, progs: &[ProgCase]) {
             p.program, p.case, p.ports, p.ct_entries, p.net_ns, p.raw_ns, p.runs
         );
     }
+}
+
+fn monitor_table(md: &mut String, cases: &[MonitorCost]) {
+    md.push_str(
+        "\n## B11: the live monitor's cost on netd's programs (BPF_PROG_TEST_RUN)\n\n\
+         ns per packet, the kernel's own measurement, with the monitor off (no `netd monitor`) \
+         and on (drops asked, every drop an event in the ring, drained between test runs), \
+         interleaved; `on / off` is the median of per-round ratios (above 1: the monitor \
+         costs), with their range.\n\n\
+         | program | case | mode | off ns | on ns | on / off | events | rounds |\n\
+         |---|---|---|---|---|---|---|---|\n",
+    );
+    for c in cases {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {:.0} | {:.0} | {:.2}x ({:.2}-{:.2}) | {} | {} |",
+            c.program,
+            c.case,
+            c.mode,
+            c.off_ns,
+            c.on_ns,
+            c.ratio,
+            c.ratio_min,
+            c.ratio_max,
+            c.events,
+            c.rounds
+        );
+    }
+}
+
+fn scrape_table(md: &mut String, s: &Scrape) {
+    let _ = write!(
+        md,
+        "\n## B12: a metrics scrape at scale\n\n\
+         `GET /metrics` over the agent's socket with {} published mappings and {} conntrack \
+         entries (written in {:.1} s; the mappings published in {:.1} s), and `GET /v1/status` \
+         idle and while a scrape runs; `during / idle` is the median of per-round ratios of \
+         medians (above 1: the API is slower during a scrape), met when at most {}x.\n\n\
+         | scrape ms | range | bytes | status idle ms | status during ms | worst ms | calls | during / idle | | rounds |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n\
+         | {} | {}-{} | {} | {} | {} | {} | {} | {:.2}x ({:.2}-{:.2}) | {} | {} |\n",
+        s.mappings,
+        s.ct_entries,
+        s.fill_s,
+        s.publish_s,
+        crate::scrape::STATUS_FACTOR,
+        figure(s.scrape_ms),
+        figure(s.scrape_min_ms),
+        figure(s.scrape_max_ms),
+        s.body_bytes,
+        figure(s.status_idle_ms),
+        figure(s.status_busy_ms),
+        figure(s.status_busy_max_ms),
+        s.status_busy_calls,
+        s.ratio,
+        s.ratio_min,
+        s.ratio_max,
+        if s.ratio <= crate::scrape::STATUS_FACTOR {
+            "met"
+        } else {
+            "**missed**"
+        },
+        s.rounds
+    );
 }
 
 /// B3 as lines: each variant's CRR relative to no-NAT, over the number of
