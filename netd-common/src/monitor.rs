@@ -64,7 +64,7 @@ pub const EVENT_DROP: u8 = 1;
 /// [`Event::kind`]: a flow was created; `reason` is its conntrack kind
 /// (`CT_KIND_*`), `tuple` its first packet as it arrived and `reply` the
 /// tuple its replies will carry (so the translated packet is `reply`
-/// reversed), `snap` the first packet's first bytes.
+/// reversed); `snap` is empty (`snap_len` 0).
 pub const EVENT_FLOW: u8 = 2;
 
 /// How many of a packet's first bytes an event carries: Ethernet, IPv4

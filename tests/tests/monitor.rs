@@ -287,3 +287,36 @@ fn a_flow_is_shown_closed_when_it_expires() {
     assert_eq!(closed["endpoint"], "web", "{closed}");
     flows.stop();
 }
+
+#[test]
+fn bad_monitor_requests_are_refused_and_change_nothing() {
+    require_root!();
+    let t = Topology::new(&[]);
+    t.agent
+        .refuses(&["monitor", "--endpoint", "nosuch"], "nosuch");
+    let run = t.agent.cli(&["monitor", "--rate", "0"]);
+    assert_eq!(run.code, 2, "a rate of 0 is bad usage: {}", run.stderr);
+    let socket = t.agent.socket();
+    for (query, needle) in [
+        ("rate=2000000", "out of range"),
+        ("rate=0", "out of range"),
+        ("frobnicate=1", "invalid monitor query"),
+        ("drops=maybe", "invalid monitor query"),
+    ] {
+        let (body, code) =
+            netd_tests::curl_unix(&socket, &[&format!("http://netd/v1/monitor?{query}")]);
+        assert_eq!(code, "400", "{query}: {body}");
+        let error: Value = serde_json::from_str(&body).expect("a JSON error");
+        assert!(
+            error["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(needle)),
+            "{query}: {body}"
+        );
+    }
+    assert_eq!(
+        kernel_wants(&t.agent),
+        0,
+        "a refused monitor turned nothing on"
+    );
+}

@@ -670,12 +670,16 @@ impl Agent {
         doomed: impl Fn(&FlowPair) -> bool,
     ) -> Result<(), AgentError> {
         let flows = conntrack::pair_up(self.datapath.maps().ct_entries()?);
-        let keys: Vec<_> = flows
-            .iter()
-            .filter(|f| doomed(f))
-            .flat_map(|f| f.keys())
-            .collect();
+        let swept: Vec<&FlowPair> = flows.iter().filter(|f| doomed(f)).collect();
+        let keys: Vec<_> = swept.iter().flat_map(|f| f.keys()).collect();
         self.datapath.maps().ct_remove_all(&keys)?;
+        if self.monitor.wants_flows() {
+            for flow in swept {
+                let (key, entry) = &flow.original;
+                let reply = flow.reply.as_ref().map(|(k, _)| k);
+                self.monitor.flow_closed(key, reply, entry.kind, "stale");
+            }
+        }
         Ok(())
     }
 

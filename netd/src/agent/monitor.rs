@@ -9,9 +9,10 @@
 //! per new flow, nothing per forwarded packet.
 
 use std::{
+    collections::HashMap,
     net::Ipv4Addr,
     path::Path,
-    sync::{Arc, Mutex as SyncMutex},
+    sync::{Arc, Mutex as SyncMutex, PoisonError},
     time::{Duration, SystemTime},
 };
 
@@ -42,6 +43,13 @@ const BACKLOG: usize = 4096;
 /// How often the kernel's lost counts are read and the endpoint names
 /// refreshed.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
+
+/// Records read from the ring before the reader lets others run.
+const READ_BATCH: usize = 1024;
+
+/// The highest rate a stream may ask, per CPU: beyond it the agent could
+/// not keep up anyway.
+pub const MAX_RATE: u32 = 1_000_000;
 
 /// How long a stream stays silent before an empty line.
 const KEEPALIVE: Duration = Duration::from_secs(1);
@@ -113,7 +121,11 @@ pub struct Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        let mut control = self.inner.control.lock().expect("monitor lock");
+        let mut control = self
+            .inner
+            .control
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         control.streams.retain(|(id, _)| *id != self.id);
         apply(&mut control);
     }
@@ -166,7 +178,11 @@ impl Monitor {
 
     /// Joins a stream wanting `want`.
     pub fn subscribe(&self, want: Want) -> Subscription {
-        let mut control = self.inner.control.lock().expect("monitor lock");
+        let mut control = self
+            .inner
+            .control
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let id = control.next_id;
         control.next_id += 1;
         control.streams.push((id, want));
@@ -182,13 +198,21 @@ impl Monitor {
     /// The endpoints events are named after (refreshed every
     /// [`HOUSEKEEPING`] while watched).
     pub fn set_endpoints(&self, endpoints: Vec<EndpointRef>) {
-        self.inner.control.lock().expect("monitor lock").endpoints = endpoints;
+        self.inner
+            .control
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .endpoints = endpoints;
     }
 
     /// Whether some stream wants flows (garbage collection then reports
     /// the flows it closes).
     pub fn wants_flows(&self) -> bool {
-        let control = self.inner.control.lock().expect("monitor lock");
+        let control = self
+            .inner
+            .control
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         control.streams.iter().any(|(_, want)| want.flows)
     }
 
@@ -213,7 +237,11 @@ impl Monitor {
     }
 
     fn endpoint_of(&self, ifindex: Option<u32>, addrs: &[Ipv4Addr]) -> Option<String> {
-        let control = self.inner.control.lock().expect("monitor lock");
+        let control = self
+            .inner
+            .control
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let by_ifindex =
             ifindex.and_then(|i| control.endpoints.iter().find(|ep| ep.ifindex == Some(i)));
         by_ifindex
@@ -257,6 +285,9 @@ impl Monitor {
             }
         };
         let mut closed = self.inner.closed.subscribe();
+        // Interface names by ifindex, forgotten every tick (a name can
+        // change, an index be reused).
+        let mut names = HashMap::new();
         let mut lost_before = self.lost();
         let mut tick = tokio::time::interval(HOUSEKEEPING);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -264,14 +295,22 @@ impl Monitor {
             tokio::select! {
                 readable = ring.readable_mut() => {
                     let Ok(mut guard) = readable else { return };
-                    let mut decoded = Vec::new();
-                    while let Some(record) = guard.get_inner_mut().next() {
+                    // A bounded batch: a kernel writing as fast as this
+                    // reads must not keep the loop (and the lost counts'
+                    // tick) from coming round.
+                    let mut decoded = Vec::with_capacity(READ_BATCH);
+                    while decoded.len() < READ_BATCH {
+                        let Some(record) = guard.get_inner_mut().next() else {
+                            guard.clear_ready();
+                            break;
+                        };
                         decoded.extend(Decoded::from_bytes(&record));
                     }
-                    guard.clear_ready();
+                    drop(guard);
                     for event in decoded {
-                        self.publish_decoded(event);
+                        self.publish_decoded(event, &mut names);
                     }
+                    tokio::task::yield_now().await;
                 }
                 _ = tick.tick() => {
                     let lost = self.lost();
@@ -288,8 +327,15 @@ impl Monitor {
                         });
                     }
                     lost_before = lost;
-                    if self.watched() {
-                        let endpoints = agent.lock().await.monitor_endpoints();
+                    names.clear();
+                    // Never waited for: while the agent is busy (a long
+                    // garbage collection, a health check) the ring must
+                    // still be read; the names are refreshed next time.
+                    if self.watched()
+                        && let Ok(agent) = agent.try_lock()
+                    {
+                        let endpoints = agent.monitor_endpoints();
+                        drop(agent);
                         self.set_endpoints(endpoints);
                     }
                 }
@@ -300,11 +346,15 @@ impl Monitor {
     }
 
     fn lost(&self) -> Lost {
-        let control = self.inner.control.lock().expect("monitor lock");
+        let control = self
+            .inner
+            .control
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         control.maps.lost().unwrap_or_default()
     }
 
-    fn publish_decoded(&self, decoded: Decoded) {
+    fn publish_decoded(&self, decoded: Decoded, names: &mut HashMap<u32, Option<String>>) {
         let published = match decoded {
             Decoded::Drop {
                 time_ns,
@@ -327,7 +377,10 @@ impl Monitor {
                         reason: reason.to_owned(),
                         hook: hook.to_owned(),
                         ifindex,
-                        interface: interface_name(ifindex),
+                        interface: names
+                            .entry(ifindex)
+                            .or_insert_with(|| interface_name(ifindex))
+                            .clone(),
                         endpoint,
                         len,
                         protocol: packet.proto,

@@ -348,10 +348,13 @@ async fn monitor(
         )
     })?;
     let rate = query.rate.unwrap_or(super::monitor::default_rate());
-    if rate == 0 {
+    if !(1..=super::monitor::MAX_RATE).contains(&rate) {
         return Err(ApiError::new(
             ErrorKind::InvalidArgument,
-            "monitor rate must be at least 1 event per second".to_owned(),
+            format!(
+                "monitor rate {rate} is out of range: 1 to {} events per second per CPU",
+                super::monitor::MAX_RATE
+            ),
         ));
     }
     let both = !query.drops && !query.flows;

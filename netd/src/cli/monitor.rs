@@ -30,8 +30,9 @@ pub struct Monitor {
     /// With each drop, the packet's first bytes (up to 128) in hex.
     #[arg(long, short)]
     verbose: bool,
-    /// Events per second each CPU may emit (a token bucket in the kernel).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    /// Events per second each CPU may emit (a token bucket in the kernel;
+    /// 1 to 1000000) [default: 10000]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     rate: Option<u32>,
 }
 
