@@ -9,9 +9,16 @@ use anyhow::{Context as _, bail};
 
 use crate::cmd::{self, cargo, workspace_root};
 
-/// Where the generated assets and the package go.
+/// Where the package goes (`deb/`).
 fn staging() -> PathBuf {
     workspace_root().join("target/package")
+}
+
+/// Where the generated assets go: under target/release, where cargo-deb
+/// takes an asset path for a build product (found in the real target
+/// directory, no warning that it "will not be built").
+fn assets() -> PathBuf {
+    workspace_root().join("target/release/deb-assets")
 }
 
 /// Builds the package; returns the .deb's path.
@@ -21,11 +28,28 @@ pub fn build() -> anyhow::Result<PathBuf> {
     let netd = workspace_root().join("target/release/netd");
     let dir = staging();
     let _ = fs::remove_dir_all(&dir);
-    let (man, completions, cni) = (dir.join("man"), dir.join("completions"), dir.join("cni"));
+    let generated = assets();
+    let _ = fs::remove_dir_all(&generated);
+    let (man, completions, cni) = (
+        generated.join("man"),
+        generated.join("completions"),
+        generated.join("cni"),
+    );
     for d in [&completions, &cni] {
         fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
     cmd::run(Command::new(&netd).arg("manpages").arg(&man))?;
+    // Compressed, as Debian's policy wants (cargo-deb compresses only the
+    // man pages it does not take for build products).
+    let pages: Vec<PathBuf> = fs::read_dir(&man)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "8"))
+        .collect();
+    if pages.is_empty() {
+        bail!("netd manpages wrote no page into {}", man.display());
+    }
+    cmd::run(Command::new("gzip").arg("-9nf").args(&pages))?;
     for (shell, file) in [
         ("bash", "netd.bash"),
         ("zsh", "_netd"),

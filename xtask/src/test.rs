@@ -10,8 +10,11 @@ use crate::{
     bench,
     cmd::{self, cargo, is_root, output, workspace_root},
     leftovers::{self, Snapshot},
-    previous, setup, vm,
+    package, previous, setup, vm,
 };
+
+/// What the package test reads the Debian package's path from.
+const PACKAGE_ENV: &str = "NETD_PACKAGE_DEB";
 
 #[derive(clap::Args)]
 pub struct Options {
@@ -71,6 +74,15 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         eprintln!("\n*** {why}: the upgrade test will be skipped ***\n");
         Err(why)
     };
+    // The Debian package, for the package test: the release build it packs
+    // is the one the benchmark runs, so this costs cargo-deb's seconds.
+    // Not for a filtered run that cannot reach that test.
+    let deb = if options.filters.is_empty() || options.filters.iter().any(|f| f.contains("package"))
+    {
+        Some(package::build()?)
+    } else {
+        None
+    };
 
     let ledger = workspace_root().join("target/netd-test-ledger");
     let _ = fs::remove_dir_all(&ledger);
@@ -113,6 +125,9 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         Ok(bin) => tests.env(previous::ENV, bin),
         Err(why) => tests.env(previous::UNAVAILABLE_ENV, why),
     };
+    if let Some(deb) = &deb {
+        tests.env(PACKAGE_ENV, deb);
+    }
     let result = cmd::run(&mut tests);
     if nextest && options.filters.is_empty() {
         // nextest does not run doc tests.
