@@ -87,7 +87,8 @@ fn promtool_check(text: &str) {
 #[test]
 fn metrics_follow_traffic_and_pass_promtool() {
     require_root!();
-    let t = Topology::new(&["--metrics-address", METRICS]);
+    // Collections every second: the conntrack gauge is counted from them.
+    let t = Topology::new(&["--metrics-address", METRICS, "--ct-gc-interval", "1"]);
     let web = t.container("web", &["--name", "web"]);
     let _server = HttpServer::start(&web, 80, "hello");
     t.agent.ok(&["publish", "8080:80", "web"]);
@@ -136,6 +137,23 @@ fn metrics_follow_traffic_and_pass_promtool() {
     assert!(m.value(r#"netd_packets_total{hook="uplink_tc",proto="tcp"}"#) >= 18.0);
     assert!(m.value(r#"netd_packets_total{hook="endpoint_tc",proto="icmp"}"#) >= 2.0);
     assert!(m.value("netd_conntrack_entries") >= 2.0);
+    // The gauge (the last collection's count and the flows created since)
+    // is the table's size, as a walk of it (`netd stats`) finds it.
+    let walked = || t.agent.json(&["stats"])["conntrack_entries"].as_f64();
+    let flow = |port: u16| {
+        let _server = HttpServer::start(&t.out, port, "counted");
+        netd_tests::topology::fetch(&web, &format!("http://{OUT_IP}:{port}/"))
+    };
+    assert_eq!(flow(8001).as_deref(), Some("counted"));
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(flow(8002).as_deref(), Some("counted"));
+    let counted = (0..10).find_map(|_| {
+        let before = walked();
+        let gauge = scrape_socket(&t).value("netd_conntrack_entries");
+        (walked() == before).then(|| (gauge, before.expect("conntrack_entries")))
+    });
+    let (gauge, walked) = counted.expect("the table changed under every scrape");
+    assert_eq!(gauge, walked);
     let ct_max = t.agent.json(&["stats"])["conntrack_max"]
         .as_f64()
         .expect("conntrack_max");

@@ -73,6 +73,9 @@ pub struct Collected {
     pub early: usize,
     /// Entries left in the table.
     pub remaining: usize,
+    /// Flows created (`NETD_FLOWS_CREATED`, all kinds) before the table
+    /// was read.
+    pub created_before: u64,
 }
 
 fn addr_port(addr: [u8; 4], port: [u8; 2]) -> String {
@@ -536,6 +539,10 @@ impl Agent {
             let collected = self.collect_garbage(pressure);
             if let Ok(c) = &collected {
                 self.ct_fill = c.remaining;
+                self.ct_census = Some(super::metrics::CtCensus {
+                    entries: c.remaining,
+                    created: c.created_before,
+                });
                 self.gc.record(self.last_gc.elapsed(), c);
             }
             match collected {
@@ -576,6 +583,7 @@ impl Agent {
             .map(|(ifindex, _)| ifindex)
             .collect();
         let now = conntrack::monotonic_ns();
+        let created_before = self.flows_created_sum()?;
         let entries = self.datapath.maps().ct_entries()?;
         let mut remaining = entries.len();
         let flows = conntrack::pair_up(entries);
@@ -647,7 +655,14 @@ impl Agent {
         }
         self.datapath.maps().ct_remove_all(&doomed)?;
         collected.remaining = remaining;
+        collected.created_before = created_before;
         Ok(collected)
+    }
+
+    /// Flows the datapath has created, of every kind, since the maps were
+    /// pinned.
+    fn flows_created_sum(&mut self) -> Result<u64, AgentError> {
+        Ok(self.datapath.maps().flows_created()?.iter().sum())
     }
 
     /// Whether either entry of `flow` saw a packet after it was read.
@@ -669,10 +684,17 @@ impl Agent {
         &mut self,
         doomed: impl Fn(&FlowPair) -> bool,
     ) -> Result<(), AgentError> {
-        let flows = conntrack::pair_up(self.datapath.maps().ct_entries()?);
+        let created_before = self.flows_created_sum()?;
+        let entries = self.datapath.maps().ct_entries()?;
+        let read = entries.len();
+        let flows = conntrack::pair_up(entries);
         let swept: Vec<&FlowPair> = flows.iter().filter(|f| doomed(f)).collect();
         let keys: Vec<_> = swept.iter().flat_map(|f| f.keys()).collect();
         self.datapath.maps().ct_remove_all(&keys)?;
+        self.ct_census = Some(super::metrics::CtCensus {
+            entries: read.saturating_sub(keys.len()),
+            created: created_before,
+        });
         if self.monitor.wants_flows() {
             for flow in swept {
                 let (key, entry) = &flow.original;

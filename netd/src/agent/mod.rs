@@ -85,6 +85,9 @@ pub struct Agent {
     ct_refused: u64,
     /// Conntrack entries after the last garbage collection.
     ct_fill: usize,
+    /// The table's size as the last walk of it counted, for the metrics;
+    /// `None` before the first.
+    ct_census: Option<metrics::CtCensus>,
     /// The `nat_exhausted` drop count at the last tick.
     nat_exhausted: u64,
     /// What garbage collection did, for the metrics.
@@ -184,6 +187,7 @@ impl Agent {
             xdp_modes: BTreeMap::new(),
             ct_refused: 0,
             ct_fill: 0,
+            ct_census: None,
             nat_exhausted: 0,
             gc: metrics::GcRecord::default(),
             dns,
