@@ -14,6 +14,7 @@ use netd_common::{
         DatapathConfig, EndpointInfo, NET_INTERNAL, NET_NO_ICC, NET_NO_MASQUERADE,
         NET_PROTECT_PORTS, NetworkInfo,
     },
+    map_names as names,
     stats::hook,
 };
 use tracing::{info, warn};
@@ -27,8 +28,9 @@ use super::{
 use crate::{
     api,
     datapath::{
-        ENDPOINT_TC, LAN_TC, SOCKET_PROGRAMS, TcMode, UPLINK_TC,
+        DatapathError, ENDPOINT_TC, LAN_TC, SOCKET_PROGRAMS, TcMode, UPLINK_TC,
         conntrack::{self, Collect, FlowPair},
+        maps::{Maps, PinnedMaps},
     },
     netns::Netns,
     paths::{cgroup_link, endpoint_link, uplink_link},
@@ -62,6 +64,45 @@ fn netns_cookie() -> std::io::Result<u64> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(cookie)
+}
+
+/// A garbage collection the agent's tick found due.
+pub struct GcDue {
+    /// New flows were refused since the last tick: make room.
+    pressure: bool,
+    bpffs: std::path::PathBuf,
+}
+
+/// The conntrack table as read for a garbage collection.
+pub struct CtRead {
+    /// `CLOCK_MONOTONIC` before the read, in ns.
+    now: u64,
+    /// Flows created (`NETD_FLOWS_CREATED`, all kinds) before the read.
+    created_before: u64,
+    /// Entries read.
+    entries: usize,
+    flows: Vec<FlowPair>,
+}
+
+impl GcDue {
+    /// Reads the table from its pin. Blocking, and without the agent: a
+    /// million entries take most of a second to copy and pair up, and the
+    /// API must not wait for them. What changes meanwhile is the caller's
+    /// to handle: a flow touched since is kept, a mapping removed since is
+    /// stale either way.
+    pub fn read(&self) -> Result<CtRead, DatapathError> {
+        let mut pinned = PinnedMaps::open(&self.bpffs, &[names::CT, names::FLOWS_CREATED])?;
+        let mut maps = Maps::pinned(&mut pinned);
+        let now = conntrack::monotonic_ns();
+        let created_before = maps.flows_created()?.iter().sum();
+        let entries = maps.ct_entries()?;
+        Ok(CtRead {
+            now,
+            created_before,
+            entries: entries.len(),
+            flows: conntrack::pair_up(entries),
+        })
+    }
 }
 
 /// What one garbage collection removed, in flows.
@@ -493,7 +534,10 @@ impl Agent {
 
     /// Periodic work: local addresses, and conntrack garbage collection when
     /// it is due, or at once when the table refused new flows (full).
-    pub async fn tick(&mut self) {
+    /// The periodic work; a garbage collection it finds due is returned,
+    /// for the caller to read the table without the agent's lock
+    /// ([`GcDue::read`]) and hand to [`Agent::collect_garbage`].
+    pub async fn tick(&mut self) -> Option<GcDue> {
         self.tick_state().await;
         self.retry_names();
         if let Err(err) = self.sync_local_addrs().await {
@@ -536,30 +580,37 @@ impl Agent {
         };
         if pressure || self.last_gc.elapsed() >= interval {
             self.last_gc = std::time::Instant::now();
-            let collected = self.collect_garbage(pressure);
-            if let Ok(c) = &collected {
+            return Some(GcDue {
+                pressure,
+                bpffs: self.config.bpffs.clone(),
+            });
+        }
+        None
+    }
+
+    /// Collects the table `read` for `due`, and records what it did.
+    pub fn collect_garbage(&mut self, due: &GcDue, read: Result<CtRead, DatapathError>) {
+        let collected = read
+            .map_err(AgentError::from)
+            .and_then(|read| self.collect(due.pressure, read));
+        match collected {
+            Ok(c) => {
                 self.ct_fill = c.remaining;
                 self.ct_census = Some(super::metrics::CtCensus {
                     entries: c.remaining,
                     created: c.created_before,
                 });
-                self.gc.record(self.last_gc.elapsed(), c);
+                self.gc.record(self.last_gc.elapsed(), &c);
+                if c.expired + c.stale + c.early > 0 {
+                    info!(
+                        expired = c.expired,
+                        stale = c.stale,
+                        early = c.early,
+                        "conntrack garbage collected"
+                    );
+                }
             }
-            match collected {
-                Ok(Collected {
-                    expired: 0,
-                    stale: 0,
-                    early: 0,
-                    ..
-                }) => {}
-                Ok(c) => info!(
-                    expired = c.expired,
-                    stale = c.stale,
-                    early = c.early,
-                    "conntrack garbage collected"
-                ),
-                Err(err) => warn!(error = %err, "conntrack garbage collection"),
-            }
+            Err(err) => warn!(error = %err, "conntrack garbage collection"),
         }
     }
 
@@ -568,7 +619,7 @@ impl Agent {
     /// established (TCP before ESTABLISHED or closing, UDP without reply,
     /// ICMP), as netfilter's early drop does, until the table is at most
     /// 80% full. Established flows are never evicted.
-    pub fn collect_garbage(&mut self, pressure: bool) -> Result<Collected, AgentError> {
+    fn collect(&mut self, pressure: bool, read: CtRead) -> Result<Collected, AgentError> {
         let live: BTreeSet<(u32, u32)> = self
             .state
             .endpoints
@@ -582,11 +633,13 @@ impl Agent {
             .into_iter()
             .map(|(ifindex, _)| ifindex)
             .collect();
-        let now = conntrack::monotonic_ns();
-        let created_before = self.flows_created_sum()?;
-        let entries = self.datapath.maps().ct_entries()?;
-        let mut remaining = entries.len();
-        let flows = conntrack::pair_up(entries);
+        let CtRead {
+            now,
+            created_before,
+            entries,
+            flows,
+        } = read;
+        let mut remaining = entries;
         let mut collected = Collected::default();
         // A monitor watching flows sees each one closed.
         let monitor = self.monitor.wants_flows().then(|| self.monitor.clone());

@@ -552,7 +552,19 @@ pub async fn serve(agent: Agent) -> anyhow::Result<()> {
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
-                    _ = interval.tick() => agent.lock().await.tick().await,
+                    _ = interval.tick() => {
+                        let due = agent.lock().await.tick().await;
+                        if let Some(due) = due {
+                            // Read without the agent's lock, collected under it.
+                            let (due, read) = tokio::task::spawn_blocking(move || {
+                                let read = due.read();
+                                (due, read)
+                            })
+                            .await
+                            .expect("the conntrack read does not panic");
+                            agent.lock().await.collect_garbage(&due, read);
+                        }
+                    }
                     Some(_) = changes.next() => {
                         let mut agent = agent.lock().await;
                         // One sync for a burst (making a bridge or a veth is
