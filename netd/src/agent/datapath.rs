@@ -22,6 +22,7 @@ use tracing::{info, warn};
 use super::{
     Agent,
     error::AgentError,
+    metrics::CtCensus,
     ports,
     state::{Change, EndpointState, NetworkState, Phase},
 };
@@ -92,16 +93,30 @@ impl GcDue {
     /// stale either way.
     pub fn read(&self) -> Result<CtRead, DatapathError> {
         let mut pinned = PinnedMaps::open(&self.bpffs, &[names::CT, names::FLOWS_CREATED])?;
-        let mut maps = Maps::pinned(&mut pinned);
+        CtRead::from(&mut Maps::pinned(&mut pinned))
+    }
+}
+
+impl CtRead {
+    /// Reads the table, after the clock and the flows created.
+    fn from(maps: &mut Maps<'_>) -> Result<Self, DatapathError> {
         let now = conntrack::monotonic_ns();
         let created_before = maps.flows_created()?.iter().sum();
         let entries = maps.ct_entries()?;
-        Ok(CtRead {
+        Ok(Self {
             now,
             created_before,
             entries: entries.len(),
             flows: conntrack::pair_up(entries),
         })
+    }
+
+    /// The census of the table once `removed` of the entries read are gone.
+    fn census(&self, removed: usize) -> CtCensus {
+        CtCensus {
+            entries: self.entries.saturating_sub(removed),
+            created: self.created_before,
+        }
     }
 }
 
@@ -114,9 +129,6 @@ pub struct Collected {
     pub early: usize,
     /// Entries left in the table.
     pub remaining: usize,
-    /// Flows created (`NETD_FLOWS_CREATED`, all kinds) before the table
-    /// was read.
-    pub created_before: u64,
 }
 
 fn addr_port(addr: [u8; 4], port: [u8; 2]) -> String {
@@ -532,11 +544,11 @@ impl Agent {
         }
     }
 
-    /// Periodic work: local addresses, and conntrack garbage collection when
-    /// it is due, or at once when the table refused new flows (full).
-    /// The periodic work; a garbage collection it finds due is returned,
-    /// for the caller to read the table without the agent's lock
-    /// ([`GcDue::read`]) and hand to [`Agent::collect_garbage`].
+    /// Periodic work: local addresses, and whether conntrack garbage
+    /// collection is due, or due at once because the table refused new
+    /// flows (full). A collection due is returned, for the caller to read
+    /// the table without the agent's lock ([`GcDue::read`]) and hand it to
+    /// [`Agent::collect_garbage`].
     pub async fn tick(&mut self) -> Option<GcDue> {
         self.tick_state().await;
         self.retry_names();
@@ -573,7 +585,8 @@ impl Agent {
         self.nat_exhausted = exhausted;
         // A table more than half full is collected every tick: flows that
         // come and go fast (a connection per request) must not fill it.
-        let interval = if self.ct_fill > self.config.ct_max as usize / 2 {
+        let fill = self.ct_census.map_or(0, |census| census.entries);
+        let interval = if fill > self.config.ct_max as usize / 2 {
             std::time::Duration::ZERO
         } else {
             self.config.ct_gc_interval
@@ -595,11 +608,6 @@ impl Agent {
             .and_then(|read| self.collect(due.pressure, read));
         match collected {
             Ok(c) => {
-                self.ct_fill = c.remaining;
-                self.ct_census = Some(super::metrics::CtCensus {
-                    entries: c.remaining,
-                    created: c.created_before,
-                });
                 self.gc.record(self.last_gc.elapsed(), &c);
                 if c.expired + c.stale + c.early > 0 {
                     info!(
@@ -619,7 +627,7 @@ impl Agent {
     /// established (TCP before ESTABLISHED or closing, UDP without reply,
     /// ICMP), as netfilter's early drop does, until the table is at most
     /// 80% full. Established flows are never evicted.
-    fn collect(&mut self, pressure: bool, read: CtRead) -> Result<Collected, AgentError> {
+    fn collect(&mut self, pressure: bool, mut read: CtRead) -> Result<Collected, AgentError> {
         let live: BTreeSet<(u32, u32)> = self
             .state
             .endpoints
@@ -633,13 +641,8 @@ impl Agent {
             .into_iter()
             .map(|(ifindex, _)| ifindex)
             .collect();
-        let CtRead {
-            now,
-            created_before,
-            entries,
-            flows,
-        } = read;
-        let mut remaining = entries;
+        let now = read.now;
+        let mut remaining = read.entries;
         let mut collected = Collected::default();
         // A monitor watching flows sees each one closed.
         let monitor = self.monitor.wants_flows().then(|| self.monitor.clone());
@@ -651,7 +654,7 @@ impl Agent {
         };
         let mut doomed = Vec::new();
         let mut kept = Vec::new();
-        for flow in flows {
+        for flow in std::mem::take(&mut read.flows) {
             match conntrack::collect(
                 &flow,
                 now,
@@ -708,14 +711,8 @@ impl Agent {
         }
         self.datapath.maps().ct_remove_all(&doomed)?;
         collected.remaining = remaining;
-        collected.created_before = created_before;
+        self.ct_census = Some(read.census(read.entries - remaining));
         Ok(collected)
-    }
-
-    /// Flows the datapath has created, of every kind, since the maps were
-    /// pinned.
-    fn flows_created_sum(&mut self) -> Result<u64, AgentError> {
-        Ok(self.datapath.maps().flows_created()?.iter().sum())
     }
 
     /// Whether either entry of `flow` saw a packet after it was read.
@@ -737,17 +734,11 @@ impl Agent {
         &mut self,
         doomed: impl Fn(&FlowPair) -> bool,
     ) -> Result<(), AgentError> {
-        let created_before = self.flows_created_sum()?;
-        let entries = self.datapath.maps().ct_entries()?;
-        let read = entries.len();
-        let flows = conntrack::pair_up(entries);
-        let swept: Vec<&FlowPair> = flows.iter().filter(|f| doomed(f)).collect();
+        let read = CtRead::from(&mut self.datapath.maps())?;
+        let swept: Vec<&FlowPair> = read.flows.iter().filter(|f| doomed(f)).collect();
         let keys: Vec<_> = swept.iter().flat_map(|f| f.keys()).collect();
         self.datapath.maps().ct_remove_all(&keys)?;
-        self.ct_census = Some(super::metrics::CtCensus {
-            entries: read.saturating_sub(keys.len()),
-            created: created_before,
-        });
+        self.ct_census = Some(read.census(keys.len()));
         if self.monitor.wants_flows() {
             for flow in swept {
                 let (key, entry) = &flow.original;

@@ -289,8 +289,8 @@ pub fn render(snapshot: &Snapshot, api: &ApiRequests) -> Result<String, Datapath
     out.family(
         "netd_conntrack_entries",
         Kind::Gauge,
-        "Conntrack entries, one per direction of each flow: as the last garbage collection \
-         counted them, plus two per flow created since.",
+        "Conntrack entries, one per direction of each flow: as the last walk of the table \
+         (a collection, a sweep) counted them, plus two per flow created since.",
     )
     .sample(&[], entries);
     out.family(

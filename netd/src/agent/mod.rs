@@ -83,10 +83,9 @@ pub struct Agent {
     /// The `ct_create` drop count at the last tick: when it grows, the
     /// table is full.
     ct_refused: u64,
-    /// Conntrack entries after the last garbage collection.
-    ct_fill: usize,
-    /// The table's size as the last walk of it counted, for the metrics;
-    /// `None` before the first.
+    /// The table's size as the last walk of it counted (how full it is,
+    /// for the collection's interval and the metrics); `None` before the
+    /// first.
     ct_census: Option<metrics::CtCensus>,
     /// The `nat_exhausted` drop count at the last tick.
     nat_exhausted: u64,
@@ -186,7 +185,6 @@ impl Agent {
             last_gc: std::time::Instant::now(),
             xdp_modes: BTreeMap::new(),
             ct_refused: 0,
-            ct_fill: 0,
             ct_census: None,
             nat_exhausted: 0,
             gc: metrics::GcRecord::default(),
